@@ -1,0 +1,754 @@
+//! The HTTP client: one place that builds every request to Airbyte, authenticates
+//! it, retries what may be retried, and turns answers into types or [`Error`]s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::Rng;
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::error::{Error, ErrorBody, Subject, classify, excerpt};
+use super::model::*;
+use super::{ApiKind, Auth};
+
+/// The organization every OSS workspace belongs to.
+const DEFAULT_ORGANIZATION_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// How long a token without `expires_in` is trusted: Airbyte's default lifetime
+/// (`AB_AIRBYTE_AUTH_TOKEN_EXPIRATION_APPLICATION`). A 401 refreshes it earlier.
+const ASSUMED_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// Bounds on retrying a call that failed in a way that may pass.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Retries after the first try; 0 disables retrying.
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// No retry starts once this much time has passed since the first try.
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before retry number `retry` (0-based): exponential, capped, with
+    /// "equal jitter" so many clients retrying together spread out.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exp = self
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(retry.min(30)));
+        let capped = exp.min(self.max_backoff);
+        let half = capped / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+}
+
+/// Everything the client needs to reach one Airbyte.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// `http://localhost:8001/api/v1` (Config API) or `http://HOST:8000/api/public/v1`.
+    pub base_url: String,
+    pub api: ApiKind,
+    pub auth: Auth,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl ClientSettings {
+    pub fn new(base_url: impl Into<String>, api: ApiKind) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api,
+            auth: Auth::None,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Told about every HTTP exchange, for metrics. `outcome` is `ok` or an
+/// [`Error::kind`]; `operation` is a fixed name such as `jobs/get`.
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, operation: &'static str, outcome: &'static str, elapsed: Duration);
+}
+
+/// A typed, async client of Airbyte's Config API or public API. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    api: ApiKind,
+    auth: Auth,
+    request_timeout: Duration,
+    retry: RetryPolicy,
+    token: Mutex<Option<CachedToken>>,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+struct CachedToken {
+    value: SecretString,
+    refresh_at: Instant,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base)
+            .field("api", &self.inner.api)
+            .field("auth", &self.inner.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request, before it is sent (possibly several times).
+struct Call<'a> {
+    operation: &'static str,
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    body: Option<Value>,
+    subject: Subject<'a>,
+}
+
+impl<'a> Call<'a> {
+    fn post(operation: &'static str, body: Value) -> Self {
+        Self {
+            operation,
+            method: Method::POST,
+            path: format!("/{operation}"),
+            query: Vec::new(),
+            body: Some(body),
+            subject: Subject::Other,
+        }
+    }
+
+    fn about(mut self, subject: Subject<'a>) -> Self {
+        self.subject = subject;
+        self
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+fn to_value(body: &impl Serialize) -> Value {
+    // Serializing our own request structs cannot fail: they hold no maps with
+    // non-string keys and no fallible Serialize impls.
+    serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+impl Client {
+    pub fn new(settings: ClientSettings) -> Result<Self, Error> {
+        Self::build(settings, None)
+    }
+
+    /// A client that reports every exchange to `observer` (metrics).
+    pub fn observed(
+        settings: ClientSettings,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Result<Self, Error> {
+        Self::build(settings, Some(observer))
+    }
+
+    fn build(
+        settings: ClientSettings,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .user_agent(concat!("cronbyte/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Transport {
+                endpoint: "client setup".into(),
+                detail: describe(&e),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: settings.base_url.trim_end_matches('/').to_owned(),
+                api: settings.api,
+                auth: settings.auth,
+                request_timeout: settings.request_timeout,
+                retry: settings.retry,
+                token: Mutex::new(None),
+                observer,
+            }),
+        })
+    }
+
+    pub fn api(&self) -> ApiKind {
+        self.inner.api
+    }
+
+    // -----------------------------------------------------------------------
+    // What the engine uses, for either API.
+
+    /// Starts a sync of `connection_id`. Retried on transport errors and 5xx like
+    /// any call; should a retry then meet a 409, the error says
+    /// `after_lost_answer`: the job running may be the one an earlier try started.
+    pub async fn trigger_sync(&self, connection_id: &str) -> Result<Job, Error> {
+        let subject = Subject::Sync { connection_id };
+        match self.inner.api {
+            ApiKind::Config => {
+                let call = Call::post("connections/sync", json!({ "connectionId": connection_id }))
+                    .about(subject);
+                Ok(self.send::<JobInfoRead>(call).await?.into_job())
+            }
+            ApiKind::Public => {
+                let call = Call {
+                    operation: "jobs/create",
+                    method: Method::POST,
+                    path: "/jobs".into(),
+                    query: Vec::new(),
+                    body: Some(json!({ "connectionId": connection_id, "jobType": "sync" })),
+                    subject,
+                };
+                Ok(self.send::<JobResponse>(call).await?.into_job())
+            }
+        }
+    }
+
+    /// The job with its current status and counts. On the Config API this is
+    /// `jobs/get_without_logs`, which (unlike `jobs/get`) carries live
+    /// `aggregatedStats` and no log lines.
+    pub async fn job(&self, job_id: i64) -> Result<Job, Error> {
+        match self.inner.api {
+            ApiKind::Config => self.get_job_without_logs(job_id).await,
+            ApiKind::Public => {
+                let call = Call {
+                    operation: "jobs/get",
+                    method: Method::GET,
+                    path: format!("/jobs/{job_id}"),
+                    query: Vec::new(),
+                    body: None,
+                    subject: Subject::Job,
+                };
+                Ok(self.send::<JobResponse>(call).await?.into_job())
+            }
+        }
+    }
+
+    /// Asks Airbyte to cancel the job; the answer is the job as Airbyte then sees it.
+    pub async fn cancel_job(&self, job_id: i64) -> Result<Job, Error> {
+        match self.inner.api {
+            ApiKind::Config => {
+                let call = Call::post("jobs/cancel", json!({ "id": job_id })).about(Subject::Job);
+                Ok(self.send::<JobInfoRead>(call).await?.into_job())
+            }
+            ApiKind::Public => {
+                let call = Call {
+                    operation: "jobs/cancel",
+                    method: Method::DELETE,
+                    path: format!("/jobs/{job_id}"),
+                    query: Vec::new(),
+                    body: None,
+                    subject: Subject::Job,
+                };
+                Ok(self.send::<JobResponse>(call).await?.into_job())
+            }
+        }
+    }
+
+    /// The connection's newest sync jobs, newest first, at most `limit`.
+    pub async fn connection_jobs(&self, connection_id: &str, limit: u32) -> Result<Vec<Job>, Error> {
+        match self.inner.api {
+            ApiKind::Config => {
+                let body = json!({
+                    "configTypes": ["sync"],
+                    "configId": connection_id,
+                    "pagination": { "pageSize": limit, "rowOffset": 0 },
+                });
+                let list: JobReadList = self.send(Call::post("jobs/list", body)).await?;
+                Ok(list.jobs.into_iter().map(JobWithAttemptsRead::into_job).collect())
+            }
+            ApiKind::Public => {
+                let query = vec![
+                    ("connectionId", connection_id.to_owned()),
+                    ("jobType", "sync".to_owned()),
+                    ("limit", limit.min(100).to_string()),
+                    // Oldest first is the public API's default.
+                    ("orderBy", "createdAt|DESC".to_owned()),
+                ];
+                let call = Call {
+                    operation: "jobs/list",
+                    method: Method::GET,
+                    path: "/jobs".into(),
+                    query,
+                    body: None,
+                    subject: Subject::Other,
+                };
+                let page: JobsResponse = self.send(call).await?;
+                Ok(page.data.into_iter().map(JobResponse::into_job).collect())
+            }
+        }
+    }
+
+    /// Sync jobs of the given workspaces (all, when empty) updated at or after
+    /// `since`, newest first, one page of at most `page_size` starting at `offset`.
+    /// One request covers many connections' jobs, which is how a poll stays cheap.
+    pub async fn jobs_updated_since(
+        &self,
+        workspace_ids: &[String],
+        since: DateTime<Utc>,
+        page_size: u32,
+        offset: u32,
+    ) -> Result<Vec<Job>, Error> {
+        let since_text = since.to_rfc3339_opts(SecondsFormat::Secs, true);
+        match self.inner.api {
+            ApiKind::Config => {
+                let mut body = json!({
+                    "configTypes": ["sync"],
+                    "updatedAtStart": since_text,
+                    "pagination": { "pageSize": page_size, "rowOffset": offset },
+                });
+                if !workspace_ids.is_empty() {
+                    body["workspaceIds"] = json!(workspace_ids);
+                }
+                let list: JobReadList = self.send(Call::post("jobs/list_for_workspaces", body)).await?;
+                Ok(list.jobs.into_iter().map(JobWithAttemptsRead::into_job).collect())
+            }
+            ApiKind::Public => {
+                let mut query = vec![
+                    ("jobType", "sync".to_owned()),
+                    ("updatedAtStart", since_text),
+                    ("limit", page_size.min(100).to_string()),
+                    ("offset", offset.to_string()),
+                    ("orderBy", "updatedAt|DESC".to_owned()),
+                ];
+                if !workspace_ids.is_empty() {
+                    query.push(("workspaceIds", workspace_ids.join(",")));
+                }
+                let call = Call {
+                    operation: "jobs/list",
+                    method: Method::GET,
+                    path: "/jobs".into(),
+                    query,
+                    body: None,
+                    subject: Subject::Other,
+                };
+                let page: JobsResponse = self.send(call).await?;
+                Ok(page.data.into_iter().map(JobResponse::into_job).collect())
+            }
+        }
+    }
+
+    /// Whether Airbyte says it is available. Not retried: a health check should
+    /// report now, not in two minutes.
+    pub async fn health(&self) -> Result<bool, Error> {
+        let call = Call {
+            operation: "health",
+            method: Method::GET,
+            path: "/health".into(),
+            query: Vec::new(),
+            body: None,
+            subject: Subject::Other,
+        };
+        match self.inner.api {
+            ApiKind::Config => Ok(self.send_once::<HealthCheckRead>(&call).await?.available),
+            ApiKind::Public => {
+                // The public health check answers 200 with no schema; any 2xx will do.
+                self.send_once::<Value>(&call).await.map(|_| true).or_else(|e| match e {
+                    Error::Decode { .. } => Ok(true),
+                    other => Err(other),
+                })
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Config API: the rest of the surface (setting pipelines up).
+
+    /// Every workspace: `workspaces/list_by_organization_id` for the OSS
+    /// organization, falling back to `workspaces/list` on servers older than 1.7
+    /// (it was removed in 1.7).
+    pub async fn list_workspaces(&self) -> Result<Vec<WorkspaceRead>, Error> {
+        let body = json!({ "organizationId": DEFAULT_ORGANIZATION_ID });
+        match self
+            .send::<WorkspaceReadList>(Call::post("workspaces/list_by_organization_id", body))
+            .await
+        {
+            Ok(list) => Ok(list.workspaces),
+            Err(Error::NotFound { .. }) => Ok(self
+                .send::<WorkspaceReadList>(Call::post("workspaces/list", json!({})))
+                .await?
+                .workspaces),
+            Err(other) => Err(other),
+        }
+    }
+
+    pub async fn list_workspaces_by_organization(
+        &self,
+        organization_id: &str,
+    ) -> Result<Vec<WorkspaceRead>, Error> {
+        let body = json!({ "organizationId": organization_id });
+        let list: WorkspaceReadList = self
+            .send(Call::post("workspaces/list_by_organization_id", body))
+            .await?;
+        Ok(list.workspaces)
+    }
+
+    pub async fn list_source_definitions(&self) -> Result<Vec<SourceDefinitionRead>, Error> {
+        let list: SourceDefinitionReadList = self
+            .send(Call::post("source_definitions/list", json!({})))
+            .await?;
+        Ok(list.source_definitions)
+    }
+
+    pub async fn list_destination_definitions(&self) -> Result<Vec<DestinationDefinitionRead>, Error> {
+        let list: DestinationDefinitionReadList = self
+            .send(Call::post("destination_definitions/list", json!({})))
+            .await?;
+        Ok(list.destination_definitions)
+    }
+
+    pub async fn create_source(&self, source: &SourceCreate) -> Result<SourceRead, Error> {
+        self.send(Call::post("sources/create", to_value(source))).await
+    }
+
+    pub async fn get_source(&self, source_id: &str) -> Result<SourceRead, Error> {
+        self.send(Call::post("sources/get", json!({ "sourceId": source_id })))
+            .await
+    }
+
+    /// Sources of a workspace; the body is accepted by servers before and after 2.0
+    /// (2.0 made it a cursor-paginated body whose only required field is this one).
+    pub async fn list_sources(&self, workspace_id: &str) -> Result<Vec<SourceRead>, Error> {
+        let list: SourceReadList = self
+            .send(Call::post("sources/list", json!({ "workspaceId": workspace_id })))
+            .await?;
+        Ok(list.sources)
+    }
+
+    pub async fn update_source(&self, update: &SourceUpdate) -> Result<SourceRead, Error> {
+        self.send(Call::post("sources/update", to_value(update))).await
+    }
+
+    pub async fn check_source(&self, source_id: &str) -> Result<CheckConnectionRead, Error> {
+        self.send(Call::post(
+            "sources/check_connection",
+            json!({ "sourceId": source_id }),
+        ))
+        .await
+    }
+
+    pub async fn discover_source_schema(
+        &self,
+        source_id: &str,
+    ) -> Result<SourceDiscoverSchemaRead, Error> {
+        self.send(Call::post(
+            "sources/discover_schema",
+            json!({ "sourceId": source_id, "disable_cache": true }),
+        ))
+        .await
+    }
+
+    pub async fn create_destination(
+        &self,
+        destination: &DestinationCreate,
+    ) -> Result<DestinationRead, Error> {
+        self.send(Call::post("destinations/create", to_value(destination)))
+            .await
+    }
+
+    pub async fn get_destination(&self, destination_id: &str) -> Result<DestinationRead, Error> {
+        self.send(Call::post(
+            "destinations/get",
+            json!({ "destinationId": destination_id }),
+        ))
+        .await
+    }
+
+    pub async fn list_destinations(&self, workspace_id: &str) -> Result<Vec<DestinationRead>, Error> {
+        let list: DestinationReadList = self
+            .send(Call::post(
+                "destinations/list",
+                json!({ "workspaceId": workspace_id }),
+            ))
+            .await?;
+        Ok(list.destinations)
+    }
+
+    pub async fn check_destination(&self, destination_id: &str) -> Result<CheckConnectionRead, Error> {
+        self.send(Call::post(
+            "destinations/check_connection",
+            json!({ "destinationId": destination_id }),
+        ))
+        .await
+    }
+
+    /// Creates a connection from a `ConnectionCreate` body (sourceId, destinationId,
+    /// status, syncCatalog, schedule, ...).
+    pub async fn create_connection(&self, create: &Value) -> Result<ConnectionRead, Error> {
+        self.send(Call::post("connections/create", create.clone()))
+            .await
+    }
+
+    pub async fn get_connection(&self, connection_id: &str) -> Result<ConnectionRead, Error> {
+        self.send(Call::post(
+            "connections/get",
+            json!({ "connectionId": connection_id }),
+        ))
+        .await
+    }
+
+    pub async fn list_connections(&self, workspace_id: &str) -> Result<Vec<ConnectionRead>, Error> {
+        let list: ConnectionReadList = self
+            .send(Call::post(
+                "connections/list",
+                json!({ "workspaceId": workspace_id }),
+            ))
+            .await?;
+        Ok(list.connections)
+    }
+
+    /// Applies a `ConnectionUpdate` body (connectionId plus the fields to change).
+    pub async fn update_connection(&self, update: &Value) -> Result<ConnectionRead, Error> {
+        self.send(Call::post("connections/update", update.clone()))
+            .await
+    }
+
+    /// `jobs/get`: the job with its attempts and logs, without `aggregatedStats`.
+    pub async fn get_job(&self, job_id: i64) -> Result<Job, Error> {
+        let call = Call::post("jobs/get", json!({ "id": job_id })).about(Subject::Job);
+        Ok(self.send::<JobInfoRead>(call).await?.into_job())
+    }
+
+    pub async fn get_job_without_logs(&self, job_id: i64) -> Result<Job, Error> {
+        let call = Call::post("jobs/get_without_logs", json!({ "id": job_id })).about(Subject::Job);
+        Ok(self.send::<JobInfoRead>(call).await?.into_job())
+    }
+
+    // -----------------------------------------------------------------------
+    // Sending.
+
+    /// Sends `call`, retrying what may pass within the retry budget, and once
+    /// more with a fresh token after a 401 when tokens are minted here.
+    async fn send<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, Error> {
+        let policy = &self.inner.retry;
+        let started = Instant::now();
+        let mut retries = 0;
+        let mut maybe_delivered = false;
+        let mut refreshed_token = false;
+        loop {
+            match self.send_once::<T>(&call).await {
+                Ok(value) => return Ok(value),
+                Err(Error::Auth { .. })
+                    if !refreshed_token && matches!(self.inner.auth, Auth::ClientCredentials { .. }) =>
+                {
+                    refreshed_token = true;
+                    *self.inner.token.lock().await = None;
+                }
+                Err(Error::AlreadyRunning {
+                    endpoint,
+                    connection_id,
+                    message,
+                    ..
+                }) => {
+                    return Err(Error::AlreadyRunning {
+                        endpoint,
+                        connection_id,
+                        message,
+                        after_lost_answer: maybe_delivered,
+                    });
+                }
+                Err(err) => {
+                    let pause = policy.backoff(retries);
+                    let out_of_budget = retries >= policy.max_retries
+                        || started.elapsed() + pause > policy.max_elapsed;
+                    if !err.is_retryable() || out_of_budget {
+                        return Err(err);
+                    }
+                    maybe_delivered |= err.answer_was_lost();
+                    tracing::debug!(error = %err, retry = retries + 1, ?pause, "retrying Airbyte call");
+                    tokio::time::sleep(pause).await;
+                    retries += 1;
+                }
+            }
+        }
+    }
+
+    async fn send_once<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, Error> {
+        let started = Instant::now();
+        let result = self.exchange::<T>(call).await;
+        if let Some(observer) = &self.inner.observer {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            };
+            observer.observe(call.operation, outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn exchange<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, Error> {
+        let endpoint = call.endpoint();
+        let url = format!("{}{}", self.inner.base, call.path);
+        let mut request = self.inner.http.request(call.method.clone(), &url);
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        request = self.authorize(request, &endpoint).await?;
+        let response = request.send().await.map_err(|e| self.transport(&endpoint, e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| self.transport(&endpoint, e))?;
+        if !status.is_success() {
+            return Err(classify(&endpoint, status, &text, call.subject));
+        }
+        serde_json::from_str(&text).map_err(|e| Error::Decode {
+            endpoint,
+            detail: e.to_string(),
+            excerpt: excerpt(&text),
+        })
+    }
+
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        endpoint: &str,
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        Ok(match &self.inner.auth {
+            Auth::None => request,
+            Auth::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose_secret()))
+            }
+            Auth::Bearer { token } => request.bearer_auth(token.expose_secret()),
+            Auth::ClientCredentials {
+                client_id,
+                client_secret,
+            } => {
+                let token = self.token(client_id, client_secret, endpoint).await?;
+                request.bearer_auth(token.expose_secret())
+            }
+        })
+    }
+
+    /// The cached access token, minted anew when it is near its end. The lock is
+    /// held across the exchange so concurrent calls wait for one token rather
+    /// than each minting their own.
+    async fn token(
+        &self,
+        client_id: &str,
+        client_secret: &SecretString,
+        endpoint: &str,
+    ) -> Result<SecretString, Error> {
+        let mut cached = self.inner.token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && Instant::now() < token.refresh_at
+        {
+            return Ok(token.value.clone());
+        }
+        let token_endpoint = "POST /applications/token".to_owned();
+        let mut body = json!({
+            "client_id": client_id,
+            "client_secret": client_secret.expose_secret(),
+        });
+        if self.inner.api == ApiKind::Public {
+            body["grant_type"] = json!("client_credentials");
+        }
+        let issued = Instant::now();
+        let response = self
+            .inner
+            .http
+            .post(format!("{}/applications/token", self.inner.base))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.transport(&token_endpoint, e))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.transport(&token_endpoint, e))?;
+        if !status.is_success() {
+            let err = classify(&token_endpoint, status, &text, Subject::Other);
+            tracing::warn!(for_endpoint = endpoint, error = %err, "could not obtain an Airbyte access token");
+            // A refused secret is an auth failure whatever 4xx the server chose.
+            return Err(if status.is_client_error() {
+                Error::Auth {
+                    endpoint: token_endpoint,
+                    status: status.as_u16(),
+                    message: ErrorBody::parse(&text).text(),
+                }
+            } else {
+                err
+            });
+        }
+        let answer: TokenAnswer = serde_json::from_str(&text).map_err(|e| Error::Decode {
+            endpoint: token_endpoint.clone(),
+            detail: e.to_string(),
+            // Never echo a token body: it may hold a valid token.
+            excerpt: "(token answer withheld)".into(),
+        })?;
+        let lifetime = answer
+            .expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(ASSUMED_TOKEN_LIFETIME);
+        // Refresh at 80% of the lifetime, so a token never expires mid-flight.
+        let refresh_at = issued + lifetime.mul_f64(0.8);
+        let value = SecretString::from(answer.access_token);
+        *cached = Some(CachedToken {
+            value: value.clone(),
+            refresh_at,
+        });
+        Ok(value)
+    }
+
+    fn transport(&self, endpoint: &str, err: reqwest::Error) -> Error {
+        if err.is_timeout() {
+            Error::Timeout {
+                endpoint: endpoint.to_owned(),
+                after: self.inner.request_timeout,
+            }
+        } else {
+            Error::Transport {
+                endpoint: endpoint.to_owned(),
+                detail: describe(&err),
+            }
+        }
+    }
+}
+
+/// A reqwest error with its causes, without the URL.
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = if err.is_connect() {
+        "connect error".to_owned()
+    } else if err.is_body() || err.is_decode() {
+        "broken answer body".to_owned()
+    } else {
+        "request error".to_owned()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

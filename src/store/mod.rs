@@ -1,0 +1,227 @@
+//! The history of runs: what the engine asks of a store, whatever database holds it.
+//!
+//! The engine sees only [`Store`]; SQLite is the one backend today, and a
+//! PostgreSQL one shared by several replicas can implement the same trait (the
+//! tick claim is a unique insert, which both databases arbitrate).
+
+mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use sqlite::SqliteStore;
+
+/// Why a run was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A cron tick (or the catch-up run for ticks missed while down).
+    Schedule,
+    /// An operator asked for it.
+    Manual,
+    /// A failed run tried again.
+    Retry,
+}
+
+/// Where a run stands. `Pending` and `Running` are open; the rest are final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Claimed, the sync not yet (known to be) started.
+    Pending,
+    /// Airbyte runs its job; the run follows it.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Cancelled by cronbyte because it ran past its timeout.
+    TimedOut,
+    /// Not started, on purpose (a sync was already running, say).
+    Skipped,
+    /// Airbyte would not start the sync.
+    TriggerFailed,
+}
+
+macro_rules! text_enum {
+    ($ty:ty { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub fn as_str(&self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+        impl FromStr for $ty {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(StoreError::Corrupt(format!(
+                        "unknown {} `{other}`", stringify!($ty)
+                    ))),
+                }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(Trigger { Schedule => "schedule", Manual => "manual", Retry => "retry" });
+text_enum!(RunStatus {
+    Pending => "pending",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Cancelled => "cancelled",
+    TimedOut => "timed_out",
+    Skipped => "skipped",
+    TriggerFailed => "trigger_failed",
+});
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 8] = [
+        Self::Pending,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::TimedOut,
+        Self::Skipped,
+        Self::TriggerFailed,
+    ];
+
+    pub fn is_open(&self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
+}
+
+/// A run about to be claimed.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub connection: String,
+    pub connection_id: String,
+    pub trigger: Trigger,
+    pub scheduled_for: DateTime<Utc>,
+    pub retry_of: Option<i64>,
+}
+
+/// A run as the history holds it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub connection: String,
+    pub connection_id: String,
+    pub trigger: Trigger,
+    pub scheduled_for: DateTime<Utc>,
+    pub claimed_at: DateTime<Utc>,
+    /// When the sync request was answered with a job.
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: RunStatus,
+    pub job_id: Option<i64>,
+    pub attempts: u32,
+    pub records_synced: Option<u64>,
+    pub bytes_synced: Option<u64>,
+    pub error: Option<String>,
+    pub retry_of: Option<i64>,
+}
+
+/// What is known of a run's job while it runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    pub attempts: u32,
+    pub records_synced: Option<u64>,
+    pub bytes_synced: Option<u64>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: RunStatus,
+    pub finished_at: DateTime<Utc>,
+    pub progress: Progress,
+    pub error: Option<String>,
+}
+
+/// Which runs `history` returns, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryFilter {
+    pub connection: Option<String>,
+    pub limit: u32,
+}
+
+/// Per-connection sums over the whole history, to seed counters at start.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConnectionTotals {
+    pub connection: String,
+    /// Runs per final status.
+    pub by_status: Vec<(RunStatus, u64)>,
+    pub records_synced: u64,
+    pub bytes_synced: u64,
+}
+
+/// A run that ended, in brief: enough for ratios and freshness.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ended {
+    pub connection: String,
+    pub status: RunStatus,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not open the store at {path}: {detail}")]
+    Open { path: String, detail: String },
+    #[error("could not apply the store's migrations: {0}")]
+    Migrate(String),
+    #[error("store query failed: {0}")]
+    Query(String),
+    #[error("the store holds a value this build cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// What the engine needs from a history store. Every method is one short
+/// transaction; a write either lands whole or not at all.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Claims a run. For a `Schedule` trigger, a second claim of the same
+    /// (connection, scheduled instant) returns `None`: that tick is someone else's.
+    async fn claim(&self, run: NewRun) -> Result<Option<Run>, StoreError>;
+
+    /// Records that the run's sync was started as `job_id`: pending becomes running.
+    async fn mark_started(
+        &self,
+        run_id: i64,
+        job_id: i64,
+        started_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Records the counts of running jobs, in one transaction.
+    async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError>;
+
+    /// Closes runs with their outcomes, in one transaction. A run already closed
+    /// is left as it was, so an outcome is never recorded twice.
+    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<(), StoreError>;
+
+    /// Every run still open (pending or running), oldest first.
+    async fn open_runs(&self) -> Result<Vec<Run>, StoreError>;
+
+    async fn run(&self, run_id: i64) -> Result<Option<Run>, StoreError>;
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Run>, StoreError>;
+
+    /// The newest scheduled instant claimed, per connection.
+    async fn last_ticks(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
+
+    /// Sums over all runs per connection.
+    async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError>;
+
+    /// Runs that ended at or after `since`, oldest first.
+    async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError>;
+}

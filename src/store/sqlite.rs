@@ -1,0 +1,534 @@
+//! The SQLite history: one file in WAL mode, one writer connection beside a pool
+//! of readers, so `cronbyte history` can read while the daemon writes.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A history store in one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    /// Exactly one connection: SQLite has one writer at a time, and queuing
+    /// writes here is cheaper than meeting `SQLITE_BUSY` under load.
+    writer: SqlitePool,
+    readers: SqlitePool,
+    path: PathBuf,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(v)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v} out of range")))
+}
+
+fn query_error(e: sqlx::Error) -> StoreError {
+    StoreError::Query(e.to_string())
+}
+
+fn count(v: Option<u64>) -> Option<i64> {
+    v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl SqliteStore {
+    /// Opens (creating it, mode 0600, if needed) the store at `path` and applies
+    /// pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let store = Self::connect(path, true).await?;
+        MIGRATOR
+            .run(&store.writer)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only, without migrating it (for
+    /// `cronbyte history` beside a running daemon).
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                detail: "no such file (has the daemon ever run with this config?)".into(),
+            });
+        }
+        Self::connect(path, false).await
+    }
+
+    /// Applies pending migrations and reports how many there were.
+    pub async fn migrate(path: &Path) -> Result<usize, StoreError> {
+        let store = Self::connect(path, true).await?;
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'")
+            .fetch_one(&store.writer)
+            .await
+            .map_err(query_error)?;
+        let before = if applied > 0 {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations")
+                .fetch_one(&store.writer)
+                .await
+                .map_err(query_error)?
+        } else {
+            0
+        };
+        MIGRATOR
+            .run(&store.writer)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let total = MIGRATOR.iter().count();
+        Ok(total.saturating_sub(usize::try_from(before).unwrap_or(0)))
+    }
+
+    async fn connect(path: &Path, create: bool) -> Result<Self, StoreError> {
+        let open_error = |detail: String| StoreError::Open {
+            path: path.display().to_string(),
+            detail,
+        };
+        if create && !path.exists() {
+            create_private(path).map_err(|e| open_error(e.to_string()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().read_only(!create))
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        Ok(Self {
+            writer,
+            readers,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes both pools, flushing the WAL.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        // The single writer connection makes every transaction effectively
+        // `BEGIN IMMEDIATE`: no read-then-write upgrade can meet SQLITE_BUSY_SNAPSHOT.
+        self.writer.begin().await.map_err(query_error)
+    }
+}
+
+/// Creates the file readable by its owner only: the history names connections and
+/// may hold connector error texts.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+const RUN_COLUMNS: &str = "id, connection, connection_id, trigger, scheduled_for, claimed_at, \
+     started_at, finished_at, status, job_id, attempts, records_synced, bytes_synced, error, retry_of";
+
+fn read_run(row: &SqliteRow) -> Result<Run, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let opt_time = |v: Option<i64>| v.map(from_ms).transpose();
+    let opt_count = |v: Option<i64>| v.map(|n| u64::try_from(n).unwrap_or(0));
+    Ok(Run {
+        id: row.try_get("id").map_err(get_err)?,
+        connection: row.try_get("connection").map_err(get_err)?,
+        connection_id: row.try_get("connection_id").map_err(get_err)?,
+        trigger: Trigger::from_str(row.try_get("trigger").map_err(get_err)?)?,
+        scheduled_for: from_ms(row.try_get("scheduled_for").map_err(get_err)?)?,
+        claimed_at: from_ms(row.try_get("claimed_at").map_err(get_err)?)?,
+        started_at: opt_time(row.try_get("started_at").map_err(get_err)?)?,
+        finished_at: opt_time(row.try_get("finished_at").map_err(get_err)?)?,
+        status: RunStatus::from_str(row.try_get("status").map_err(get_err)?)?,
+        job_id: row.try_get("job_id").map_err(get_err)?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts").map_err(get_err)?).unwrap_or(0),
+        records_synced: opt_count(row.try_get("records_synced").map_err(get_err)?),
+        bytes_synced: opt_count(row.try_get("bytes_synced").map_err(get_err)?),
+        error: row.try_get("error").map_err(get_err)?,
+        retry_of: row.try_get("retry_of").map_err(get_err)?,
+    })
+}
+
+fn read_runs(rows: Vec<SqliteRow>) -> Result<Vec<Run>, StoreError> {
+    rows.iter().map(read_run).collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn claim(&self, run: NewRun) -> Result<Option<Run>, StoreError> {
+        let now = Utc::now();
+        // `OR IGNORE` turns the unique (connection, tick) index into the claim:
+        // the tick goes to whoever inserts first, across restarts and replicas.
+        let row = sqlx::query(
+            "INSERT OR IGNORE INTO runs \
+                 (connection, connection_id, trigger, scheduled_for, claimed_at, status, retry_of) \
+             VALUES (?, ?, ?, ?, ?, 'pending', ?) \
+             RETURNING id",
+        )
+        .bind(&run.connection)
+        .bind(&run.connection_id)
+        .bind(run.trigger.as_str())
+        .bind(ms(run.scheduled_for))
+        .bind(ms(now))
+        .bind(run.retry_of)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(query_error)?;
+        Ok(match row {
+            None => None,
+            Some(row) => Some(Run {
+                id: row.try_get("id").map_err(query_error)?,
+                connection: run.connection,
+                connection_id: run.connection_id,
+                trigger: run.trigger,
+                // Read back at the store's precision, as later reads will see it.
+                scheduled_for: from_ms(ms(run.scheduled_for))?,
+                claimed_at: from_ms(ms(now))?,
+                started_at: None,
+                finished_at: None,
+                status: RunStatus::Pending,
+                job_id: None,
+                attempts: 0,
+                records_synced: None,
+                bytes_synced: None,
+                error: None,
+                retry_of: run.retry_of,
+            }),
+        })
+    }
+
+    async fn mark_started(
+        &self,
+        run_id: i64,
+        job_id: i64,
+        started_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET status = 'running', job_id = ?, started_at = ? \
+             WHERE id = ? AND status IN ('pending', 'running')",
+        )
+        .bind(job_id)
+        .bind(ms(started_at))
+        .bind(run_id)
+        .execute(&self.writer)
+        .await
+        .map_err(query_error)?;
+        Ok(())
+    }
+
+    async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (run_id, progress) in updates {
+            sqlx::query(
+                "UPDATE runs SET attempts = ?, records_synced = coalesce(?, records_synced), \
+                     bytes_synced = coalesce(?, bytes_synced) \
+                 WHERE id = ? AND status = 'running'",
+            )
+            .bind(i64::from(progress.attempts))
+            .bind(count(progress.records_synced))
+            .bind(count(progress.bytes_synced))
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (run_id, outcome) in outcomes {
+            sqlx::query(
+                "UPDATE runs SET status = ?, finished_at = ?, \
+                     attempts = max(attempts, ?), \
+                     records_synced = coalesce(?, records_synced), \
+                     bytes_synced = coalesce(?, bytes_synced), error = ? \
+                 WHERE id = ? AND status IN ('pending', 'running')",
+            )
+            .bind(outcome.status.as_str())
+            .bind(ms(outcome.finished_at))
+            .bind(i64::from(outcome.progress.attempts))
+            .bind(count(outcome.progress.records_synced))
+            .bind(count(outcome.progress.bytes_synced))
+            .bind(outcome.error.as_deref())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('pending', 'running') ORDER BY id"
+        )))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)?;
+        read_runs(rows)
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+        )))
+        .bind(run_id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(query_error)?;
+        row.as_ref().map(read_run).transpose()
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Run>, StoreError> {
+        let limit = i64::from(filter.limit.max(1));
+        let rows = match &filter.connection {
+            Some(connection) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE connection = ? ORDER BY id DESC LIMIT ?"
+            )))
+            .bind(connection)
+            .bind(limit)
+            .fetch_all(&self.readers)
+            .await,
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?"
+            )))
+            .bind(limit)
+            .fetch_all(&self.readers)
+            .await,
+        }
+        .map_err(query_error)?;
+        read_runs(rows)
+    }
+
+    async fn last_ticks(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connection, max(scheduled_for) AS tick FROM runs \
+             WHERE trigger = 'schedule' GROUP BY connection",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                let connection: String = row.try_get("connection").map_err(query_error)?;
+                let tick: i64 = row.try_get("tick").map_err(query_error)?;
+                Ok((connection, from_ms(tick)?))
+            })
+            .collect()
+    }
+
+    async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connection, status, count(*) AS runs, \
+                 coalesce(sum(records_synced), 0) AS records, coalesce(sum(bytes_synced), 0) AS bytes \
+             FROM runs GROUP BY connection, status ORDER BY connection",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)?;
+        let mut totals: Vec<ConnectionTotals> = Vec::new();
+        for row in &rows {
+            let connection: String = row.try_get("connection").map_err(query_error)?;
+            let status = RunStatus::from_str(row.try_get("status").map_err(query_error)?)?;
+            let runs: i64 = row.try_get("runs").map_err(query_error)?;
+            let records: i64 = row.try_get("records").map_err(query_error)?;
+            let bytes: i64 = row.try_get("bytes").map_err(query_error)?;
+            if totals.last().is_none_or(|t| t.connection != connection) {
+                totals.push(ConnectionTotals {
+                    connection,
+                    ..Default::default()
+                });
+            }
+            if let Some(entry) = totals.last_mut() {
+                entry.by_status.push((status, u64::try_from(runs).unwrap_or(0)));
+                // Counts of open runs are partial; only final runs add to the totals.
+                if !status.is_open() {
+                    entry.records_synced += u64::try_from(records).unwrap_or(0);
+                    entry.bytes_synced += u64::try_from(bytes).unwrap_or(0);
+                }
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connection, status, finished_at FROM runs \
+             WHERE finished_at >= ? ORDER BY finished_at",
+        )
+        .bind(ms(since))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Ended {
+                    connection: row.try_get("connection").map_err(query_error)?,
+                    status: RunStatus::from_str(row.try_get("status").map_err(query_error)?)?,
+                    finished_at: from_ms(row.try_get("finished_at").map_err(query_error)?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn fresh() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("history.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn tick(connection: &str, at: i64) -> NewRun {
+        NewRun {
+            connection: connection.into(),
+            connection_id: "8c7f0c34-0000-4000-8000-000000000001".into(),
+            trigger: Trigger::Schedule,
+            scheduled_for: DateTime::from_timestamp(at, 0).unwrap(),
+            retry_of: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tick_is_claimed_once_even_after_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert!(store.claim(tick("orders", 1_800_000_000)).await.unwrap().is_some());
+        assert!(store.claim(tick("orders", 1_800_000_000)).await.unwrap().is_none());
+        store.close().await;
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert!(store.claim(tick("orders", 1_800_000_000)).await.unwrap().is_none());
+        assert!(store.claim(tick("customers", 1_800_000_000)).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn manual_runs_may_share_an_instant() {
+        let (_dir, store) = fresh().await;
+        let mut manual = tick("orders", 1_800_000_000);
+        manual.trigger = Trigger::Manual;
+        assert!(store.claim(manual.clone()).await.unwrap().is_some());
+        assert!(store.claim(manual).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_run_goes_from_pending_to_running_to_its_outcome_once() {
+        let (_dir, store) = fresh().await;
+        let run = store.claim(tick("orders", 1_800_000_000)).await.unwrap().unwrap();
+        assert_eq!(store.open_runs().await.unwrap().len(), 1);
+        store.mark_started(run.id, 42, Utc::now()).await.unwrap();
+        let progress = Progress {
+            attempts: 1,
+            records_synced: Some(10),
+            bytes_synced: Some(100),
+        };
+        store.record_progress(&[(run.id, progress)]).await.unwrap();
+        let outcome = Outcome {
+            status: RunStatus::Succeeded,
+            finished_at: Utc::now(),
+            progress: Progress {
+                attempts: 2,
+                records_synced: Some(1000),
+                bytes_synced: Some(250_000),
+            },
+            error: None,
+        };
+        store.finish(&[(run.id, outcome.clone())]).await.unwrap();
+        // A second, different outcome for the same run is ignored.
+        let late = Outcome {
+            status: RunStatus::Failed,
+            error: Some("late".into()),
+            ..outcome
+        };
+        store.finish(&[(run.id, late)]).await.unwrap();
+        let stored = store.run(run.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, RunStatus::Succeeded);
+        assert_eq!(stored.job_id, Some(42));
+        assert_eq!(stored.attempts, 2);
+        assert_eq!(stored.records_synced, Some(1000));
+        assert_eq!(stored.bytes_synced, Some(250_000));
+        assert!(stored.error.is_none());
+        assert!(store.open_runs().await.unwrap().is_empty());
+        let totals = store.totals().await.unwrap();
+        assert_eq!(totals[0].records_synced, 1000);
+        assert_eq!(totals[0].by_status, vec![(RunStatus::Succeeded, 1)]);
+    }
+
+    #[tokio::test]
+    async fn history_lists_newest_first_and_filters_by_connection() {
+        let (_dir, store) = fresh().await;
+        for i in 0..5 {
+            store.claim(tick("orders", 1_800_000_000 + i)).await.unwrap();
+            store.claim(tick("customers", 1_800_000_000 + i)).await.unwrap();
+        }
+        let filter = HistoryFilter {
+            connection: Some("orders".into()),
+            limit: 3,
+        };
+        let runs = store.history(&filter).await.unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs.iter().all(|r| r.connection == "orders"));
+        assert!(runs[0].scheduled_for > runs[1].scheduled_for);
+        let last = store.last_ticks().await.unwrap();
+        assert_eq!(last.len(), 2);
+        assert!(last.iter().all(|(_, t)| t.timestamp() == 1_800_000_004));
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_file_is_created_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, store) = fresh().await;
+        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
