@@ -1,9 +1,22 @@
 //! cronbyte runs Airbyte syncs on cron rules, follows every job to its end, keeps the
 //! whole story in a SQLite history and exports Prometheus metrics.
+//!
+//! The path of a sync: [`config`] says what to run, [`cron`] when; the [`engine`]
+//! claims each tick in the [`store`], triggers it through the [`airbyte`] client
+//! and follows the job to its end; [`metrics`] and the [`server`] show the result.
+//! [`daemon`] wires them together; [`emulator`] stands in for Airbyte in tests.
 
 #![forbid(unsafe_code)]
 
 pub mod airbyte;
+pub mod commands;
 pub mod config;
 pub mod cron;
+pub mod daemon;
+pub mod demo;
 pub mod emulator;
+pub mod engine;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -130,6 +130,8 @@ struct Call<'a> {
     query: Vec<(&'static str, String)>,
     body: Option<Value>,
     subject: Subject<'a>,
+    /// Whether failures that may pass are retried within the policy.
+    retried: bool,
 }
 
 impl<'a> Call<'a> {
@@ -141,7 +143,25 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             body: Some(body),
             subject: Subject::Other,
+            retried: true,
         }
+    }
+
+    fn get(operation: &'static str, path: String) -> Self {
+        Self {
+            operation,
+            method: Method::GET,
+            path,
+            query: Vec::new(),
+            body: None,
+            subject: Subject::Other,
+            retried: true,
+        }
+    }
+
+    fn once(mut self) -> Self {
+        self.retried = false;
+        self
     }
 
     fn about(mut self, subject: Subject<'a>) -> Self {
@@ -219,14 +239,9 @@ impl Client {
                 Ok(self.send::<JobInfoRead>(call).await?.into_job())
             }
             ApiKind::Public => {
-                let call = Call {
-                    operation: "jobs/create",
-                    method: Method::POST,
-                    path: "/jobs".into(),
-                    query: Vec::new(),
-                    body: Some(json!({ "connectionId": connection_id, "jobType": "sync" })),
-                    subject,
-                };
+                let body = json!({ "connectionId": connection_id, "jobType": "sync" });
+                let mut call = Call::post("jobs/create", body).about(subject);
+                call.path = "/jobs".into();
                 Ok(self.send::<JobResponse>(call).await?.into_job())
             }
         }
@@ -236,19 +251,24 @@ impl Client {
     /// `jobs/get_without_logs`, which (unlike `jobs/get`) carries live
     /// `aggregatedStats` and no log lines.
     pub async fn job(&self, job_id: i64) -> Result<Job, Error> {
+        self.read_job(job_id, true).await
+    }
+
+    /// [`Client::job`] tried once: for polls, whose retry is the next poll.
+    pub async fn poll_job(&self, job_id: i64) -> Result<Job, Error> {
+        self.read_job(job_id, false).await
+    }
+
+    async fn read_job(&self, job_id: i64, retried: bool) -> Result<Job, Error> {
+        let call = match self.inner.api {
+            ApiKind::Config => Call::post("jobs/get_without_logs", json!({ "id": job_id })),
+            ApiKind::Public => Call::get("jobs/get", format!("/jobs/{job_id}")),
+        }
+        .about(Subject::Job);
+        let call = if retried { call } else { call.once() };
         match self.inner.api {
-            ApiKind::Config => self.get_job_without_logs(job_id).await,
-            ApiKind::Public => {
-                let call = Call {
-                    operation: "jobs/get",
-                    method: Method::GET,
-                    path: format!("/jobs/{job_id}"),
-                    query: Vec::new(),
-                    body: None,
-                    subject: Subject::Job,
-                };
-                Ok(self.send::<JobResponse>(call).await?.into_job())
-            }
+            ApiKind::Config => Ok(self.send::<JobInfoRead>(call).await?.into_job()),
+            ApiKind::Public => Ok(self.send::<JobResponse>(call).await?.into_job()),
         }
     }
 
@@ -260,14 +280,8 @@ impl Client {
                 Ok(self.send::<JobInfoRead>(call).await?.into_job())
             }
             ApiKind::Public => {
-                let call = Call {
-                    operation: "jobs/cancel",
-                    method: Method::DELETE,
-                    path: format!("/jobs/{job_id}"),
-                    query: Vec::new(),
-                    body: None,
-                    subject: Subject::Job,
-                };
+                let mut call = Call::get("jobs/cancel", format!("/jobs/{job_id}")).about(Subject::Job);
+                call.method = Method::DELETE;
                 Ok(self.send::<JobResponse>(call).await?.into_job())
             }
         }
@@ -293,14 +307,8 @@ impl Client {
                     // Oldest first is the public API's default.
                     ("orderBy", "createdAt|DESC".to_owned()),
                 ];
-                let call = Call {
-                    operation: "jobs/list",
-                    method: Method::GET,
-                    path: "/jobs".into(),
-                    query,
-                    body: None,
-                    subject: Subject::Other,
-                };
+                let mut call = Call::get("jobs/list", "/jobs".into());
+                call.query = query;
                 let page: JobsResponse = self.send(call).await?;
                 Ok(page.data.into_iter().map(JobResponse::into_job).collect())
             }
@@ -342,14 +350,8 @@ impl Client {
                 if !workspace_ids.is_empty() {
                     query.push(("workspaceIds", workspace_ids.join(",")));
                 }
-                let call = Call {
-                    operation: "jobs/list",
-                    method: Method::GET,
-                    path: "/jobs".into(),
-                    query,
-                    body: None,
-                    subject: Subject::Other,
-                };
+                let mut call = Call::get("jobs/list", "/jobs".into());
+                call.query = query;
                 let page: JobsResponse = self.send(call).await?;
                 Ok(page.data.into_iter().map(JobResponse::into_job).collect())
             }
@@ -359,14 +361,7 @@ impl Client {
     /// Whether Airbyte says it is available. Not retried: a health check should
     /// report now, not in two minutes.
     pub async fn health(&self) -> Result<bool, Error> {
-        let call = Call {
-            operation: "health",
-            method: Method::GET,
-            path: "/health".into(),
-            query: Vec::new(),
-            body: None,
-            subject: Subject::Other,
-        };
+        let call = Call::get("health", "/health".into());
         match self.inner.api {
             ApiKind::Config => Ok(self.send_once::<HealthCheckRead>(&call).await?.available),
             ApiKind::Public => {
@@ -577,7 +572,8 @@ impl Client {
                 }
                 Err(err) => {
                     let pause = policy.backoff(retries);
-                    let out_of_budget = retries >= policy.max_retries
+                    let out_of_budget = !call.retried
+                        || retries >= policy.max_retries
                         || started.elapsed() + pause > policy.max_elapsed;
                     if !err.is_retryable() || out_of_budget {
                         return Err(err);

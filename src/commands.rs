@@ -1,0 +1,250 @@
+//! What each subcommand does, once `main` has parsed it: the edge where library
+//! errors become messages and exit codes.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::daemon::Daemon;
+use crate::emulator::{Emulator, EmulatorOptions};
+use crate::store::{HistoryFilter, Run, SqliteStore, Store};
+
+/// Exit status for a config that does not validate.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON object per line, for scripts.
+    Json,
+}
+
+pub struct HistoryArgs {
+    pub connection: Option<String>,
+    pub limit: u32,
+    pub format: OutputFormat,
+}
+
+/// Loads and validates the config, printing every problem on failure.
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    match config::load(path) {
+        Ok(config) => Ok(config),
+        Err(errors) => {
+            eprintln!("{}: {} problem(s):", path.display(), errors.problems.len());
+            eprintln!("{errors}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn print_warnings(config: &Config) {
+    for warning in config.warnings() {
+        eprintln!("warning: {}: {}", warning.path, warning.message);
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT (Ctrl-C).
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut terminate) => {
+                    tokio::select! {
+                        _ = interrupt => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = interrupt.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = interrupt.await;
+        }
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}
+
+pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    crate::telemetry::init(&config.log.level, config.log.format);
+    print_warnings(&config);
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let daemon = Daemon::build(config).await?;
+    daemon.run(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    print_warnings(&config);
+    let scheduled = config.connections.iter().filter(|c| c.enabled).count();
+    println!(
+        "{}: OK ({} connection(s), {} enabled)",
+        path.display(),
+        config.connections.len(),
+        scheduled
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn migrate(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let applied = SqliteStore::migrate(&config.store.path).await?;
+    println!(
+        "{}: {applied} migration(s) applied",
+        config.store.path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn history(path: &Path, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let store = SqliteStore::open_read_only(&config.store.path).await?;
+    let runs = store
+        .history(&HistoryFilter {
+            connection: args.connection.clone(),
+            limit: args.limit,
+        })
+        .await?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        OutputFormat::Json => {
+            for run in &runs {
+                writeln!(out, "{}", run_json(run))?;
+            }
+        }
+        OutputFormat::Table => write_table(&mut out, &runs)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// One run as `history --format json` prints it.
+pub fn run_json(run: &Run) -> serde_json::Value {
+    json!({
+        "run_id": run.id,
+        "connection": run.connection,
+        "connection_id": run.connection_id,
+        "job_id": run.job_id,
+        "trigger": run.trigger.as_str(),
+        "scheduled_for": time(Some(run.scheduled_for)),
+        "started_at": time(run.started_at),
+        "finished_at": time(run.finished_at),
+        "status": run.status.as_str(),
+        "attempts": run.attempts,
+        "records_synced": run.records_synced,
+        "bytes_synced": run.bytes_synced,
+        "error": run.error,
+    })
+}
+
+fn write_table(out: &mut impl Write, runs: &[Run]) -> std::io::Result<()> {
+    let header = [
+        "RUN", "CONNECTION", "TRIGGER", "SCHEDULED FOR", "STATUS", "JOB", "ATTEMPTS", "RECORDS",
+        "BYTES", "TOOK", "ERROR",
+    ];
+    let rows: Vec<[String; 11]> = runs
+        .iter()
+        .map(|run| {
+            let took = match (run.started_at, run.finished_at) {
+                (Some(s), Some(f)) => {
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        u64::try_from((f - s).num_seconds()).unwrap_or(0),
+                    ))
+                    .to_string()
+                }
+                _ => "-".into(),
+            };
+            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            let error: String = run.error.as_deref().unwrap_or("").chars().take(60).collect();
+            [
+                run.id.to_string(),
+                run.connection.clone(),
+                run.trigger.to_string(),
+                dash(time(Some(run.scheduled_for))),
+                run.status.to_string(),
+                dash(run.job_id.map(|j| j.to_string())),
+                run.attempts.to_string(),
+                dash(run.records_synced.map(|n| n.to_string())),
+                dash(run.bytes_synced.map(|n| n.to_string())),
+                took,
+                error,
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no runs yet)")?;
+    }
+    Ok(())
+}
+
+pub async fn emulator(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init("info", config::LogFormat::Human);
+    let handle = Emulator::bind(listen, EmulatorOptions::default())
+        .await
+        .with_context(|| format!("could not listen on {listen}"))?;
+    let control = handle.control();
+    println!("Airbyte emulator on http://{}", handle.addr());
+    println!("  Config API: {}", handle.config_api_base());
+    println!("  public API: {}", handle.public_api_base());
+    println!("  workspace:  {}", control.workspace_id());
+    for name in ["ecommerce-to-bronze", "orders-api-to-raw", "bronze-to-silver"] {
+        println!("  connection: {} = {name}", control.add_connection(name));
+    }
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    shutdown.cancelled().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,151 @@
+//! The daemon as one buildable value: it opens the store, binds its listener
+//! (port 0 in tests), and runs the engine and the HTTP endpoint until the
+//! shutdown token is cancelled. `cronbyte run`, the demo and the tests all start
+//! this same type.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::airbyte::{Client, ClientSettings, RetryPolicy};
+use crate::config::Config;
+use crate::engine::{Engine, EngineError, EngineParts};
+use crate::metrics::Metrics;
+use crate::server::{self, AppState};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// How often Airbyte's health endpoint is asked, for `cronbyte_airbyte_up`.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not set up the Airbyte client: {0}")]
+    Client(#[from] crate::airbyte::Error),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A daemon ready to run: store open, listener bound.
+pub struct Daemon {
+    config: Config,
+    listener: TcpListener,
+    store: Arc<SqliteStore>,
+    metrics: Arc<Metrics>,
+    airbyte: Client,
+}
+
+/// The Airbyte client settings a config describes.
+pub fn client_settings(config: &Config) -> ClientSettings {
+    let a = &config.airbyte;
+    ClientSettings {
+        base_url: a.base_url.clone(),
+        api: a.api,
+        auth: a.auth.clone(),
+        request_timeout: a.request_timeout,
+        connect_timeout: a.connect_timeout,
+        retry: RetryPolicy {
+            max_retries: a.retry.max_retries,
+            initial_backoff: a.retry.initial_backoff,
+            max_backoff: a.retry.max_backoff,
+            max_elapsed: a.retry.max_elapsed,
+        },
+    }
+}
+
+impl Daemon {
+    /// Opens the store (applying migrations) and binds `[server].listen`.
+    pub async fn build(config: Config) -> Result<Self, DaemonError> {
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        let store = Arc::new(SqliteStore::open(&config.store.path).await?);
+        let metrics = Arc::new(Metrics::new(config.metrics.success_ratio_window));
+        let airbyte = Client::observed(client_settings(&config), metrics.clone())?;
+        Ok(Self {
+            config,
+            listener,
+            store,
+            metrics,
+            airbyte,
+        })
+    }
+
+    /// Where `/metrics` and `/healthz` answer.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.server.listen)
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops firing, lets in-flight
+    /// calls end within the grace period and returns. Airbyte jobs go on; the
+    /// next start takes them up from the history.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let Daemon {
+            config,
+            listener,
+            store,
+            metrics,
+            airbyte,
+        } = self;
+        let window = chrono::Duration::from_std(config.metrics.success_ratio_window)
+            .unwrap_or(chrono::Duration::days(1));
+        metrics.seed(
+            &store.totals().await?,
+            &store.ended_since(Utc::now() - window).await?,
+        );
+
+        let engine = Engine::start(
+            EngineParts {
+                store: store.clone(),
+                airbyte: airbyte.clone(),
+                metrics: metrics.clone(),
+                workers: config.workers.clone(),
+                connections: config.connections.clone(),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let health = tokio::spawn(watch_health(airbyte, metrics.clone(), shutdown.clone()));
+        tracing::info!(listen = %listener.local_addr().map_err(DaemonError::Serve)?,
+            connections = config.connections.len(), "cronbyte is running");
+
+        let app = server::router(AppState { metrics });
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        engine.stopped().await;
+        health.abort();
+        store.close().await;
+        tracing::info!("cronbyte stopped");
+        served.map_err(DaemonError::Serve)
+    }
+}
+
+/// Asks Airbyte's health endpoint now and then, for `cronbyte_airbyte_up`.
+async fn watch_health(airbyte: Client, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let up = matches!(airbyte.health().await, Ok(true));
+        metrics.set_airbyte_up(up);
+    }
+}

@@ -1,0 +1,165 @@
+//! The harness: an emulated Airbyte on port 0, a fresh store in a temp dir, and
+//! the daemon started as a library on port 0, as `cronbyte run` starts it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use cronbyte::config::{self, Config, Format};
+use cronbyte::daemon::{Daemon, DaemonError};
+use cronbyte::emulator::{Emulator, EmulatorControl, EmulatorHandle, EmulatorOptions, JobPlan};
+use cronbyte::store::{HistoryFilter, Run, SqliteStore, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Logs stay silent unless `TEST_LOG` is set.
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        cronbyte::telemetry::init("debug,sqlx=warn,hyper=warn", config::LogFormat::Human);
+    }
+}
+
+pub struct Harness {
+    pub emulator: EmulatorHandle,
+    pub dir: tempfile::TempDir,
+}
+
+/// A daemon running in this test.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        init_logs();
+        let emulator = Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default())
+            .await
+            .expect("emulator starts");
+        Self {
+            emulator,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn control(&self) -> EmulatorControl {
+        self.emulator.control()
+    }
+
+    /// A connection in the emulator whose jobs follow `plan`.
+    pub fn connection(&self, name: &str, plan: JobPlan) -> Uuid {
+        let control = self.control();
+        let id = control.add_connection(name);
+        control.set_plan(id, plan);
+        id
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("history.db")
+    }
+
+    /// A config for the emulator and this harness's store, with `connections`
+    /// (TOML `[[connections]]` blocks) and a fast poll.
+    pub fn config(&self, connections: &str) -> Config {
+        let text = format!(
+            "[airbyte]\nbase_url = \"{}\"\n[airbyte.retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\nmax_elapsed = \"2s\"\n\
+             [store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
+             [workers]\npoll_interval = \"200ms\"\n\n{connections}",
+            self.emulator.config_api_base(),
+            self.store_path().display(),
+        );
+        config::from_str(&text, Format::Toml).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+    }
+
+    pub async fn start(&self, config: Config) -> Running {
+        let daemon = Daemon::build(config).await.expect("daemon builds");
+        let addr = daemon.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(daemon.run(shutdown.clone()));
+        Running {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Every run in the history, oldest first.
+    pub async fn runs(&self) -> Vec<Run> {
+        let store = SqliteStore::open_read_only(&self.store_path())
+            .await
+            .expect("store opens");
+        let filter = HistoryFilter {
+            connection: None,
+            limit: 100_000,
+        };
+        let mut runs = store.history(&filter).await.expect("history reads");
+        store.close().await;
+        runs.reverse();
+        runs
+    }
+
+    /// Waits until the history satisfies `done`, or fails the test after `within`.
+    pub async fn wait_for(&self, within: Duration, what: &str, done: impl Fn(&[Run]) -> bool) -> Vec<Run> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let runs = self.runs().await;
+            if done(&runs) {
+                return runs;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; history: {runs:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Running {
+    /// Asks the daemon to stop and waits for it; returns how long it took.
+    pub async fn stop(self) -> Duration {
+        let asked = tokio::time::Instant::now();
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("daemon task does not panic")
+            .expect("daemon stops cleanly");
+        asked.elapsed()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+/// A six-field rule that fires once a day, at the second `at` (UTC).
+pub fn cron_at(at: DateTime<Utc>) -> String {
+    format!("{} {} {} * * *", at.second(), at.minute(), at.hour())
+}
+
+/// A second boundary at least `lead` from now, for a rule that must not fire
+/// before the daemon is up.
+pub fn soon(lead: Duration) -> DateTime<Utc> {
+    let at = Utc::now() + chrono::Duration::from_std(lead).expect("small duration");
+    at.with_nanosecond(0).expect("valid") + chrono::Duration::seconds(1)
+}
+
+/// One `[[connections]]` block.
+pub fn connection_toml(name: &str, id: Uuid, cron: &str) -> String {
+    format!("[[connections]]\nname = \"{name}\"\nconnection_id = \"{id}\"\ncron = \"{cron}\"\n")
+}
+
+/// The value of one sample in a text exposition, if present.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line[series.len()..].trim().parse().ok())
+}

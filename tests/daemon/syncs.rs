@@ -1,0 +1,201 @@
+//! From a cron tick to the history and the metrics, for each way a sync can end.
+
+use std::time::Duration;
+
+use cronbyte::airbyte::{ApiKind, Client, ClientSettings};
+use cronbyte::emulator::{Faults, JobPlan};
+use cronbyte::store::{RunStatus, Trigger};
+
+use crate::helpers::*;
+
+/// The emulator's records and bytes reach the history row and the counters.
+#[tokio::test]
+async fn a_cron_fired_sync_lands_in_the_history_and_on_metrics() {
+    let harness = Harness::new().await;
+    let id = harness.connection(
+        "ecommerce",
+        JobPlan::succeeding(Duration::from_millis(600), 1_234, 56_789),
+    );
+    let at = soon(Duration::from_secs(1));
+    let daemon = harness
+        .start(harness.config(&connection_toml("ecommerce", id, &cron_at(at))))
+        .await;
+
+    let runs = harness
+        .wait_for(Duration::from_secs(15), "a succeeded run", |runs| {
+            runs.iter().any(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+    assert_eq!(runs.len(), 1, "one tick, one run");
+    let run = &runs[0];
+    assert_eq!(run.connection, "ecommerce");
+    assert_eq!(run.connection_id, id.to_string());
+    assert_eq!(run.trigger, Trigger::Schedule);
+    assert_eq!(run.scheduled_for, at);
+    assert_eq!(run.records_synced, Some(1_234));
+    assert_eq!(run.bytes_synced, Some(56_789));
+    assert_eq!(run.attempts, 1);
+    let jobs = harness.control().jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(run.job_id, Some(jobs[0].id));
+    assert!(run.started_at.is_some() && run.finished_at >= run.started_at);
+
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        sample(&metrics, r#"cronbyte_syncs_total{connection="ecommerce",status="succeeded"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"cronbyte_records_synced_total{connection="ecommerce"}"#),
+        Some(1_234.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"cronbyte_bytes_synced_total{connection="ecommerce"}"#),
+        Some(56_789.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"cronbyte_sync_success_ratio{connection="ecommerce"}"#),
+        Some(1.0)
+    );
+    assert_eq!(sample(&metrics, "cronbyte_syncs_in_flight"), Some(0.0));
+    daemon.stop().await;
+}
+
+/// A job Airbyte fails is `failed`, with the connector's message as the reason.
+#[tokio::test]
+async fn a_failed_job_is_recorded_with_its_reason() {
+    let harness = Harness::new().await;
+    let id = harness.connection(
+        "crm",
+        JobPlan::failing(Duration::from_millis(300), "Could not connect to crm.internal:5432"),
+    );
+    let daemon = harness
+        .start(harness.config(&connection_toml("crm", id, &cron_at(soon(Duration::from_secs(1))))))
+        .await;
+    let runs = harness
+        .wait_for(Duration::from_secs(15), "a failed run", |runs| {
+            runs.iter().any(|r| !r.status.is_open())
+        })
+        .await;
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    let error = runs[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("crm.internal:5432"), "{error}");
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        sample(&metrics, r#"cronbyte_syncs_total{connection="crm",status="failed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"cronbyte_sync_success_ratio{connection="crm"}"#),
+        Some(0.0)
+    );
+    daemon.stop().await;
+}
+
+/// A job whose first attempt fails is `incomplete`, not failed: the run follows
+/// it to the second attempt's success.
+#[tokio::test]
+async fn an_incomplete_job_is_followed_to_its_next_attempt() {
+    let harness = Harness::new().await;
+    let plan = JobPlan::failing(Duration::from_millis(400), "transient")
+        .then(cronbyte::emulator::AttemptPlan::succeeding(Duration::from_millis(400), 10, 100));
+    let id = harness.connection("retrying", plan);
+    let daemon = harness
+        .start(harness.config(&connection_toml("retrying", id, &cron_at(soon(Duration::from_secs(1))))))
+        .await;
+    let runs = harness
+        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
+            runs.iter().any(|r| !r.status.is_open())
+        })
+        .await;
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].attempts, 2);
+    assert_eq!(runs[0].records_synced, Some(10));
+    daemon.stop().await;
+}
+
+/// A tick meeting Airbyte's 409 "a sync is already running" is `skipped` with
+/// that reason, never `failed`.
+#[tokio::test]
+async fn a_409_at_trigger_time_is_recorded_as_skipped() {
+    let harness = Harness::new().await;
+    let id = harness.connection("busy", JobPlan::hanging());
+    let outside = Client::new(ClientSettings::new(
+        harness.emulator.config_api_base(),
+        ApiKind::Config,
+    ))
+    .unwrap();
+    let running = outside.trigger_sync(&id.to_string()).await.unwrap();
+
+    let daemon = harness
+        .start(harness.config(&connection_toml("busy", id, &cron_at(soon(Duration::from_secs(1))))))
+        .await;
+    let runs = harness
+        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
+            runs.iter().any(|r| !r.status.is_open())
+        })
+        .await;
+    assert_eq!(runs[0].status, RunStatus::Skipped);
+    assert_eq!(runs[0].job_id, None);
+    let reason = runs[0].error.as_deref().unwrap_or_default();
+    assert!(reason.contains("already running"), "{reason}");
+    assert_eq!(harness.control().jobs().len(), 1, "only the outside job exists");
+    assert_eq!(harness.control().jobs()[0].id, running.id);
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        sample(&metrics, r#"cronbyte_syncs_total{connection="busy",status="skipped"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"cronbyte_syncs_total{connection="busy",status="failed"}"#),
+        None
+    );
+    daemon.stop().await;
+}
+
+/// While Airbyte answers nothing but errors, a running sync stays `running`;
+/// once Airbyte is back, its real outcome is recorded.
+#[tokio::test]
+async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers() {
+    let harness = Harness::new().await;
+    let id = harness.connection("orders", JobPlan::succeeding(Duration::from_secs(2), 77, 7_700));
+    let daemon = harness
+        .start(harness.config(&connection_toml("orders", id, &cron_at(soon(Duration::from_secs(1))))))
+        .await;
+    harness
+        .wait_for(Duration::from_secs(15), "the run to start", |runs| {
+            runs.iter().any(|r| r.status == RunStatus::Running)
+        })
+        .await;
+
+    let control = harness.control();
+    control.set_faults(Faults {
+        error_rate: 1.0,
+        html_share: 0.5,
+        ..Faults::default()
+    });
+    // Long enough for the job to end inside the outage and for many polls to fail.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = harness.runs().await;
+    assert_eq!(during[0].status, RunStatus::Running, "an outage is not a failure");
+    control.refuse_connections_for(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(harness.runs().await[0].status, RunStatus::Running);
+    control.set_faults(Faults::default());
+
+    let runs = harness
+        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
+            runs.iter().any(|r| !r.status.is_open())
+        })
+        .await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].records_synced, Some(77));
+    let metrics = daemon.metrics().await;
+    assert!(
+        sample(&metrics, r#"cronbyte_airbyte_requests_total{operation="jobs/get_without_logs",outcome="unavailable"}"#)
+            .is_some_and(|n| n >= 1.0),
+        "failed polls are counted: {metrics}"
+    );
+    daemon.stop().await;
+}
