@@ -98,7 +98,7 @@ impl Shared {
                 let mut run = run;
                 run.started_at = Some(now);
                 run.status = RunStatus::Running;
-                self.follow(run, job.id, false);
+                self.follow(run, job.id, Some(&job));
             }
             Triggered::Skipped(reason) => {
                 self.close(run, outcome(RunStatus::Skipped, Progress::default(), Some(reason)))

@@ -11,6 +11,7 @@ mod schedule;
 mod tracker;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -65,6 +66,10 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     /// Runs claimed before this instant were claimed by an earlier process.
     started_at: DateTime<Utc>,
+    /// Whether polls may use one listing of changed jobs; off once Airbyte refuses it.
+    batch_polls: AtomicBool,
+    /// The workspaces a listing of changed jobs covers, asked of Airbyte once.
+    workspaces: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl Engine {
@@ -89,6 +94,8 @@ impl Engine {
             tasks: TaskTracker::new(),
             shutdown,
             started_at: Utc::now(),
+            batch_polls: AtomicBool::new(true),
+            workspaces: tokio::sync::OnceCell::new(),
         });
         shared.take_up_open_runs().await?;
         let last_ticks = shared.store.last_ticks().await?;
@@ -131,7 +138,7 @@ impl Shared {
         }
         for run in open {
             match run.job_id {
-                Some(job_id) => self.follow(run, job_id, true),
+                Some(job_id) => self.follow(run, job_id, None),
                 None => self.enqueue(run),
             }
         }

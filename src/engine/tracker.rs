@@ -5,10 +5,14 @@
 //! A poll that fails says nothing about the sync: the run stays `running` through
 //! an Airbyte outage and is resolved once Airbyte answers again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use tokio::time::Instant;
 
 use super::{SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job, JobStatus};
@@ -17,6 +21,19 @@ use crate::store::{Progress, Run, RunStatus};
 /// After this many polls in a row that Airbyte answers "no such job", the run is
 /// closed as failed rather than followed forever.
 const NOT_FOUND_LIMIT: u32 = 3;
+
+/// Below this many followed jobs, reading each one is as cheap as a listing.
+const BATCH_MIN: usize = 2;
+
+/// Jobs per page of a listing.
+const PAGE_SIZE: u32 = 200;
+
+/// At most this many pages per round: beyond, the rest is read job by job.
+const MAX_PAGES: u32 = 50;
+
+/// How far behind our clock a listing reaches back, for Airbyte's clock being
+/// behind ours and for its one-second timestamps.
+const CLOCK_ALLOWANCE: chrono::Duration = chrono::Duration::seconds(60);
 
 /// A run whose job is being followed.
 #[derive(Debug)]
@@ -29,12 +46,19 @@ pub struct Tracked {
     cancel_accepted: bool,
     progress: Progress,
     not_found: u32,
+    /// The job's `updatedAt` as Airbyte last reported it.
+    last_update: Option<DateTime<Utc>>,
+    /// When Airbyte last answered about this very job. A listing shows only jobs
+    /// that changed, so a job not seen for a while is read on its own: that
+    /// refreshes its counts and guards against a change the listing missed.
+    confirmed: Option<Instant>,
 }
 
 impl Shared {
     /// Starts following `job_id` for `run`. A run taken up from an earlier process
     /// takes a slot now; one started here already holds the slot it started with.
-    pub(super) fn follow(self: &Arc<Self>, run: Run, job_id: i64, taken_up: bool) {
+    pub(super) fn follow(self: &Arc<Self>, run: Run, job_id: i64, seen: Option<&Job>) {
+        let taken_up = seen.is_none();
         if taken_up {
             let in_flight = {
                 let mut queue = self.lock_queue();
@@ -62,35 +86,55 @@ impl Shared {
                 cancel_accepted: false,
                 progress,
                 not_found: 0,
+                last_update: seen.and_then(|j| j.updated_at),
+                confirmed: seen.map(|_| Instant::now()),
             },
         );
     }
 
-    /// One round: every followed job is read once, outcomes and progress are
-    /// written, overdue jobs are cancelled.
+    /// One round: every followed job is read once (changed jobs through one
+    /// listing, the rest one by one), outcomes and progress are written, overdue
+    /// jobs are cancelled.
     async fn poll_once(self: &Arc<Self>) {
-        let jobs: Vec<(i64, i64)> = self
-            .lock_tracked()
-            .values()
-            .map(|t| (t.run.id, t.job_id))
-            .collect();
-        if jobs.is_empty() {
+        let (batch, single, since) = self.plan_round();
+        if batch.is_empty() && single.is_empty() {
             return;
         }
-        let answers: Vec<(i64, Result<Job, AirbyteError>)> = futures::stream::iter(jobs)
-            .map(|(run_id, job_id)| {
-                let airbyte = self.airbyte.clone();
-                async move { (run_id, airbyte.poll_job(job_id).await) }
-            })
-            .buffer_unordered(self.workers.poll_concurrency.max(1))
-            .collect()
-            .await;
+        let mut answers: Vec<(i64, Result<Job, AirbyteError>)> = Vec::new();
+        // How many jobs Airbyte gave no answer about this round, and the first error.
+        let mut unanswered: Option<(usize, AirbyteError)> = None;
+        let mut single = single;
+        if let Some(since) = since {
+            match self.list_changed(since).await {
+                Ok(mut changed) => answers.extend(
+                    batch
+                        .into_iter()
+                        .filter_map(|(run_id, job_id)| changed.remove(&job_id).map(|j| (run_id, Ok(j)))),
+                ),
+                Err(e) if e.is_retryable() => unanswered = Some((batch.len(), e)),
+                Err(e) => {
+                    tracing::warn!(error = %e,
+                        "Airbyte refused the job listing; following each job on its own from now on");
+                    self.batch_polls.store(false, Ordering::Relaxed);
+                    single.extend(batch);
+                }
+            }
+        }
+        answers.extend(
+            futures::stream::iter(single)
+                .map(|(run_id, job_id)| {
+                    let airbyte = self.airbyte.clone();
+                    async move { (run_id, airbyte.poll_job(job_id).await) }
+                })
+                .buffer_unordered(self.workers.poll_concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await,
+        );
 
-        let polled = answers.len();
+        let polled = answers.len() + unanswered.as_ref().map_or(0, |(n, _)| *n);
         let mut progressed = Vec::new();
         let mut ended = Vec::new();
         let mut vanished = Vec::new();
-        let mut unanswered: Option<(usize, AirbyteError)> = None;
         {
             let mut tracked = self.lock_tracked();
             for (run_id, answer) in answers {
@@ -100,6 +144,8 @@ impl Shared {
                 match answer {
                     Ok(job) => {
                         entry.not_found = 0;
+                        entry.confirmed = Some(Instant::now());
+                        entry.last_update = job.updated_at.or(entry.last_update);
                         let progress = Progress {
                             attempts: job.attempts.max(entry.progress.attempts),
                             records_synced: job.records_synced.or(entry.progress.records_synced),
@@ -163,6 +209,72 @@ impl Shared {
             self.release();
         }
         self.cancel_overdue().await;
+    }
+
+    /// Splits the followed jobs into those a listing of changed jobs covers and
+    /// those read one by one, with the instant the listing starts from.
+    #[allow(clippy::type_complexity)]
+    fn plan_round(&self) -> (Vec<(i64, i64)>, Vec<(i64, i64)>, Option<DateTime<Utc>>) {
+        let now = Instant::now();
+        let stale_after = (self.workers.poll_interval * 10).max(Duration::from_secs(60));
+        let batching = self.batch_polls.load(Ordering::Relaxed);
+        let mut batch = Vec::new();
+        let mut single = Vec::new();
+        let mut since: Option<DateTime<Utc>> = None;
+        for t in self.lock_tracked().values() {
+            let fresh = t.confirmed.is_some_and(|c| now.duration_since(c) < stale_after);
+            match t.last_update {
+                Some(updated) if batching && fresh => {
+                    since = Some(since.map_or(updated, |s| s.min(updated)));
+                    batch.push((t.run.id, t.job_id));
+                }
+                _ => single.push((t.run.id, t.job_id)),
+            }
+        }
+        if batch.len() < BATCH_MIN {
+            single.append(&mut batch);
+            return (batch, single, None);
+        }
+        // Never reach back further than needed: a long-running job would otherwise
+        // pull every job of the last hours into each listing.
+        let floor = Utc::now()
+            - chrono::Duration::from_std(self.workers.poll_interval).unwrap_or_default()
+            - CLOCK_ALLOWANCE;
+        (batch, single, since.map(|s| s.max(floor)))
+    }
+
+    /// Every sync job updated at or after `since`, by id, through as few
+    /// listing requests as the page size allows.
+    async fn list_changed(&self, since: DateTime<Utc>) -> Result<HashMap<i64, Job>, AirbyteError> {
+        let workspaces = self.workspace_ids().await?;
+        let mut changed = HashMap::new();
+        for page in 0..MAX_PAGES {
+            let jobs = self
+                .airbyte
+                .jobs_updated_since(&workspaces, since, PAGE_SIZE, page * PAGE_SIZE)
+                .await?;
+            let full = jobs.len() >= PAGE_SIZE as usize;
+            changed.extend(jobs.into_iter().map(|j| (j.id, j)));
+            if !full {
+                break;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The workspaces whose jobs a listing covers, asked of Airbyte once.
+    async fn workspace_ids(&self) -> Result<Vec<String>, AirbyteError> {
+        if self.airbyte.api() == crate::airbyte::ApiKind::Public {
+            // The public listing covers every workspace the credentials reach.
+            return Ok(Vec::new());
+        }
+        self.workspaces
+            .get_or_try_init(|| async {
+                let workspaces = self.airbyte.list_workspaces().await?;
+                Ok(workspaces.into_iter().map(|w| w.workspace_id).collect())
+            })
+            .await
+            .cloned()
     }
 
     /// Asks Airbyte to cancel every job past its run's deadline. A refused or

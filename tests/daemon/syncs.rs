@@ -199,3 +199,33 @@ async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers(
     );
     daemon.stop().await;
 }
+
+/// With many jobs in flight, a poll round lists the jobs that changed in one
+/// request instead of reading each job: far fewer requests than jobs × rounds.
+#[tokio::test]
+async fn many_jobs_in_flight_are_followed_through_one_listing_per_round() {
+    let harness = Harness::new().await;
+    let at = cron_at(soon(Duration::from_secs(1)));
+    let mut toml = String::new();
+    for i in 0..20 {
+        let name = format!("table-{i:02}");
+        let id = harness.connection(&name, JobPlan::succeeding(Duration::from_secs(2), 10, 100));
+        toml.push_str(&connection_toml(&name, id, &at));
+    }
+    let daemon = harness.start(harness.config(&toml)).await;
+    let runs = harness
+        .wait_for(Duration::from_secs(20), "20 succeeded runs", |runs| {
+            runs.len() == 20 && runs.iter().all(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+    assert!(runs.iter().all(|r| r.records_synced == Some(10)));
+    daemon.stop().await;
+
+    let requests = harness.control().requests();
+    assert_eq!(requests.get("connections/sync"), 20);
+    let listings = requests.get("jobs/list_for_workspaces");
+    let reads = requests.get("jobs/get_without_logs");
+    assert!(listings >= 1, "{requests:?}");
+    // Reading each job every 200 ms for 2+ s would take over 200 requests.
+    assert!(listings + reads < 60, "{requests:?}");
+}

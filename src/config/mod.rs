@@ -1,0 +1,248 @@
+//! The configuration: loaded in layers (defaults, then the file, then environment
+//! variables) and validated once, reporting every problem with its key path.
+//!
+//! # Layers
+//!
+//! 1. The defaults documented on each settings type and in `config/cronbyte.example.toml`.
+//! 2. The file: TOML, or YAML when its name ends in `.yaml` or `.yml`.
+//! 3. Environment variables, which win: `CRONBYTE__` followed by the key path with `__`
+//!    between the parts, in any case. For example
+//!    `CRONBYTE__AIRBYTE__BASE_URL=http://airbyte:8001/api/v1`,
+//!    `CRONBYTE__WORKERS__POLL_INTERVAL=5s`,
+//!    `CRONBYTE__AIRBYTE__AUTH__PASSWORD_FILE=/run/credentials/cronbyte.service/airbyte`.
+//!    Values are taken as strings and read by the key's type, so `"5"` works for a
+//!    number and `"true"` for a boolean. An empty variable counts as unset. Lists of tables
+//!    (`[[connections]]`, `[[groups]]`) can't be given through the environment.
+//!
+//! # Problems
+//!
+//! Loading either gives a fully validated [`Config`] or [`ConfigErrors`] listing every
+//! problem: unknown keys (with a did-you-mean), wrong types, bad values, and rules across
+//! keys (unique names, `after` references and cycles, groups). Secrets (`password`,
+//! `token`, `client_secret` and the files they come from) are never shown in a message.
+
+mod checks;
+mod problem;
+mod reader;
+mod secret;
+mod sections;
+mod settings;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+pub use problem::{ConfigErrors, Problem};
+pub use settings::{
+    AirbyteSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Config, ConnectionSettings, Defaults, GroupSettings, LogFormat, LogSettings,
+    MetricsSettings, Misfire, OnOverlap, RetrySettings, ServerSettings, StoreSettings,
+    WorkerSettings,
+};
+
+/// The example configuration, documenting every key with its default.
+pub const EXAMPLE: &str = include_str!("../../config/cronbyte.example.toml");
+
+/// The prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "CRONBYTE";
+
+/// What separates the prefix from the key path, and the parts of the path.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// The syntax of a configuration text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// TOML (the default for any file name not ending in `.yaml` or `.yml`).
+    Toml,
+    /// YAML.
+    Yaml,
+}
+
+impl Format {
+    /// The format a file's name implies: YAML for `.yaml` and `.yml`, TOML otherwise.
+    pub fn of_path(path: &Path) -> Format {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("yaml" | "yml") => Format::Yaml,
+            _ => Format::Toml,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Toml => "TOML",
+            Format::Yaml => "YAML",
+        }
+    }
+
+    fn file_format(self) -> ::config::FileFormat {
+        match self {
+            Format::Toml => ::config::FileFormat::Toml,
+            Format::Yaml => ::config::FileFormat::Yaml,
+        }
+    }
+}
+
+/// Loads `path` with the process environment's `CRONBYTE__*` overrides.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut problems = Vec::new();
+    let mut env = HashMap::new();
+    for (key, value) in std::env::vars_os() {
+        // Variables that aren't ours are none of our business, whatever their encoding.
+        let Some(key) = key.to_str().filter(|k| is_ours(k)) else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => {
+                env.insert(key.to_string(), value);
+            }
+            Err(_) => problems.push(Problem::new(key, "the value is not valid UTF-8")),
+        }
+    }
+    load_layers(path, env, problems)
+}
+
+/// Loads `path` with `env` standing in for the process environment (for tests).
+pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Config, ConfigErrors> {
+    load_layers(path, env, Vec::new())
+}
+
+/// Reads a configuration from text, without environment overrides (for tests and demos).
+/// `*_file` secrets are read relative to the working directory.
+pub fn from_str(text: &str, format: Format) -> Result<Config, ConfigErrors> {
+    layered(text, format, None, None, Vec::new())
+}
+
+impl Config {
+    /// Things that are valid but probably not meant, e.g. a control API listening beyond
+    /// loopback without a token. Worth logging at startup; never fatal.
+    pub fn warnings(&self) -> Vec<Problem> {
+        checks::warnings(self)
+    }
+}
+
+/// Whether an environment variable is one of ours (`CRONBYTE__...`, in any case).
+fn is_ours(key: &str) -> bool {
+    let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
+    key.get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(&prefix))
+}
+
+/// Reads the file and merges the layers.
+fn load_layers(
+    path: &Path,
+    env: HashMap<String, String>,
+    problems: Vec<Problem>,
+) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::one(&name, format!("cannot read the configuration file: {e}"))
+    })?;
+    layered(
+        &text,
+        Format::of_path(path),
+        Some(&name),
+        Some(env),
+        problems,
+    )
+}
+
+/// Merges the file and environment layers, then reads and validates the result.
+fn layered(
+    text: &str,
+    format: Format,
+    source: Option<&str>,
+    env: Option<HashMap<String, String>>,
+    mut problems: Vec<Problem>,
+) -> Result<Config, ConfigErrors> {
+    let file_layer = ::config::Config::builder()
+        .add_source(::config::File::from_str(text, format.file_format()))
+        .build()
+        .map_err(|e| {
+            let (path, what) = match source {
+                Some(name) => (name.to_string(), format!("not valid {}", format.name())),
+                None => (
+                    String::new(),
+                    format!("the text is not valid {}", format.name()),
+                ),
+            };
+            ConfigErrors::one(path, format!("{what}: {}", parse_error_text(e)))
+        })?;
+
+    let mut builder = ::config::Config::builder().add_source(file_layer);
+    if let Some(env) = env {
+        // Sorted, so problems with the variables come out in the same order every time.
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| is_ours(k)).collect();
+        env.sort();
+        let env: ::config::Map<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| env_key_is_valid(key, &mut problems))
+            .collect();
+        // No `try_parsing`: it turns "000123" into 123 and "TRUE" into true. Every value
+        // stays a string and is read by its key's type.
+        builder = builder.add_source(
+            ::config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator(ENV_SEPARATOR)
+                .separator(ENV_SEPARATOR)
+                .ignore_empty(true)
+                .source(Some(env)),
+        );
+    }
+    let merged = builder.build().map_err(|e| {
+        ConfigErrors::one("", format!("cannot apply the environment variables: {e}"))
+    })?;
+    let tree = ::config::Source::collect(&merged)
+        .map_err(|e| ConfigErrors::one("", format!("the configuration is not a table: {e}")))?;
+
+    match sections::read_config(tree) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors { problems }),
+        Err(mut errors) => {
+            problems.append(&mut errors.problems);
+            Err(ConfigErrors { problems })
+        }
+    }
+}
+
+/// Whether `CRONBYTE__A__B_C` names a key path (non-empty parts of letters, digits and
+/// `_`); records a problem if not.
+fn env_key_is_valid(key: &str, problems: &mut Vec<Problem>) -> bool {
+    let rest = &key[ENV_PREFIX.len() + ENV_SEPARATOR.len()..];
+    let valid = rest.split(ENV_SEPARATOR).all(|part| {
+        !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    if !valid {
+        problems.push(Problem::new(
+            key,
+            "not a configuration key: use CRONBYTE__SECTION__KEY, e.g. \
+             CRONBYTE__WORKERS__POLL_INTERVAL",
+        ));
+    }
+    valid
+}
+
+/// A parser's error without the quoted source lines some parsers add: a line of the file
+/// may hold a secret.
+fn parse_error_text(error: ::config::ConfigError) -> String {
+    let text = match error {
+        ::config::ConfigError::FileParse { cause, .. } => cause.to_string(),
+        other => other.to_string(),
+    };
+    text.lines()
+        .filter(|line| {
+            // toml quotes source lines in a gutter: "  |", "3 | password = ...".
+            let after_number = line
+                .trim_start()
+                .trim_start_matches(|c: char| c.is_ascii_digit());
+            !after_number.trim_start().starts_with('|')
+        })
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! The validated configuration types the engine consumes, with their documented defaults.
+//!
+//! Every value here has passed validation: URLs parse, durations are in range, cron rules
+//! parse, names are unique, `after` references exist and form no cycle. The defaults live
+//! in the `Default` impls (and in `config/cronbyte.example.toml`, which a test keeps in
+//! step with them).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use secrecy::SecretString;
+
+use crate::airbyte::{ApiKind, Auth};
+use crate::cron::CronRule;
+
+/// The whole configuration, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `[airbyte]`: where Airbyte is and how to talk to it.
+    pub airbyte: AirbyteSettings,
+    /// `[store]`: where the SQLite history lives.
+    pub store: StoreSettings,
+    /// `[server]`: the HTTP listener for metrics, health and the control API.
+    pub server: ServerSettings,
+    /// `[workers]`: how many syncs run and how they are followed.
+    pub workers: WorkerSettings,
+    /// `[defaults]`: per-connection settings used when a connection does not give its own.
+    pub defaults: Defaults,
+    /// `[metrics]`: Prometheus metric settings.
+    pub metrics: MetricsSettings,
+    /// `[log]`: log level and format.
+    pub log: LogSettings,
+    /// `[[groups]]`: named concurrency limits that connections can join.
+    pub groups: Vec<GroupSettings>,
+    /// `[[connections]]`: the connections cronbyte triggers, in file order.
+    pub connections: Vec<ConnectionSettings>,
+}
+
+/// `[airbyte]`: where Airbyte is and how to talk to it.
+#[derive(Clone, Debug)]
+pub struct AirbyteSettings {
+    /// The API base URL, `http` or `https`, without a trailing `/`
+    /// (e.g. `http://localhost:8000/api/v1` or `https://api.airbyte.com/v1`). Required.
+    pub base_url: String,
+    /// Which API `base_url` points at: `config` (default) or `public`.
+    pub api: ApiKind,
+    /// `[airbyte.auth]`: the credentials sent with every request.
+    pub auth: Auth,
+    /// How long one HTTP request may take, end to end (default 30s; must be > 0).
+    pub request_timeout: Duration,
+    /// How long establishing a connection may take (default 10s; must be > 0).
+    pub connect_timeout: Duration,
+    /// The default of `airbyte.request_timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of `airbyte.connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[airbyte.retry]`: how failed idempotent requests are retried.
+    pub retry: RetrySettings,
+    /// The workspace to work in, by name or id; `None` (default) when the instance has one.
+    pub workspace: Option<String>,
+}
+
+/// The default of `airbyte.request_timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of `airbyte.connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[airbyte.retry]`: how failed idempotent requests to Airbyte are retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Retries after the first try (default 5; 0 disables retrying).
+    pub max_retries: u32,
+    /// The first backoff; each later one doubles (default 500ms).
+    pub initial_backoff: Duration,
+    /// The longest single backoff (default 30s; at least `initial_backoff`).
+    pub max_backoff: Duration,
+    /// Give up once this much time has passed since the first try (default 2m).
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `[store]`: where the SQLite history lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// The database file (default `cronbyte.db`; relative to the working directory).
+    pub path: PathBuf,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            path: PathBuf::from("cronbyte.db"),
+        }
+    }
+}
+
+/// `[server]`: the HTTP listener for `/metrics`, health and the control API.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// The address to listen on (default `127.0.0.1:9464`).
+    pub listen: SocketAddr,
+    /// The bearer token the control API requires (`token`, or `token_file` read at load);
+    /// `None` (default) leaves the control API open to whoever can reach `listen`.
+    pub token: Option<SecretString>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token: None,
+        }
+    }
+}
+
+/// `[workers]`: how many syncs run at once and how their jobs are followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// How often a running job's status is polled (default 10s; must be > 0).
+    pub poll_interval: Duration,
+    /// The most syncs running at once across all connections (default 100; at least 1).
+    pub max_concurrent_syncs: usize,
+    /// How many poll requests may be in flight at once (default 4; at least 1).
+    pub poll_concurrency: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            poll_interval: Duration::from_secs(10),
+            max_concurrent_syncs: 100,
+            poll_concurrency: 4,
+        }
+    }
+}
+
+/// `[defaults]`: what a connection gets for each setting it does not give itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Defaults {
+    /// The IANA time zone cron rules are read in (default `UTC`).
+    pub timezone: Tz,
+    /// How long a sync may run before cronbyte cancels it (default 24h). Written `"none"` or
+    /// a zero duration (`"0s"`), it is `None`: no timeout.
+    pub timeout: Option<Duration>,
+    /// What to do when a sync is due while the previous one still runs (default `attach`).
+    pub on_overlap: OnOverlap,
+    /// What to do about fire times missed while cronbyte was down (default `run_once`).
+    pub misfire: Misfire,
+    /// A random delay in `[0, jitter]` added to each fire time (default 0s: none).
+    pub jitter: Duration,
+    /// How many times a failed sync is retried (default 0).
+    pub retries: u32,
+    /// The wait before the first retry; each later one doubles (default 5m).
+    pub retry_backoff: Duration,
+    /// The longest wait between retries (default 1h; at least `retry_backoff`).
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timezone: Tz::UTC,
+            timeout: Some(Duration::from_secs(24 * 3600)),
+            on_overlap: OnOverlap::Attach,
+            misfire: Misfire::RunOnce,
+            jitter: Duration::ZERO,
+            retries: 0,
+            retry_backoff: Duration::from_secs(5 * 60),
+            retry_backoff_max: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What to do when a sync is due while the connection's previous sync still runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOverlap {
+    /// Drop this run.
+    Skip,
+    /// Record this run as attached to the job already running (Airbyte would refuse a
+    /// second sync of the same connection anyway).
+    #[default]
+    Attach,
+    /// Start this run when the running one ends (at most one waits).
+    Queue,
+}
+
+/// What to do about fire times that passed while cronbyte was not running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Forget them; wait for the next fire time.
+    Skip,
+    /// Run once at startup for the latest missed fire time, however many were missed.
+    #[default]
+    RunOnce,
+}
+
+/// `[metrics]`: Prometheus metric settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// The window of the per-connection success ratio gauge (default 24h; must be > 0).
+    pub success_ratio_window: Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            success_ratio_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[log]`: log level and format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A tracing filter: a level (`info`, default) or directives such as
+    /// `info,cronbyte=debug`. `RUST_LOG`, when set, wins.
+    pub level: String,
+    /// `human` (default) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".to_string(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable text lines.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `[[groups]]`: a named limit on how many of its connections sync at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// The name connections give as `group` (unique, non-empty). Required.
+    pub name: String,
+    /// The most syncs of this group's connections running at once (at least 1). Required.
+    pub max_concurrent: usize,
+}
+
+/// `[[connections]]`: one Airbyte connection and when to sync it.
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
+    /// A unique, non-empty name used in logs, metrics, the API and `after`. Required.
+    pub name: String,
+    /// The Airbyte connection id, a UUID, in lowercase hyphenated form. Required.
+    pub connection_id: String,
+    /// When to sync, read in `timezone`. `None` when the connection only runs `after` others.
+    pub cron: Option<CronRule>,
+    /// The IANA time zone of `cron` (default: `defaults.timezone`).
+    pub timezone: Tz,
+    /// How long a sync may run before it is cancelled; `None` for no limit
+    /// (default: `defaults.timeout`).
+    pub timeout: Option<Duration>,
+    /// Whether cronbyte schedules this connection at all (default true).
+    pub enabled: bool,
+    /// What to do when a sync is due while the last still runs (default: `defaults.on_overlap`).
+    pub on_overlap: OnOverlap,
+    /// What to do about fire times missed while down (default: `defaults.misfire`).
+    pub misfire: Misfire,
+    /// A random delay in `[0, jitter]` added to each fire time (default: `defaults.jitter`).
+    pub jitter: Duration,
+    /// How many times a failed sync is retried (default: `defaults.retries`).
+    pub retries: u32,
+    /// The wait before the first retry (default: `defaults.retry_backoff`).
+    pub retry_backoff: Duration,
+    /// The longest wait between retries (default: `defaults.retry_backoff_max`).
+    pub retry_backoff_max: Duration,
+    /// The `[[groups]]` entry whose limit this connection counts against, if any.
+    pub group: Option<String>,
+    /// Names of connections whose successful sync triggers this one.
+    pub after: Vec<String>,
+}
