@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::airbyte::{Client, ClientSettings, RetryPolicy};
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, EngineParts};
+use crate::engine::{Clock, Engine, EngineError, EngineParts};
 use crate::metrics::Metrics;
 use crate::server::{self, AppState};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -45,6 +45,7 @@ pub struct Daemon {
     store: Arc<SqliteStore>,
     metrics: Arc<Metrics>,
     airbyte: Client,
+    clock: Clock,
 }
 
 /// The Airbyte client settings a config describes.
@@ -81,7 +82,14 @@ impl Daemon {
             store,
             metrics,
             airbyte,
+            clock: Clock::System,
         })
+    }
+
+    /// Runs the engine on `clock` instead of the wall clock (tests of whole days).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Where `/metrics` and `/healthz` answer.
@@ -101,6 +109,7 @@ impl Daemon {
             store,
             metrics,
             airbyte,
+            clock,
         } = self;
         let window = chrono::Duration::from_std(config.metrics.success_ratio_window)
             .unwrap_or(chrono::Duration::days(1));
@@ -115,7 +124,9 @@ impl Daemon {
                 airbyte: airbyte.clone(),
                 metrics: metrics.clone(),
                 workers: config.workers.clone(),
+                groups: config.groups.clone(),
                 connections: config.connections.clone(),
+                clock: clock.clone(),
             },
             shutdown.clone(),
         )

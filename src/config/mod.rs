@@ -33,9 +33,9 @@ use std::path::Path;
 
 pub use problem::{ConfigErrors, Problem};
 pub use settings::{
-    AirbyteSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Config, ConnectionSettings, Defaults, GroupSettings, LogFormat, LogSettings,
-    MetricsSettings, Misfire, OnOverlap, RetrySettings, ServerSettings, StoreSettings,
-    WorkerSettings,
+    AirbyteSettings, Config, ConnectionSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    Defaults, GroupSettings, LogFormat, LogSettings, MetricsSettings, Misfire, OnOverlap,
+    RetrySettings, ServerSettings, StoreSettings, WorkerSettings,
 };
 
 /// The example configuration, documenting every key with its default.
@@ -209,7 +209,9 @@ fn layered(
 /// Whether `CRONBYTE__A__B_C` names a key path (non-empty parts of letters, digits and
 /// `_`); records a problem if not.
 fn env_key_is_valid(key: &str, problems: &mut Vec<Problem>) -> bool {
-    let rest = &key[ENV_PREFIX.len() + ENV_SEPARATOR.len()..];
+    let rest = key
+        .get(ENV_PREFIX.len() + ENV_SEPARATOR.len()..)
+        .unwrap_or_default();
     let valid = rest.split(ENV_SEPARATOR).all(|part| {
         !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     });

@@ -438,6 +438,17 @@ fn log_level(value: &Value) -> Result<String, String> {
         .map_err(|e| format!("not a valid log filter {s:?}: {e}"))
 }
 
+/// One entry of a list of tables, or `None` (and a problem) if it is not a table.
+fn entry_table(path: String, item: Value, p: &mut Problems) -> Option<Table> {
+    if matches!(item.kind, config::ValueKind::Table(_)) {
+        Some(Table::at(path, Some(item), p))
+    } else {
+        // `Table::at` records "expected a table, found ...".
+        let _ = Table::at(path, Some(item), p);
+        None
+    }
+}
+
 /// A `[[groups]]` entry as read, kept even when incomplete so its name still counts.
 pub(super) struct GroupDraft {
     /// The name, if it was given and valid.
@@ -453,7 +464,9 @@ fn groups(root: &mut Table, p: &mut Problems) -> Vec<GroupDraft> {
     };
     let mut out: Vec<GroupDraft> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        let mut t = Table::at(format!("groups[{i}]"), Some(item), p);
+        let Some(mut t) = entry_table(format!("groups[{i}]"), item, p) else {
+            continue;
+        };
         let name = t.required("name", "a group needs a name", p, Table::non_empty_string);
         let max_concurrent = t.required(
             "max_concurrent",
@@ -504,17 +517,15 @@ fn connections(root: &mut Table, defaults: &Defaults, p: &mut Problems) -> Vec<C
     let Some(items) = root.list("connections", "[[connections]] tables", p) else {
         return Vec::new();
     };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            connection(
-                Table::at(format!("connections[{i}]"), Some(item), p),
-                defaults,
-                p,
-            )
-        })
-        .collect()
+    let mut drafts = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("connections[{i}]");
+        // Something that isn't a table is one problem, not one per missing key.
+        if let Some(t) = entry_table(path, item, p) {
+            drafts.push(connection(t, defaults, p));
+        }
+    }
+    drafts
 }
 
 /// One `[[connections]]` entry, with `[defaults]` filled in.

@@ -52,13 +52,7 @@ pub struct AirbyteSettings {
     pub request_timeout: Duration,
     /// How long establishing a connection may take (default 10s; must be > 0).
     pub connect_timeout: Duration,
-    /// The default of `airbyte.request_timeout`.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The default of `airbyte.connect_timeout`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `[airbyte.retry]`: how failed idempotent requests are retried.
+    /// `[airbyte.retry]`: how failed idempotent requests are retried.
     pub retry: RetrySettings,
     /// The workspace to work in, by name or id; `None` (default) when the instance has one.
     pub workspace: Option<String>,

@@ -341,3 +341,49 @@ fn a_toml_syntax_error_does_not_quote_the_line_it_is_on() {
     assert!(text.contains("line 2"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+#[test]
+fn a_required_key_that_is_given_but_wrong_is_reported_once() {
+    let errors = from_str(
+        r#"
+        [airbyte]
+        base_url = 42
+        [airbyte.auth]
+        kind = "basic"
+        username = ""
+        password = "p"
+        [[groups]]
+        name = "g"
+        max_concurrent = 0
+        [[connections]]
+        name = ""
+        connection_id = "9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e"
+        cron = "@daily"
+        "#,
+        Format::Toml,
+    )
+    .expect_err("broken");
+    let lines: Vec<String> = errors.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "airbyte.base_url: expected a URL string such as \"http://localhost:8000/api/v1\"",
+            "airbyte.auth.username: must not be empty",
+            "groups[0].max_concurrent: must be at least 1",
+            "connections[0].name: must not be empty",
+        ]
+    );
+}
+
+#[test]
+fn a_list_entry_that_is_not_a_table_is_one_problem() {
+    let errors = from_str(
+        "connections = [\"a\"]\n[airbyte]\nbase_url = \"http://localhost:8000/api/v1\"\n",
+        Format::Toml,
+    )
+    .expect_err("broken");
+    assert_eq!(
+        errors.to_string(),
+        "connections[0]: expected a table, found the string \"a\""
+    );
+}

@@ -1,38 +1,61 @@
 //! From a claimed run to a started Airbyte job: runs wait in order for a slot
-//! under `max_concurrent_syncs`, then the sync is requested, riding out outages
-//! and telling a 409 caused by our own lost request from a real overlap.
+//! under `max_concurrent_syncs` and their group's limit, the overlap policy
+//! decides what a run does when its connection is already syncing, and the sync
+//! is requested, riding out outages and telling a 409 caused by our own lost
+//! request from a real overlap.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rand::Rng;
 
 use super::{SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job};
+use crate::config::OnOverlap;
 use crate::store::{Progress, Run, RunStatus};
 
-/// Runs waiting for a slot, and how many slots are taken.
+/// Runs waiting for a slot, and the runs holding one.
 #[derive(Debug, Default)]
 pub struct Queue {
     waiting: VecDeque<Run>,
-    /// Runs being triggered or followed: each holds one slot until it ends.
-    pub(super) in_flight: usize,
+    /// Runs being triggered or followed, by run id, with their group: each holds
+    /// one slot until it ends.
+    holders: HashMap<i64, Option<String>>,
+    /// Slots held per group.
+    groups: HashMap<String, usize>,
+}
+
+impl Queue {
+    pub fn in_flight(&self) -> usize {
+        self.holders.len()
+    }
+
+    fn take_slot(&mut self, run_id: i64, group: Option<String>) {
+        if let Some(group) = &group {
+            *self.groups.entry(group.clone()).or_default() += 1;
+        }
+        self.holders.insert(run_id, group);
+    }
 }
 
 /// How a sync request ended.
 enum Triggered {
+    /// A job runs for this run: started by it, or found running and attached to.
     Started(Job),
     /// Not started, on purpose, with the reason.
     Skipped(String),
     /// Airbyte would not or could not start it, with the reason.
     Failed(String),
+    /// The run waits for the connection's running sync (`on_overlap = "queue"`).
+    Queued,
     /// Shutdown came first; the run stays pending for the next start.
     Interrupted,
 }
 
-/// How long a sync request keeps being retried through an outage before the
-/// run is given up as `trigger_failed`.
+/// How long a sync request keeps being retried through an outage, or waits
+/// behind a running sync, before the run is given up as `trigger_failed`.
 const TRIGGER_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
 /// How many of a connection's newest jobs are searched for one to attach to.
@@ -45,37 +68,102 @@ impl Shared {
         self.pump();
     }
 
-    /// Starts waiting runs, oldest first, while slots are free.
+    /// Queues the run once `at` has come (a retry's backoff, a tick's jitter).
+    pub(super) fn enqueue_at(self: &Arc<Self>, run: Run, at: DateTime<Utc>) {
+        if at <= self.clock.now() {
+            return self.enqueue(run);
+        }
+        let shared = Arc::clone(self);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => {}
+                () = shared.clock.sleep_until_fully(at) => shared.enqueue(run),
+            }
+        });
+    }
+
+    /// Queues a tick's run after a random delay up to the connection's jitter,
+    /// so many connections on one rule don't hit Airbyte in the same second.
+    pub(super) fn enqueue_jittered(self: &Arc<Self>, run: Run) {
+        let jitter = self
+            .connection(&run.connection)
+            .map_or(Duration::ZERO, |c| c.jitter);
+        if jitter.is_zero() {
+            return self.enqueue(run);
+        }
+        let delay = rand::rng().random_range(Duration::ZERO..=jitter);
+        let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.enqueue_at(run, at);
+    }
+
+    /// Starts waiting runs, oldest first, while slots are free. A run whose group
+    /// is full lets the runs behind it go first.
     pub(super) fn pump(self: &Arc<Self>) {
         if self.shutdown.is_cancelled() {
             return;
         }
         let cap = self.workers.max_concurrent_syncs.max(1);
         let mut queue = self.lock_queue();
-        while queue.in_flight < cap {
-            let Some(run) = queue.waiting.pop_front() else {
+        let mut index = 0;
+        while queue.in_flight() < cap && index < queue.waiting.len() {
+            let group = self
+                .connection(&queue.waiting[index].connection)
+                .and_then(|c| c.group.clone());
+            let group_full = group.as_ref().is_some_and(|g| {
+                let limit = self.group_limits.get(g).copied().unwrap_or(usize::MAX);
+                queue.groups.get(g).copied().unwrap_or(0) >= limit
+            });
+            if group_full {
+                index += 1;
+                continue;
+            }
+            let Some(run) = queue.waiting.remove(index) else {
                 break;
             };
-            queue.in_flight += 1;
+            queue.take_slot(run.id, group);
             let shared = Arc::clone(self);
             self.tasks.spawn(async move { shared.start(run).await });
         }
-        self.metrics.set_in_flight(queue.in_flight);
+        self.metrics.set_in_flight(queue.in_flight());
         self.metrics.set_waiting(queue.waiting.len());
     }
 
-    /// Gives a run's slot back and lets the next run start.
-    pub(super) fn release(self: &Arc<Self>) {
+    /// Takes a slot for a run that arrives already running (taken up at start).
+    pub(super) fn hold_slot(&self, run: &Run) {
+        let group = self
+            .connection(&run.connection)
+            .and_then(|c| c.group.clone());
+        let mut queue = self.lock_queue();
+        queue.take_slot(run.id, group);
+        self.metrics.set_in_flight(queue.in_flight());
+    }
+
+    /// Gives the run's slot back, if it held one, and lets the next run start.
+    pub(super) fn release(self: &Arc<Self>, run_id: i64) {
         {
             let mut queue = self.lock_queue();
-            queue.in_flight = queue.in_flight.saturating_sub(1);
+            if let Some(Some(group)) = queue.holders.remove(&run_id)
+                && let Some(n) = queue.groups.get_mut(&group)
+            {
+                *n = n.saturating_sub(1);
+            }
         }
         self.pump();
     }
 
-    /// Requests the sync for `run` and hands the job to the tracker, or closes
-    /// the run when no job came of it.
+    /// Applies the overlap policy, requests the sync and hands the job to the
+    /// tracker, or closes the run when no job came of it.
     async fn start(self: Arc<Self>, run: Run) {
+        if let Some(decision) = self.overlap(&run) {
+            return match decision {
+                Triggered::Queued => self.release(run.id),
+                Triggered::Skipped(reason) => {
+                    let closing = outcome(&self.clock, RunStatus::Skipped, Progress::default(), Some(reason));
+                    self.finish_run(run, closing).await;
+                }
+                _ => {}
+            };
+        }
         let triggered = tokio::select! {
             t = self.trigger(&run) => t,
             () = async {
@@ -85,7 +173,7 @@ impl Shared {
         };
         match triggered {
             Triggered::Started(job) => {
-                let now = Utc::now();
+                let now = self.clock.now();
                 self.metrics.trigger_sent(run.scheduled_for, now);
                 tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
                     scheduled_for = %run.scheduled_for, "sync started");
@@ -98,23 +186,56 @@ impl Shared {
                 let mut run = run;
                 run.started_at = Some(now);
                 run.status = RunStatus::Running;
+                run.job_id = Some(job.id);
                 self.follow(run, job.id, Some(&job));
             }
             Triggered::Skipped(reason) => {
-                self.close(run, outcome(RunStatus::Skipped, Progress::default(), Some(reason)))
-                    .await;
-                self.release();
+                let closing = outcome(&self.clock, RunStatus::Skipped, Progress::default(), Some(reason));
+                self.finish_run(run, closing).await;
             }
             Triggered::Failed(reason) => {
-                self.close(
-                    run,
-                    outcome(RunStatus::TriggerFailed, Progress::default(), Some(reason)),
-                )
-                .await;
-                self.release();
+                let closing = outcome(&self.clock, RunStatus::TriggerFailed, Progress::default(), Some(reason));
+                self.finish_run(run, closing).await;
             }
-            Triggered::Interrupted => self.release(),
+            Triggered::Queued | Triggered::Interrupted => {
+                self.set_inactive(&run);
+                self.release(run.id);
+            }
         }
+    }
+
+    /// When another run of the same connection is active, what this one does
+    /// instead of triggering; `None` when it may go ahead (it is then active).
+    fn overlap(&self, run: &Run) -> Option<Triggered> {
+        let policy = self
+            .connection(&run.connection)
+            .map_or(OnOverlap::Attach, |c| c.on_overlap);
+        let mut conns = self.lock_conns();
+        let state = conns.entry(run.connection.clone()).or_default();
+        let Some(active) = state.active.filter(|&a| a != run.id) else {
+            state.active = Some(run.id);
+            return None;
+        };
+        Some(match policy {
+            OnOverlap::Skip => Triggered::Skipped(format!(
+                "run {active} of this connection was still in flight (on_overlap = skip)"
+            )),
+            // The active run follows that job and records its outcome; this tick
+            // adds nothing, so the job's result is recorded once.
+            OnOverlap::Attach => Triggered::Skipped(format!(
+                "run {active} of this connection was still in flight; its job covers this tick (on_overlap = attach)"
+            )),
+            OnOverlap::Queue => match &state.queued {
+                None => {
+                    state.queued = Some(run.clone());
+                    Triggered::Queued
+                }
+                Some(waiting) => Triggered::Skipped(format!(
+                    "run {} already waits for run {active} to end (on_overlap = queue keeps one)",
+                    waiting.id
+                )),
+            },
+        })
     }
 
     /// Asks Airbyte for the sync. A run left pending by an earlier stop first
@@ -128,10 +249,19 @@ impl Shared {
                 "found the job an earlier request started");
             return Triggered::Started(job);
         }
+        let policy = self
+            .connection(&run.connection)
+            .map_or(OnOverlap::Attach, |c| c.on_overlap);
         let deadline = tokio::time::Instant::now() + TRIGGER_DEADLINE;
         // Whether any earlier request may have reached Airbyte unanswered.
         let mut maybe_delivered = false;
         loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Triggered::Failed(format!(
+                    "Airbyte did not start the sync within {}",
+                    humantime::format_duration(TRIGGER_DEADLINE)
+                ));
+            }
             match self.airbyte.trigger_sync(connection_id).await {
                 Ok(job) => return Triggered::Started(job),
                 Err(AirbyteError::AlreadyRunning {
@@ -144,23 +274,63 @@ impl Shared {
                     {
                         return Triggered::Started(job);
                     }
-                    return Triggered::Skipped(format!(
-                        "a sync was already running for this connection (Airbyte answered 409: {message})"
-                    ));
+                    match policy {
+                        OnOverlap::Skip => {
+                            return Triggered::Skipped(format!(
+                                "a sync was already running for this connection (Airbyte answered 409: {message})"
+                            ));
+                        }
+                        OnOverlap::Attach => {
+                            if let Some(job) = self.running_job(connection_id).await {
+                                if let Ok(Some(other)) = self.store.run_following(job.id).await {
+                                    return Triggered::Skipped(format!(
+                                        "run {other} follows the sync already running (job {}); its outcome is recorded there",
+                                        job.id
+                                    ));
+                                }
+                                tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                                    "a sync was already running; following it");
+                                return Triggered::Started(job);
+                            }
+                        }
+                        OnOverlap::Queue => {
+                            if let Some(job) = self.running_job(connection_id).await {
+                                self.wait_for_end(job.id, deadline).await;
+                            }
+                        }
+                    }
+                    // The running job ended meanwhile: ask again.
                 }
                 Err(e) if e.is_retryable() => {
                     maybe_delivered |= e.answer_was_lost();
-                    if tokio::time::Instant::now() >= deadline {
-                        return Triggered::Failed(format!(
-                            "Airbyte did not accept the sync request within {}: {e}",
-                            humantime::format_duration(TRIGGER_DEADLINE)
-                        ));
-                    }
                     tracing::warn!(connection = %run.connection, run_id = run.id, error = %e,
                         "Airbyte did not take the sync request; trying again");
                     tokio::time::sleep(self.workers.poll_interval).await;
                 }
                 Err(e) => return Triggered::Failed(e.to_string()),
+            }
+        }
+    }
+
+    /// The connection's job that has not ended, if Airbyte can say.
+    async fn running_job(&self, connection_id: &str) -> Option<Job> {
+        match self.airbyte.connection_jobs(connection_id, ATTACH_SEARCH).await {
+            Ok(jobs) => jobs.into_iter().find(|j| !j.status.is_terminal()),
+            Err(e) => {
+                tracing::warn!(connection_id, error = %e, "could not list the connection's jobs");
+                None
+            }
+        }
+    }
+
+    /// Polls `job_id` until it ends (or `deadline`), for a run queued behind it.
+    async fn wait_for_end(&self, job_id: i64, deadline: tokio::time::Instant) {
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(self.workers.poll_interval).await;
+            match self.airbyte.poll_job(job_id).await {
+                Ok(job) if job.status.is_terminal() => return,
+                Err(AirbyteError::NotFound { .. }) => return,
+                _ => {}
             }
         }
     }

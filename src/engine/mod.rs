@@ -4,13 +4,16 @@
 //!
 //! A run's path is a straight line through the submodules: [`schedule`] decides
 //! when and claims the run, [`dispatch`] waits for a slot and triggers the sync,
-//! [`tracker`] polls the job to its end and records the outcome.
+//! [`tracker`] polls the job to its end, and [`follow_up`] records the outcome and
+//! starts what it calls for (a retry, a queued run, dependent connections).
 
+mod clock;
 mod dispatch;
+mod follow_up;
 mod schedule;
 mod tracker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::airbyte::Client;
-use crate::config::{ConnectionSettings, WorkerSettings};
+use crate::config::{ConnectionSettings, GroupSettings, WorkerSettings};
 use crate::metrics::Metrics;
-use crate::store::{Outcome, Progress, Run, RunStatus, Store, StoreError};
+use crate::store::{NewRun, Outcome, Progress, Run, RunStatus, Store, StoreError, Trigger};
 
+pub use clock::Clock;
 pub use dispatch::Queue;
 pub use tracker::Tracked;
 
@@ -35,6 +39,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("no connection is named `{0}`")]
+    UnknownConnection(String),
 }
 
 /// What the engine is given to work with.
@@ -43,7 +49,9 @@ pub struct EngineParts {
     pub airbyte: Client,
     pub metrics: Arc<Metrics>,
     pub workers: WorkerSettings,
+    pub groups: Vec<GroupSettings>,
     pub connections: Vec<ConnectionSettings>,
+    pub clock: Clock,
 }
 
 /// The running engine. Cheap to clone; every clone drives the same engine.
@@ -52,16 +60,39 @@ pub struct Engine {
     shared: Arc<Shared>,
 }
 
+/// What the engine remembers of one connection while it runs.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// The run now triggering or following a job; at most one per connection.
+    active: Option<i64>,
+    /// A run waiting for the active one to end (`on_overlap = "queue"`).
+    queued: Option<Run>,
+    /// The newest tick claimed, for the misfire policy after a pause.
+    last_tick: Option<DateTime<Utc>>,
+    /// When its newest run was claimed, for `after` dependencies.
+    last_claimed: Option<DateTime<Utc>>,
+    /// When its newest succeeded run ended.
+    last_success: Option<DateTime<Utc>>,
+}
+
 pub(crate) struct Shared {
     store: Arc<dyn Store>,
     airbyte: Client,
     metrics: Arc<Metrics>,
     workers: WorkerSettings,
+    clock: Clock,
     connections: HashMap<String, Arc<ConnectionSettings>>,
     /// Ordered as configured, for the schedule.
     ordered: Vec<Arc<ConnectionSettings>>,
+    /// `[[groups]]` limits by name.
+    group_limits: HashMap<String, usize>,
+    /// For each connection, the connections that run `after` it.
+    dependents: HashMap<String, Vec<Arc<ConnectionSettings>>>,
     queue: Mutex<Queue>,
     tracked: Mutex<HashMap<i64, Tracked>>,
+    conns: Mutex<HashMap<String, ConnState>>,
+    /// Connections paused now, as the store last said.
+    paused: Mutex<HashSet<String>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Runs claimed before this instant were claimed by an earlier process.
@@ -82,26 +113,54 @@ impl Engine {
             .iter()
             .map(|c| (c.name.clone(), Arc::clone(c)))
             .collect();
+        let mut dependents: HashMap<String, Vec<Arc<ConnectionSettings>>> = HashMap::new();
+        for connection in &ordered {
+            for upstream in &connection.after {
+                dependents
+                    .entry(upstream.clone())
+                    .or_default()
+                    .push(Arc::clone(connection));
+            }
+        }
+        let mut conns: HashMap<String, ConnState> = HashMap::new();
+        for marks in parts.store.marks().await? {
+            conns.insert(
+                marks.connection,
+                ConnState {
+                    last_tick: marks.last_tick,
+                    last_claimed: marks.last_claimed,
+                    last_success: marks.last_success,
+                    ..ConnState::default()
+                },
+            );
+        }
+        let paused = parts.store.paused().await?.into_iter().collect();
         let shared = Arc::new(Shared {
             store: parts.store,
             airbyte: parts.airbyte,
             metrics: parts.metrics,
             workers: parts.workers,
+            started_at: parts.clock.now(),
+            clock: parts.clock,
             connections,
             ordered,
+            group_limits: parts
+                .groups
+                .into_iter()
+                .map(|g| (g.name, g.max_concurrent))
+                .collect(),
+            dependents,
             queue: Mutex::new(Queue::default()),
             tracked: Mutex::new(HashMap::new()),
+            conns: Mutex::new(conns),
+            paused: Mutex::new(paused),
             tasks: TaskTracker::new(),
             shutdown,
-            started_at: Utc::now(),
             batch_polls: AtomicBool::new(true),
             workspaces: tokio::sync::OnceCell::new(),
         });
         shared.take_up_open_runs().await?;
-        let last_ticks = shared.store.last_ticks().await?;
-        shared
-            .tasks
-            .spawn(schedule::run(Arc::clone(&shared), last_ticks));
+        shared.tasks.spawn(schedule::run(Arc::clone(&shared)));
         shared.tasks.spawn(tracker::run(Arc::clone(&shared)));
         Ok(Self { shared })
     }
@@ -113,9 +172,34 @@ impl Engine {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, self.shared.tasks.wait()).await;
     }
 
-    /// Runs open right now (claimed or running).
+    /// Runs holding a slot right now (triggering or followed).
     pub fn in_flight(&self) -> usize {
-        self.shared.lock_queue().in_flight
+        self.shared.lock_queue().in_flight()
+    }
+
+    /// Claims a manual run of `name` now; it goes through the same queue and
+    /// overlap policy as a tick.
+    pub async fn trigger_now(&self, name: &str) -> Result<Run, EngineError> {
+        let connection = self
+            .shared
+            .connection(name)
+            .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))?;
+        let new_run = NewRun {
+            connection: connection.name.clone(),
+            connection_id: connection.connection_id.clone(),
+            trigger: Trigger::Manual,
+            scheduled_for: self.shared.clock.now(),
+            retry_of: None,
+        };
+        let run = self
+            .shared
+            .store
+            .claim(new_run)
+            .await?
+            .ok_or_else(|| StoreError::Query("a manual run was not claimed".into()))?;
+        self.shared.claimed(&run);
+        self.shared.enqueue(run.clone());
+        Ok(run)
     }
 }
 
@@ -128,9 +212,35 @@ impl Shared {
         self.tracked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_conns(&self) -> MutexGuard<'_, HashMap<String, ConnState>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_paused(&self, name: &str) -> bool {
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
+    fn connection(&self, name: &str) -> Option<Arc<ConnectionSettings>> {
+        self.connections.get(name).cloned()
+    }
+
+    /// Remembers that `run` was claimed.
+    fn claimed(&self, run: &Run) {
+        let mut conns = self.lock_conns();
+        let state = conns.entry(run.connection.clone()).or_default();
+        // By the engine's clock, like the successes it is compared with.
+        state.last_claimed = Some(self.clock.now());
+        if run.trigger == Trigger::Schedule {
+            state.last_tick = Some(state.last_tick.map_or(run.scheduled_for, |t| t.max(run.scheduled_for)));
+        }
+    }
+
     /// At start, every run the history holds open is followed again: a running
-    /// one by its job id, a pending one by looking for the job it may have
-    /// started before the daemon stopped, else by triggering it now.
+    /// one by its job id; a pending one goes back in the queue, where it first
+    /// looks for the job its request may have started before the daemon stopped.
     async fn take_up_open_runs(self: &Arc<Self>) -> Result<(), StoreError> {
         let open = self.store.open_runs().await?;
         if !open.is_empty() {
@@ -139,56 +249,21 @@ impl Shared {
         for run in open {
             match run.job_id {
                 Some(job_id) => self.follow(run, job_id, None),
-                None => self.enqueue(run),
+                None => {
+                    let due = run.scheduled_for;
+                    self.enqueue_at(run, due);
+                }
             }
         }
         Ok(())
     }
-
-    /// Closes a run with its outcome in the history and counts it.
-    async fn close(self: &Arc<Self>, mut run: Run, outcome: Outcome) {
-        run.status = outcome.status;
-        run.finished_at = Some(outcome.finished_at);
-        run.attempts = run.attempts.max(outcome.progress.attempts);
-        run.records_synced = outcome.progress.records_synced.or(run.records_synced);
-        run.bytes_synced = outcome.progress.bytes_synced.or(run.bytes_synced);
-        run.error = outcome.error.clone();
-        match self.store.finish(&[(run.id, outcome)]).await {
-            Ok(()) => {
-                log_outcome(&run);
-                self.metrics.run_ended(&run);
-            }
-            Err(e) => tracing::error!(connection = %run.connection, run_id = run.id, error = %e,
-                "could not record a run's outcome; it stays open and is taken up at the next start"),
-        }
-    }
-
-    fn connection(&self, name: &str) -> Option<Arc<ConnectionSettings>> {
-        self.connections.get(name).cloned()
-    }
-}
-
-fn log_outcome(run: &Run) {
-    let job_id = run.job_id.unwrap_or_default();
-    match run.status {
-        RunStatus::Succeeded => tracing::info!(
-            connection = %run.connection, run_id = run.id, job_id,
-            records = run.records_synced.unwrap_or(0), bytes = run.bytes_synced.unwrap_or(0),
-            attempts = run.attempts, "sync succeeded"),
-        RunStatus::Skipped => tracing::info!(
-            connection = %run.connection, run_id = run.id,
-            reason = run.error.as_deref().unwrap_or(""), "run skipped"),
-        status => tracing::warn!(
-            connection = %run.connection, run_id = run.id, job_id, status = %status,
-            error = run.error.as_deref().unwrap_or(""), "sync did not succeed"),
-    }
 }
 
 /// An outcome stamped now.
-fn outcome(status: RunStatus, progress: Progress, error: Option<String>) -> Outcome {
+fn outcome(clock: &Clock, status: RunStatus, progress: Progress, error: Option<String>) -> Outcome {
     Outcome {
         status,
-        finished_at: Utc::now(),
+        finished_at: clock.now(),
         progress,
         error,
     }

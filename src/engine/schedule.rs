@@ -4,10 +4,11 @@
 //!
 //! Fire instants come from the cron rules (croner, which is right across DST);
 //! the loop sleeps until the earliest, but never longer than a second, so a
-//! suspend or a wall-clock jump is noticed and handled by the misfire policy.
+//! suspend or a wall-clock jump is noticed and handled by the misfire policy,
+//! and so is a connection paused or resumed from outside.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,23 +18,31 @@ use super::Shared;
 use crate::config::{ConnectionSettings, Misfire};
 use crate::store::{NewRun, Trigger};
 
-/// The longest the loop sleeps before looking at the wall clock again.
+/// The longest the loop sleeps before looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// How often the set of paused connections is read from the store.
+const PAUSE_REFRESH: Duration = Duration::from_secs(2);
 
 /// A due instant found later than this is a misfire (the process was suspended,
 /// the clock jumped, the machine was too busy), handled by the misfire policy.
 const MISFIRE_TOLERANCE: chrono::Duration = chrono::Duration::seconds(30);
 
-pub(super) async fn run(shared: Arc<Shared>, last_ticks: Vec<(String, DateTime<Utc>)>) {
-    let started = Utc::now();
-    let last_ticks: HashMap<String, DateTime<Utc>> = last_ticks.into_iter().collect();
+pub(super) async fn run(shared: Arc<Shared>) {
+    let started = shared.clock.now();
     let mut heap = BinaryHeap::new();
     for (index, connection) in shared.ordered.iter().enumerate() {
         let Some(rule) = connection.cron.as_ref().filter(|_| connection.enabled) else {
             continue;
         };
-        if let Some(last) = last_ticks.get(&connection.name) {
-            catch_up(&shared, connection, *last, started).await;
+        if !shared.is_paused(&connection.name) {
+            let last = shared
+                .lock_conns()
+                .get(&connection.name)
+                .and_then(|s| s.last_tick);
+            if let Some(last) = last {
+                catch_up(&shared, connection, last, started).await;
+            }
         }
         if let Some(next) = rule.next_after(started) {
             heap.push(Reverse((next, index)));
@@ -41,17 +50,23 @@ pub(super) async fn run(shared: Arc<Shared>, last_ticks: Vec<(String, DateTime<U
     }
     tracing::info!(scheduled = heap.len(), "schedule loaded");
 
+    let mut pauses_read = tokio::time::Instant::now();
     loop {
+        if pauses_read.elapsed() >= PAUSE_REFRESH {
+            refresh_pauses(&shared).await;
+            pauses_read = tokio::time::Instant::now();
+        }
         let Some(&Reverse((due, _))) = heap.peek() else {
-            shared.shutdown.cancelled().await;
-            return;
-        };
-        let now = Utc::now();
-        if due > now {
-            let wait = (due - now).to_std().unwrap_or_default().min(MAX_SLEEP);
             tokio::select! {
                 () = shared.shutdown.cancelled() => return,
-                () = tokio::time::sleep(wait) => continue,
+                () = tokio::time::sleep(PAUSE_REFRESH) => continue,
+            }
+        };
+        let now = shared.clock.now();
+        if due > now {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                () = shared.clock.sleep_until(due, MAX_SLEEP) => continue,
             }
         }
         let mut fired = Vec::new();
@@ -72,11 +87,46 @@ pub(super) async fn run(shared: Arc<Shared>, last_ticks: Vec<(String, DateTime<U
         }
         for (at, index) in fired {
             let connection = Arc::clone(&shared.ordered[index]);
+            if shared.is_paused(&connection.name) {
+                continue;
+            }
             if now - at > MISFIRE_TOLERANCE {
                 catch_up(&shared, &connection, at - chrono::Duration::milliseconds(1), now).await;
             } else {
                 claim(&shared, &connection, at).await;
             }
+        }
+    }
+}
+
+/// Reads which connections are paused; a connection just resumed gets the
+/// misfire policy for the ticks that fell while it was paused.
+async fn refresh_pauses(shared: &Arc<Shared>) {
+    let now_paused: HashSet<String> = match shared.store.paused().await {
+        Ok(names) => names.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read which connections are paused");
+            return;
+        }
+    };
+    let resumed: Vec<String> = {
+        let mut paused = shared.paused.lock().unwrap_or_else(|p| p.into_inner());
+        let resumed = paused.difference(&now_paused).cloned().collect();
+        for name in now_paused.difference(&paused) {
+            tracing::info!(connection = %name, "connection paused");
+        }
+        *paused = now_paused;
+        resumed
+    };
+    let now = shared.clock.now();
+    for name in resumed {
+        tracing::info!(connection = %name, "connection resumed");
+        let Some(connection) = shared.connection(&name) else {
+            continue;
+        };
+        let last = shared.lock_conns().get(&name).and_then(|s| s.last_tick);
+        if let Some(last) = last {
+            catch_up(shared, &connection, last, now).await;
         }
     }
 }
@@ -90,7 +140,7 @@ async fn catch_up(
     last: DateTime<Utc>,
     now: DateTime<Utc>,
 ) {
-    let Some(rule) = &connection.cron else {
+    let Some(rule) = connection.cron.as_ref().filter(|_| connection.enabled) else {
         return;
     };
     let Some(missed) = rule.latest_at_or_before(now, last + chrono::Duration::milliseconds(1))
@@ -118,7 +168,10 @@ async fn claim(shared: &Arc<Shared>, connection: &ConnectionSettings, at: DateTi
         retry_of: None,
     };
     match shared.store.claim(new_run).await {
-        Ok(Some(run)) => shared.enqueue(run),
+        Ok(Some(run)) => {
+            shared.claimed(&run);
+            shared.enqueue_jittered(run);
+        }
         Ok(None) => tracing::debug!(connection = %connection.name, scheduled_for = %at,
             "tick already claimed"),
         Err(e) => tracing::error!(connection = %connection.name, scheduled_for = %at, error = %e,

@@ -58,14 +58,12 @@ impl Shared {
     /// Starts following `job_id` for `run`. A run taken up from an earlier process
     /// takes a slot now; one started here already holds the slot it started with.
     pub(super) fn follow(self: &Arc<Self>, run: Run, job_id: i64, seen: Option<&Job>) {
-        let taken_up = seen.is_none();
-        if taken_up {
-            let in_flight = {
-                let mut queue = self.lock_queue();
-                queue.in_flight += 1;
-                queue.in_flight
-            };
-            self.metrics.set_in_flight(in_flight);
+        if seen.is_none() {
+            self.hold_slot(&run);
+            self.lock_conns()
+                .entry(run.connection.clone())
+                .or_default()
+                .active = Some(run.id);
         }
         let timeout = self
             .connection(&run.connection)
@@ -192,21 +190,14 @@ impl Shared {
                     format!("cancelled by cronbyte after its timeout; Airbyte job {} ended", job.id)
                 })
             });
-            self.close(done.run, outcome(status, progress, error)).await;
-            self.release();
+            self.finish_run(done.run, outcome(&self.clock, status, progress, error))
+                .await;
         }
         for (gone, message) in vanished {
             let job_id = gone.job_id;
-            self.close(
-                gone.run,
-                outcome(
-                    RunStatus::Failed,
-                    gone.progress,
-                    Some(format!("Airbyte no longer knows job {job_id}: {message}")),
-                ),
-            )
-            .await;
-            self.release();
+            let error = format!("Airbyte no longer knows job {job_id}: {message}");
+            let closing = outcome(&self.clock, RunStatus::Failed, gone.progress, Some(error));
+            self.finish_run(gone.run, closing).await;
         }
         self.cancel_overdue().await;
     }
@@ -237,7 +228,7 @@ impl Shared {
         }
         // Never reach back further than needed: a long-running job would otherwise
         // pull every job of the last hours into each listing.
-        let floor = Utc::now()
+        let floor = self.clock.now()
             - chrono::Duration::from_std(self.workers.poll_interval).unwrap_or_default()
             - CLOCK_ALLOWANCE;
         (batch, single, since.map(|s| s.max(floor)))
@@ -281,7 +272,7 @@ impl Shared {
     /// failed cancel is asked again at the next poll; the run stays followed
     /// until Airbyte reports the job ended.
     async fn cancel_overdue(self: &Arc<Self>) {
-        let now = Utc::now();
+        let now = self.clock.now();
         let overdue: Vec<(i64, i64, String)> = self
             .lock_tracked()
             .values()

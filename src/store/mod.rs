@@ -25,6 +25,8 @@ pub enum Trigger {
     Manual,
     /// A failed run tried again.
     Retry,
+    /// The connections this one runs `after` all succeeded since its last run.
+    Dependency,
 }
 
 /// Where a run stands. `Pending` and `Running` are open; the rest are final.
@@ -72,7 +74,12 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(Trigger { Schedule => "schedule", Manual => "manual", Retry => "retry" });
+text_enum!(Trigger {
+    Schedule => "schedule",
+    Manual => "manual",
+    Retry => "retry",
+    Dependency => "dependency",
+});
 text_enum!(RunStatus {
     Pending => "pending",
     Running => "running",
@@ -107,8 +114,23 @@ pub struct NewRun {
     pub connection: String,
     pub connection_id: String,
     pub trigger: Trigger,
+    /// The tick it is for; for a retry, when it is due. Claims of `Schedule` and
+    /// `Dependency` runs are unique on (connection, scheduled_for).
     pub scheduled_for: DateTime<Utc>,
+    /// For a retry, the first run of the chain.
     pub retry_of: Option<i64>,
+}
+
+/// What the history says of a connection's recent past, for the engine's start.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConnectionMarks {
+    pub connection: String,
+    /// The newest scheduled instant claimed for a `Schedule` run.
+    pub last_tick: Option<DateTime<Utc>>,
+    /// When its newest run of any kind was claimed.
+    pub last_claimed: Option<DateTime<Utc>>,
+    /// When its newest succeeded run ended.
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 /// A run as the history holds it.
@@ -216,8 +238,21 @@ pub trait Store: Send + Sync + 'static {
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Run>, StoreError>;
 
-    /// The newest scheduled instant claimed, per connection.
-    async fn last_ticks(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
+    /// Per connection with any run: its newest tick, claim and success.
+    async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError>;
+
+    /// The open run following Airbyte job `job_id`, if any (so two runs, of two
+    /// replicas say, never both record one job).
+    async fn run_following(&self, job_id: i64) -> Result<Option<i64>, StoreError>;
+
+    /// How many retries the run `first` has had.
+    async fn retries_of(&self, first: i64) -> Result<u32, StoreError>;
+
+    /// Pauses or resumes a connection; returns whether that changed anything.
+    async fn set_paused(&self, connection: &str, paused: bool) -> Result<bool, StoreError>;
+
+    /// The connections paused now.
+    async fn paused(&self) -> Result<Vec<String>, StoreError>;
 
     /// Sums over all runs per connection.
     async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError>;

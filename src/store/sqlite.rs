@@ -346,21 +346,76 @@ impl Store for SqliteStore {
         read_runs(rows)
     }
 
-    async fn last_ticks(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+    async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
         let rows = sqlx::query(
-            "SELECT connection, max(scheduled_for) AS tick FROM runs \
-             WHERE trigger = 'schedule' GROUP BY connection",
+            "SELECT connection, \
+                 max(CASE WHEN trigger = 'schedule' THEN scheduled_for END) AS last_tick, \
+                 max(claimed_at) AS last_claimed, \
+                 max(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success \
+             FROM runs GROUP BY connection",
         )
         .fetch_all(&self.readers)
         .await
         .map_err(query_error)?;
         rows.iter()
             .map(|row| {
-                let connection: String = row.try_get("connection").map_err(query_error)?;
-                let tick: i64 = row.try_get("tick").map_err(query_error)?;
-                Ok((connection, from_ms(tick)?))
+                let time = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+                    row.try_get::<Option<i64>, _>(column)
+                        .map_err(query_error)?
+                        .map(from_ms)
+                        .transpose()
+                };
+                Ok(ConnectionMarks {
+                    connection: row.try_get("connection").map_err(query_error)?,
+                    last_tick: time("last_tick")?,
+                    last_claimed: time("last_claimed")?,
+                    last_success: time("last_success")?,
+                })
             })
             .collect()
+    }
+
+    async fn run_following(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT id FROM runs WHERE job_id = ? AND status IN ('pending', 'running') LIMIT 1",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(query_error)
+    }
+
+    async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE retry_of = ?")
+            .bind(first)
+            .fetch_one(&self.readers)
+            .await
+            .map_err(query_error)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn set_paused(&self, connection: &str, paused: bool) -> Result<bool, StoreError> {
+        let done = if paused {
+            sqlx::query("INSERT OR IGNORE INTO pauses (connection, paused_at) VALUES (?, ?)")
+                .bind(connection)
+                .bind(ms(Utc::now()))
+                .execute(&self.writer)
+                .await
+        } else {
+            sqlx::query("DELETE FROM pauses WHERE connection = ?")
+                .bind(connection)
+                .execute(&self.writer)
+                .await
+        }
+        .map_err(query_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT connection FROM pauses ORDER BY connection")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(query_error)
     }
 
     async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError> {
@@ -518,9 +573,13 @@ mod tests {
         assert_eq!(runs.len(), 3);
         assert!(runs.iter().all(|r| r.connection == "orders"));
         assert!(runs[0].scheduled_for > runs[1].scheduled_for);
-        let last = store.last_ticks().await.unwrap();
-        assert_eq!(last.len(), 2);
-        assert!(last.iter().all(|(_, t)| t.timestamp() == 1_800_000_004));
+        let marks = store.marks().await.unwrap();
+        assert_eq!(marks.len(), 2);
+        assert!(
+            marks
+                .iter()
+                .all(|m| m.last_tick.map(|t| t.timestamp()) == Some(1_800_000_004) && m.last_success.is_none())
+        );
     }
 
     #[cfg(unix)]
@@ -530,5 +589,21 @@ mod tests {
         let (_dir, store) = fresh().await;
         let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pausing_is_remembered_and_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("h.db")).await.unwrap();
+        assert!(store.set_paused("orders", true).await.unwrap());
+        assert!(!store.set_paused("orders", true).await.unwrap());
+        assert_eq!(store.paused().await.unwrap(), vec!["orders".to_owned()]);
+        assert!(store.set_paused("orders", false).await.unwrap());
+        assert!(store.paused().await.unwrap().is_empty());
     }
 }

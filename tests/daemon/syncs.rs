@@ -114,22 +114,17 @@ async fn an_incomplete_job_is_followed_to_its_next_attempt() {
     daemon.stop().await;
 }
 
-/// A tick meeting Airbyte's 409 "a sync is already running" is `skipped` with
-/// that reason, never `failed`.
+/// Under `on_overlap = "skip"`, a tick meeting Airbyte's 409 "a sync is
+/// already running" is `skipped` with that reason, never `failed`.
 #[tokio::test]
-async fn a_409_at_trigger_time_is_recorded_as_skipped() {
+async fn a_409_under_on_overlap_skip_is_recorded_as_skipped() {
     let harness = Harness::new().await;
     let id = harness.connection("busy", JobPlan::hanging());
-    let outside = Client::new(ClientSettings::new(
-        harness.emulator.config_api_base(),
-        ApiKind::Config,
-    ))
-    .unwrap();
-    let running = outside.trigger_sync(&id.to_string()).await.unwrap();
+    let running = outside_client(&harness).trigger_sync(&id.to_string()).await.unwrap();
 
-    let daemon = harness
-        .start(harness.config(&connection_toml("busy", id, &cron_at(soon(Duration::from_secs(1))))))
-        .await;
+    let block = connection_toml("busy", id, &cron_at(soon(Duration::from_secs(1))))
+        + "on_overlap = \"skip\"\n";
+    let daemon = harness.start(harness.config(&block)).await;
     let runs = harness
         .wait_for(Duration::from_secs(15), "the run to end", |runs| {
             runs.iter().any(|r| !r.status.is_open())
@@ -138,7 +133,7 @@ async fn a_409_at_trigger_time_is_recorded_as_skipped() {
     assert_eq!(runs[0].status, RunStatus::Skipped);
     assert_eq!(runs[0].job_id, None);
     let reason = runs[0].error.as_deref().unwrap_or_default();
-    assert!(reason.contains("already running"), "{reason}");
+    assert!(reason.contains("already running") && reason.contains("409"), "{reason}");
     assert_eq!(harness.control().jobs().len(), 1, "only the outside job exists");
     assert_eq!(harness.control().jobs()[0].id, running.id);
     let metrics = daemon.metrics().await;
@@ -151,6 +146,32 @@ async fn a_409_at_trigger_time_is_recorded_as_skipped() {
         None
     );
     daemon.stop().await;
+}
+
+/// Under the default `on_overlap = "attach"`, a 409 makes the run follow the
+/// job that is running (started outside cronbyte) and record its outcome.
+#[tokio::test]
+async fn a_409_under_attach_follows_the_running_job_to_its_end() {
+    let harness = Harness::new().await;
+    let id = harness.connection("shared", JobPlan::succeeding(Duration::from_secs(3), 321, 4_321));
+    let outside = outside_client(&harness).trigger_sync(&id.to_string()).await.unwrap();
+    let daemon = harness
+        .start(harness.config(&connection_toml("shared", id, &cron_at(soon(Duration::from_secs(1))))))
+        .await;
+    let runs = harness
+        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
+            runs.iter().any(|r| !r.status.is_open())
+        })
+        .await;
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:#?}");
+    assert_eq!(runs[0].job_id, Some(outside.id));
+    assert_eq!(runs[0].records_synced, Some(321));
+    assert_eq!(harness.control().jobs().len(), 1, "no second job was started");
+    daemon.stop().await;
+}
+
+fn outside_client(harness: &Harness) -> Client {
+    Client::new(ClientSettings::new(harness.emulator.config_api_base(), ApiKind::Config)).unwrap()
 }
 
 /// While Airbyte answers nothing but errors, a running sync stays `running`;
