@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use cronbyte::config::{self, Config, Format};
 use cronbyte::daemon::{Daemon, DaemonError};
+use cronbyte::engine::Clock;
 use cronbyte::emulator::{Emulator, EmulatorControl, EmulatorHandle, EmulatorOptions, JobPlan};
 use cronbyte::store::{HistoryFilter, Run, SqliteStore, Store};
 use tokio::task::JoinHandle;
@@ -75,7 +76,12 @@ impl Harness {
     }
 
     pub async fn start(&self, config: Config) -> Running {
-        let daemon = Daemon::build(config).await.expect("daemon builds");
+        self.start_on(config, Clock::System).await
+    }
+
+    /// Starts the daemon with its engine on `clock`.
+    pub async fn start_on(&self, config: Config, clock: Clock) -> Running {
+        let daemon = Daemon::build(config).await.expect("daemon builds").with_clock(clock);
         let addr = daemon.local_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(daemon.run(shutdown.clone()));
@@ -162,4 +168,9 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .lines()
         .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
         .and_then(|line| line[series.len()..].trim().parse().ok())
+}
+
+/// The store file opened beside the daemon, as `cronbyte pause` opens it.
+pub async fn open_store(harness: &Harness) -> SqliteStore {
+    SqliteStore::open(&harness.store_path()).await.expect("store opens")
 }

@@ -3,4 +3,5 @@
 
 mod helpers;
 mod lifecycle;
+mod policies;
 mod syncs;

@@ -1,0 +1,357 @@
+//! The scheduling policies, each against the emulator: overlap, misfire, DST,
+//! timeout, retries, concurrency limits, dependencies, pause and resume.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use cronbyte::emulator::JobPlan;
+use cronbyte::engine::Clock;
+use cronbyte::store::{Run, RunStatus, Store, Trigger};
+
+use crate::helpers::*;
+
+fn ended(runs: &[Run]) -> Vec<&Run> {
+    runs.iter().filter(|r| !r.status.is_open()).collect()
+}
+
+/// Two runs of one connection never have jobs running at the same time.
+fn assert_one_job_at_a_time(runs: &[Run]) {
+    let mut started: Vec<&Run> = runs.iter().filter(|r| r.job_id.is_some()).collect();
+    started.sort_by_key(|r| r.started_at);
+    for pair in started.windows(2) {
+        if let (Some(end), Some(next)) = (pair[0].finished_at, pair[1].started_at) {
+            assert!(next >= end, "run {} started before run {} ended", pair[1].id, pair[0].id);
+        }
+    }
+}
+
+async fn overlap_under(policy: &str) -> (Harness, Vec<Run>) {
+    let harness = Harness::new().await;
+    let id = harness.connection("long", JobPlan::succeeding(Duration::from_millis(2_500), 5, 50));
+    let block = connection_toml("long", id, "*/2 * * * * *") + &format!("on_overlap = \"{policy}\"\n");
+    let daemon = harness.start(harness.config(&block)).await;
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    daemon.stop().await;
+    let runs = harness.runs().await;
+    assert!(runs.len() >= 3, "{runs:#?}");
+    assert_one_job_at_a_time(&runs);
+    let started = runs.iter().filter(|r| r.job_id.is_some()).count();
+    assert_eq!(harness.control().jobs().len(), started, "every job belongs to exactly one run");
+    assert!(
+        runs.iter().all(|r| r.status != RunStatus::Failed && r.status != RunStatus::TriggerFailed),
+        "an overlap is never a failure: {runs:#?}"
+    );
+    (harness, runs)
+}
+
+/// `skip`: a tick while the previous run is in flight is recorded `skipped`.
+#[tokio::test]
+async fn a_long_sync_under_overlap_skip_skips_the_ticks_it_covers() {
+    let (_harness, runs) = overlap_under("skip").await;
+    let skipped: Vec<_> = runs.iter().filter(|r| r.status == RunStatus::Skipped).collect();
+    assert!(!skipped.is_empty(), "{runs:#?}");
+    assert!(skipped.iter().all(|r| r.error.as_deref().unwrap_or("").contains("on_overlap = skip")));
+}
+
+/// `attach`: the tick is covered by the running job, which records its result
+/// once; no tick starts a second job.
+#[tokio::test]
+async fn a_long_sync_under_overlap_attach_records_its_job_once() {
+    let (harness, runs) = overlap_under("attach").await;
+    let covered: Vec<_> = runs.iter().filter(|r| r.status == RunStatus::Skipped).collect();
+    assert!(!covered.is_empty(), "{runs:#?}");
+    assert!(covered.iter().all(|r| r.error.as_deref().unwrap_or("").contains("covers this tick")));
+    let mut by_job: HashMap<i64, usize> = HashMap::new();
+    for run in runs.iter().filter_map(|r| r.job_id) {
+        *by_job.entry(run).or_default() += 1;
+    }
+    assert!(by_job.values().all(|&n| n == 1), "a job was recorded twice: {runs:#?}");
+    assert_eq!(by_job.len(), harness.control().jobs().len());
+}
+
+/// `queue`: a tick while the previous run is in flight waits and starts right
+/// after it ends; at most one waits, later ticks are skipped.
+#[tokio::test]
+async fn a_long_sync_under_overlap_queue_runs_the_waiting_tick_after_it() {
+    let (_harness, runs) = overlap_under("queue").await;
+    let mut started: Vec<&Run> = runs.iter().filter(|r| r.job_id.is_some()).collect();
+    started.sort_by_key(|r| r.started_at);
+    assert!(started.len() >= 2, "the queued tick ran: {runs:#?}");
+    let (first, second) = (started[0], started[1]);
+    let gap = second.started_at.unwrap() - first.finished_at.unwrap();
+    assert!(gap < chrono::Duration::seconds(2), "the queued run started right after: {gap}");
+    assert!(second.scheduled_for < first.finished_at.unwrap(), "it was a tick that came during the first");
+}
+
+async fn down_across_three_ticks(misfire: &str) -> (Vec<Run>, DateTime<Utc>, DateTime<Utc>) {
+    let harness = Harness::new().await;
+    let id = harness.connection("hourly", JobPlan::succeeding(Duration::from_millis(100), 1, 1));
+    let block = connection_toml("hourly", id, "*/2 * * * * *") + &format!("misfire = \"{misfire}\"\n");
+    let first = harness.start(harness.config(&block)).await;
+    harness
+        .wait_for(Duration::from_secs(10), "a first run", |runs| !ended(runs).is_empty())
+        .await;
+    first.stop().await;
+    let stopped = Utc::now();
+    tokio::time::sleep(Duration::from_millis(6_200)).await;
+    let restarted = Utc::now();
+    let second = harness.start(harness.config(&block)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    second.stop().await;
+    (harness.runs().await, stopped, restarted)
+}
+
+/// `run_once`: the ticks missed while down become one catch-up run, for the
+/// newest missed instant.
+#[tokio::test]
+async fn a_daemon_down_across_three_ticks_catches_up_once_under_run_once() {
+    let (runs, stopped, restarted) = down_across_three_ticks("run_once").await;
+    let missed: Vec<_> = runs
+        .iter()
+        .filter(|r| r.scheduled_for > stopped && r.scheduled_for <= restarted)
+        .collect();
+    assert_eq!(missed.len(), 1, "one catch-up run: {runs:#?}");
+    let newest = restarted.timestamp() - restarted.timestamp() % 2;
+    assert_eq!(missed[0].scheduled_for.timestamp(), newest, "{runs:#?}");
+}
+
+/// `skip`: the ticks missed while down are not run at all.
+#[tokio::test]
+async fn a_daemon_down_across_three_ticks_runs_none_of_them_under_skip() {
+    let (runs, stopped, restarted) = down_across_three_ticks("skip").await;
+    assert!(
+        runs.iter().all(|r| r.scheduled_for <= stopped || r.scheduled_for > restarted),
+        "{runs:#?}"
+    );
+}
+
+/// A `30 2 * * *` rule in Europe/Paris over a whole day, on an accelerated clock.
+async fn paris_half_past_two_on(day_start_utc: DateTime<Utc>) -> Vec<Run> {
+    let harness = Harness::new().await;
+    let id = harness.connection("nightly", JobPlan::succeeding(Duration::from_millis(100), 1, 1));
+    let block = connection_toml("nightly", id, "30 2 * * *") + "timezone = \"Europe/Paris\"\n";
+    // One real second is one hour: five hours pass in five seconds.
+    let daemon = harness
+        .start_on(harness.config(&block), Clock::accelerated(day_start_utc, 3_600))
+        .await;
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    daemon.stop().await;
+    harness.runs().await
+}
+
+/// Spring forward: 02:30 does not exist in Paris on 2026-03-29; the rule runs
+/// once (at 03:00 CEST), not zero times.
+#[tokio::test]
+async fn a_paris_rule_at_half_past_two_runs_once_on_the_spring_forward_day() {
+    let midnight = Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).unwrap();
+    let runs = paris_half_past_two_on(midnight).await;
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0].scheduled_for, Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap());
+}
+
+/// Fall back: 02:30 happens twice in Paris on 2026-10-25; the rule runs once.
+#[tokio::test]
+async fn a_paris_rule_at_half_past_two_runs_once_on_the_fall_back_day() {
+    let midnight = Utc.with_ymd_and_hms(2026, 10, 24, 22, 0, 0).unwrap();
+    let runs = paris_half_past_two_on(midnight).await;
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0].scheduled_for, Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap());
+}
+
+/// A hung sync is cancelled in Airbyte at its timeout, even when the first
+/// cancel requests fail, and recorded `timed_out` once Airbyte confirms.
+#[tokio::test]
+async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
+    let harness = Harness::new().await;
+    let id = harness.connection("hung", JobPlan::hanging());
+    let block = connection_toml("hung", id, &cron_at(soon(Duration::from_secs(1)))) + "timeout = \"2s\"\n";
+    let daemon = harness.start(harness.config(&block)).await;
+    harness
+        .wait_for(Duration::from_secs(10), "the run to start", |runs| {
+            runs.iter().any(|r| r.status == RunStatus::Running)
+        })
+        .await;
+    // Airbyte fails every request around the deadline: the cancel must be retried.
+    let control = harness.control();
+    control.set_faults(cronbyte::emulator::Faults {
+        error_rate: 1.0,
+        ..Default::default()
+    });
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(harness.runs().await[0].status, RunStatus::Running);
+    control.set_faults(Default::default());
+    let runs = harness
+        .wait_for(Duration::from_secs(10), "the run to end", |runs| !ended(runs).is_empty())
+        .await;
+    assert_eq!(runs[0].status, RunStatus::TimedOut, "{runs:#?}");
+    let jobs = control.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].status, "cancelled", "no orphaned job in Airbyte");
+    assert!(control.requests().get("jobs/cancel") >= 1);
+    daemon.stop().await;
+}
+
+/// `retries = 2`: a sync that fails twice then succeeds ends as three runs,
+/// the two retries linked to the first.
+#[tokio::test]
+async fn a_sync_that_fails_twice_then_succeeds_is_retried_under_retries_2() {
+    let harness = Harness::new().await;
+    let id = harness.connection("flaky", JobPlan::succeeding(Duration::from_millis(200), 9, 90));
+    let control = harness.control();
+    control.push_plan(id, JobPlan::failing(Duration::from_millis(200), "first failure"));
+    control.push_plan(id, JobPlan::failing(Duration::from_millis(200), "second failure"));
+    let block = connection_toml("flaky", id, &cron_at(soon(Duration::from_secs(1))))
+        + "retries = 2\nretry_backoff = \"500ms\"\nretry_backoff_max = \"1s\"\n";
+    let daemon = harness.start(harness.config(&block)).await;
+    let runs = harness
+        .wait_for(Duration::from_secs(20), "a success", |runs| {
+            runs.iter().any(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+    daemon.stop().await;
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    let first = &runs[0];
+    assert_eq!((first.trigger, first.status), (Trigger::Schedule, RunStatus::Failed));
+    assert!(first.error.as_deref().unwrap_or("").contains("first failure"));
+    for retry in &runs[1..] {
+        assert_eq!(retry.trigger, Trigger::Retry);
+        assert_eq!(retry.retry_of, Some(first.id));
+    }
+    assert_eq!(runs[1].status, RunStatus::Failed);
+    assert_eq!(runs[2].status, RunStatus::Succeeded);
+    assert_eq!(runs[2].records_synced, Some(9));
+    assert_eq!(control.jobs().len(), 3);
+}
+
+/// Samples how many jobs run at once in the emulator until `done`.
+async fn peak_concurrency(
+    harness: &Harness,
+    among: impl Fn(&cronbyte::emulator::JobSnapshot) -> bool,
+    done: impl Fn(&[Run]) -> bool,
+) -> usize {
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = harness
+            .control()
+            .jobs()
+            .iter()
+            .filter(|j| among(j) && !["succeeded", "failed", "cancelled"].contains(&j.status.as_str()))
+            .count();
+        peak = peak.max(running);
+        if done(&harness.runs().await) || tokio::time::Instant::now() > deadline {
+            return peak;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// 50 connections due in the same second under `max_concurrent_syncs = 5`: never
+/// more than 5 in flight, and all 50 run.
+#[tokio::test]
+async fn fifty_connections_due_at_once_never_exceed_five_in_flight() {
+    let harness = Harness::new().await;
+    let at = cron_at(soon(Duration::from_secs(1)));
+    let mut toml = String::new();
+    for i in 0..50 {
+        let name = format!("c{i:02}");
+        let id = harness.connection(&name, JobPlan::succeeding(Duration::from_millis(400), 1, 1));
+        toml.push_str(&connection_toml(&name, id, &at));
+    }
+    let mut config = harness.config(&toml);
+    config.workers.max_concurrent_syncs = 5;
+    let daemon = harness.start(config).await;
+    let peak = peak_concurrency(&harness, |_| true, |runs| {
+        runs.len() == 50 && runs.iter().all(|r| r.status == RunStatus::Succeeded)
+    })
+    .await;
+    daemon.stop().await;
+    let runs = harness.runs().await;
+    assert_eq!(runs.iter().filter(|r| r.status == RunStatus::Succeeded).count(), 50);
+    assert!(peak <= 5, "peak {peak}");
+    assert!(peak >= 2, "the cap was used: peak {peak}");
+}
+
+/// A group's `max_concurrent` caps its connections below the global cap.
+#[tokio::test]
+async fn a_group_limit_caps_its_connections() {
+    let harness = Harness::new().await;
+    let at = cron_at(soon(Duration::from_secs(1)));
+    let mut toml = String::from("[[groups]]\nname = \"warehouse\"\nmax_concurrent = 2\n\n");
+    let mut warehouse = Vec::new();
+    for i in 0..8 {
+        let name = format!("w{i}");
+        let id = harness.connection(&name, JobPlan::succeeding(Duration::from_millis(400), 1, 1));
+        warehouse.push(id);
+        toml.push_str(&(connection_toml(&name, id, &at) + "group = \"warehouse\"\n"));
+    }
+    let daemon = harness.start(harness.config(&toml)).await;
+    let peak = peak_concurrency(&harness, |j| warehouse.contains(&j.connection_id), |runs| {
+        runs.len() == 8 && runs.iter().all(|r| r.status == RunStatus::Succeeded)
+    })
+    .await;
+    daemon.stop().await;
+    assert!(peak <= 2, "peak {peak}");
+    assert_eq!(harness.runs().await.len(), 8);
+}
+
+/// bronze → silver → gold: each runs after the one before it succeeded.
+#[tokio::test]
+async fn a_two_step_dependency_chain_runs_in_order() {
+    let harness = Harness::new().await;
+    let plan = || JobPlan::succeeding(Duration::from_millis(300), 3, 30);
+    let bronze = harness.connection("bronze", plan());
+    let silver = harness.connection("silver", plan());
+    let gold = harness.connection("gold", plan());
+    let toml = connection_toml("bronze", bronze, &cron_at(soon(Duration::from_secs(1))))
+        + &format!("\n[[connections]]\nname = \"silver\"\nconnection_id = \"{silver}\"\nafter = [\"bronze\"]\n")
+        + &format!("\n[[connections]]\nname = \"gold\"\nconnection_id = \"{gold}\"\nafter = [\"silver\"]\n");
+    let daemon = harness.start(harness.config(&toml)).await;
+    let runs = harness
+        .wait_for(Duration::from_secs(20), "three succeeded runs", |runs| {
+            runs.len() == 3 && runs.iter().all(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+    daemon.stop().await;
+    let by_name: HashMap<&str, &Run> = runs.iter().map(|r| (r.connection.as_str(), r)).collect();
+    assert_eq!(by_name["silver"].trigger, Trigger::Dependency);
+    assert_eq!(by_name["gold"].trigger, Trigger::Dependency);
+    assert!(by_name["silver"].started_at >= by_name["bronze"].finished_at);
+    assert!(by_name["gold"].started_at >= by_name["silver"].finished_at);
+}
+
+/// A paused connection claims no ticks; on resume its missed ticks follow the
+/// misfire policy (one catch-up run), then its rule goes on.
+#[tokio::test]
+async fn a_paused_connection_claims_no_ticks_and_catches_up_once_on_resume() {
+    let harness = Harness::new().await;
+    let id = harness.connection("pausable", JobPlan::succeeding(Duration::from_millis(100), 1, 1));
+    let daemon = harness
+        .start(harness.config(&connection_toml("pausable", id, "* * * * * *")))
+        .await;
+    harness
+        .wait_for(Duration::from_secs(10), "a first run", |runs| !ended(runs).is_empty())
+        .await;
+    let store = open_store(&harness).await;
+    assert!(store.set_paused("pausable", true).await.unwrap());
+    // The daemon reads pauses every 2 s: after that, nothing more is claimed.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let before = harness.runs().await.len();
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(harness.runs().await.len(), before, "a paused connection claims nothing");
+
+    let resumed = Utc::now();
+    assert!(store.set_paused("pausable", false).await.unwrap());
+    let runs = harness
+        .wait_for(Duration::from_secs(10), "runs after resuming", |runs| runs.len() >= before + 2)
+        .await;
+    daemon.stop().await;
+    let catch_up = &runs[before];
+    assert!(catch_up.scheduled_for <= resumed + chrono::Duration::seconds(3), "{runs:#?}");
+    let during: Vec<_> = runs[before..]
+        .iter()
+        .filter(|r| r.scheduled_for < catch_up.scheduled_for)
+        .collect();
+    assert!(during.is_empty(), "only one catch-up for the paused ticks: {runs:#?}");
+}
