@@ -31,7 +31,11 @@ const JOB_CONFIG_TYPES: [&str; 8] = [
 ];
 
 pub(crate) fn handle(state: &mut State, op: &str, call: &Call<'_>) -> Result<Value, ApiError> {
-    let allowed = if op == "health" { Method::GET } else { Method::POST };
+    let allowed = if op == "health" {
+        Method::GET
+    } else {
+        Method::POST
+    };
     let known = is_known(state, op);
     if known && *call.method != allowed {
         return Err(ApiError::WrongMethod {
@@ -181,7 +185,11 @@ fn list_workspaces_in_organization(state: &State, call: &Call<'_>) -> Result<Val
 
 fn get_workspace(state: &State, call: &Call<'_>) -> Result<Value, ApiError> {
     let body: IdsBody = parse(call)?;
-    let id = required(body.workspace_id, "getWorkspace", "workspaceIdRequestBody.workspaceId")?;
+    let id = required(
+        body.workspace_id,
+        "getWorkspace",
+        "workspaceIdRequestBody.workspaceId",
+    )?;
     if id != state.workspace.id {
         return Err(ApiError::not_found("STANDARD_WORKSPACE", id));
     }
@@ -227,9 +235,17 @@ fn create_actor(state: &mut State, call: &Call<'_>, is_source: bool) -> Result<V
     let (operation, prefix, definition) = if is_source {
         ("createSource", "sourceCreate", body.source_definition_id)
     } else {
-        ("createDestination", "destinationCreate", body.destination_definition_id)
+        (
+            "createDestination",
+            "destinationCreate",
+            body.destination_definition_id,
+        )
     };
-    let workspace_id = required(body.workspace_id, operation, &format!("{prefix}.workspaceId"))?;
+    let workspace_id = required(
+        body.workspace_id,
+        operation,
+        &format!("{prefix}.workspaceId"),
+    )?;
     let name = required(body.name, operation, &format!("{prefix}.name"))?;
     let definition_key = if is_source {
         "sourceDefinitionId"
@@ -492,7 +508,10 @@ enum Kind {
 const CONNECTION_SETTINGS: [(&str, Kind); 20] = [
     (
         "namespaceDefinition",
-        Kind::OneOf(&["source", "destination", "customformat"], "NamespaceDefinitionType"),
+        Kind::OneOf(
+            &["source", "destination", "customformat"],
+            "NamespaceDefinitionType",
+        ),
     ),
     ("namespaceFormat", Kind::Text),
     ("prefix", Kind::Text),
@@ -539,7 +558,9 @@ fn check_kind(key: &str, value: &Value, kind: Kind) -> Result<(), ApiError> {
         Kind::OneOf(allowed, type_name) => {
             return match value.as_str() {
                 Some(text) => enum_value(text, allowed, type_name),
-                None => Err(ApiError::unreadable(format!("Unexpected value for `{key}`"))),
+                None => Err(ApiError::unreadable(format!(
+                    "Unexpected value for `{key}`"
+                ))),
             };
         }
     };
@@ -603,7 +624,11 @@ fn catalog_field(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
 fn create_connection(state: &mut State, call: &Call<'_>) -> Result<Value, ApiError> {
     let body: Map<String, Value> = parse(call)?;
     let operation = "createConnection";
-    let source_id = required(uuid_field(&body, "sourceId")?, operation, "connectionCreate.sourceId")?;
+    let source_id = required(
+        uuid_field(&body, "sourceId")?,
+        operation,
+        "connectionCreate.sourceId",
+    )?;
     let destination_id = required(
         uuid_field(&body, "destinationId")?,
         operation,
@@ -638,7 +663,10 @@ fn update_connection(state: &mut State, call: &Call<'_>) -> Result<Value, ApiErr
     let sync_catalog = catalog_field(&body)?;
     let mut settings = connection_settings(&body)?;
     let connection = state.connection_mut(id)?;
-    if let Some(name) = settings.remove("name").and_then(|n| n.as_str().map(str::to_string)) {
+    if let Some(name) = settings
+        .remove("name")
+        .and_then(|n| n.as_str().map(str::to_string))
+    {
         connection.name = name;
     }
     if let Some(status) = status {
@@ -680,7 +708,9 @@ fn sync_connection(state: &mut State, call: &Call<'_>) -> Result<Value, ApiError
             return Err(ApiError::not_found("STANDARD_SYNC", id));
         }
         Err(StartRefusal::Inactive) => {
-            return Err(ApiError::illegal_state("Can only sync an active connection"));
+            return Err(ApiError::illegal_state(
+                "Can only sync an active connection",
+            ));
         }
         Err(StartRefusal::AlreadyRunning) => {
             return Err(ApiError::Conflict {
@@ -696,7 +726,12 @@ struct JobIdBody {
     id: Option<i64>,
 }
 
-fn job_info(state: &State, id: i64, call: &Call<'_>, flavour: InfoFlavour) -> Result<Value, ApiError> {
+fn job_info(
+    state: &State,
+    id: i64,
+    call: &Call<'_>,
+    flavour: InfoFlavour,
+) -> Result<Value, ApiError> {
     let job = state.job(id).ok_or_else(|| ApiError::job_not_found(id))?;
     Ok(render::job_info_read(job, &job.view(call.now), flavour))
 }
@@ -718,12 +753,12 @@ fn cancel_job(state: &mut State, call: &Call<'_>) -> Result<Value, ApiError> {
         Ok(()) => job_info(state, id, call, InfoFlavour::WithLogs),
         Err(super::state::CancelRefusal::NoSuchJob) => Err(ApiError::job_not_found(id)),
         // Temporal finds no running workflow to cancel; the handler turns that into this.
-        Err(super::state::CancelRefusal::AlreadyEnded(status)) => Err(ApiError::illegal_state(
-            format!(
+        Err(super::state::CancelRefusal::AlreadyEnded(status)) => {
+            Err(ApiError::illegal_state(format!(
                 "Failed to cancel job {id}: the job is not running (status: {})",
                 status.as_str()
-            ),
-        )),
+            )))
+        }
     }
 }
 
@@ -835,7 +870,11 @@ fn list_jobs(state: &State, call: &Call<'_>, for_workspaces: bool) -> Result<Val
     } else {
         ("listJobsFor", "jobListRequestBody")
     };
-    let config_types = required(body.config_types, operation, &format!("{prefix}.configTypes"))?;
+    let config_types = required(
+        body.config_types,
+        operation,
+        &format!("{prefix}.configTypes"),
+    )?;
     let mut kinds = Vec::new();
     for config_type in &config_types {
         let known = JOB_CONFIG_TYPES
@@ -871,18 +910,21 @@ fn list_jobs(state: &State, call: &Call<'_>, for_workspaces: bool) -> Result<Val
     }
     let query = JobQuery {
         kinds,
-        connection: body
-            .config_id
-            .as_ref()
-            .map(|id| Uuid::parse_str(id).ok()),
+        connection: body.config_id.as_ref().map(|id| Uuid::parse_str(id).ok()),
         workspaces: if for_workspaces {
             body.workspace_ids.unwrap_or_default()
         } else {
             Vec::new()
         },
         statuses,
-        created: (epoch_of(&body.created_at_start)?, epoch_of(&body.created_at_end)?),
-        updated: (epoch_of(&body.updated_at_start)?, epoch_of(&body.updated_at_end)?),
+        created: (
+            epoch_of(&body.created_at_start)?,
+            epoch_of(&body.created_at_end)?,
+        ),
+        updated: (
+            epoch_of(&body.updated_at_start)?,
+            epoch_of(&body.updated_at_end)?,
+        ),
         by_updated: body.order_by_field.as_deref() == Some("updatedAt"),
         descending: body.order_by_method.as_deref() != Some("ASC"),
     };

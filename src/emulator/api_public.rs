@@ -24,6 +24,12 @@ const DEFAULT_CONFLICT: &str = "Could not fulfill request";
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
 
+/// Whether a path below `/api/public/v1/` is one the emulator serves; others get
+/// Micronaut's own 404.
+pub(crate) fn serves(rest: &str) -> bool {
+    matches!(rest, "health" | "jobs") || rest.starts_with("jobs/")
+}
+
 pub(crate) fn handle(state: &mut State, rest: &str, call: &Call<'_>) -> Result<Value, Problem> {
     let method = call.method;
     match (method, rest) {
@@ -32,9 +38,11 @@ pub(crate) fn handle(state: &mut State, rest: &str, call: &Call<'_>) -> Result<V
         (&Method::GET, "jobs") => list_jobs(state, call),
         (_, path) if path.starts_with("jobs/") => {
             let raw = &path["jobs/".len()..];
-            let id: i64 = raw
-                .parse()
-                .map_err(|_| Problem::bad_request(format!("Failed to convert argument [jobId] for value [{raw}]")))?;
+            let id: i64 = raw.parse().map_err(|_| {
+                Problem::bad_request(format!(
+                    "Failed to convert argument [jobId] for value [{raw}]"
+                ))
+            })?;
             match *method {
                 Method::GET => get_job(state, id, call),
                 Method::DELETE => cancel_job(state, id, call),
@@ -98,7 +106,12 @@ fn create_job(state: &mut State, call: &Call<'_>) -> Result<Value, Problem> {
     respond_with_job(state, id, call, false)
 }
 
-fn respond_with_job(state: &State, id: i64, call: &Call<'_>, synced: bool) -> Result<Value, Problem> {
+fn respond_with_job(
+    state: &State,
+    id: i64,
+    call: &Call<'_>,
+    synced: bool,
+) -> Result<Value, Problem> {
     let job = state
         .job(id)
         .ok_or_else(|| Problem::state_conflict(JOB_NOT_RUNNING))?;
@@ -150,7 +163,9 @@ fn date(call: &Call<'_>, key: &str) -> Result<Option<i64>, Problem> {
             DateTime::parse_from_rfc3339(text)
                 .map(|at| at.timestamp())
                 .map_err(|_| {
-                    Problem::bad_request(format!("Failed to convert argument [{key}] for value [{text}]"))
+                    Problem::bad_request(format!(
+                        "Failed to convert argument [{key}] for value [{text}]"
+                    ))
                 })
         })
         .transpose()
@@ -191,7 +206,9 @@ fn list_jobs(state: &State, call: &Call<'_>) -> Result<Value, Problem> {
         .map(|text| {
             JobStatus::parse(text)
                 .map(|status| vec![status])
-                .ok_or_else(|| Problem::bad_request(format!("Submitted value could not be found: {text}")))
+                .ok_or_else(|| {
+                    Problem::bad_request(format!("Submitted value could not be found: {text}"))
+                })
         })
         .transpose()?;
     let (by_updated, descending) = order_by(query_value(call, "orderBy"))?;

@@ -322,7 +322,10 @@ pub(crate) fn discovered_streams(kind: ConnectorKind, configuration: &Value) -> 
 /// The configuration a new connection gives a discovered stream: incremental with
 /// deduplication where the stream allows it, a plain overwrite elsewhere.
 pub(crate) fn default_stream_config(stream: &Value) -> Value {
-    let name = stream.get("name").and_then(Value::as_str).unwrap_or("stream");
+    let name = stream
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("stream");
     let incremental = stream
         .get("supportedSyncModes")
         .and_then(Value::as_array)
@@ -471,9 +474,13 @@ mod tests {
     #[test]
     fn sending_the_mask_back_keeps_the_stored_secret() {
         let stored = json!({"password": "hunter2", "nested": {"api_key": "k1"}, "host": "a"});
-        let update = json!({"password": SECRET_MASK, "nested": {"api_key": SECRET_MASK}, "host": "b"});
+        let update =
+            json!({"password": SECRET_MASK, "nested": {"api_key": SECRET_MASK}, "host": "b"});
         let merged = merge_masked(&update, &stored);
-        assert_eq!(merged, json!({"password": "hunter2", "nested": {"api_key": "k1"}, "host": "b"}));
+        assert_eq!(
+            merged,
+            json!({"password": "hunter2", "nested": {"api_key": "k1"}, "host": "b"})
+        );
         let replaced = merge_masked(&json!({"password": "new"}), &stored);
         assert_eq!(replaced["password"], "new");
     }

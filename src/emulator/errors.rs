@@ -20,7 +20,10 @@ const HANDLER_STACK: [&str; 3] = [
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ApiError {
     /// `ConfigNotFoundException`: 404.
-    NotFound { config_type: &'static str, id: String },
+    NotFound {
+        config_type: &'static str,
+        id: String,
+    },
     /// A `KnownException` such as `ValueConflictKnownException`: 409.
     Conflict { message: String },
     /// An uncaught exception: 500, with the exception's class and message.
@@ -225,7 +228,9 @@ impl Problem {
             kind: "#resource-not-found",
             title: "resource-not-found",
             detail: "The requested resource could not be found.",
-            data: Some(json!({"resourceType": resource_type, "resourceId": resource_id.to_string()})),
+            data: Some(
+                json!({"resourceType": resource_type, "resourceId": resource_id.to_string()}),
+            ),
         }
     }
 
@@ -305,10 +310,9 @@ pub(crate) fn proxy_html(status: StatusCode) -> Response {
         "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n"
     );
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     response
 }
 
@@ -338,7 +342,10 @@ mod tests {
         assert_eq!(conflict["message"], "m");
         assert!(conflict["errorId"].is_string());
         let internal = ApiError::job_not_found(42).body(ErrorStyle::V2);
-        let keys: Vec<&String> = internal.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        let keys: Vec<&String> = internal
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
         assert_eq!(keys, vec!["errorId"]);
     }
 

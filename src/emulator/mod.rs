@@ -155,7 +155,9 @@ impl Shared {
     /// The state, even if a panicking test poisoned the lock: the emulator must keep serving
     /// the other tests' assertions.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -182,7 +184,10 @@ impl Emulator {
     }
 
     /// Binds `addr` (port 0 picks a free port) and serves the emulator there.
-    pub async fn bind(addr: SocketAddr, options: EmulatorOptions) -> std::io::Result<EmulatorHandle> {
+    pub async fn bind(
+        addr: SocketAddr,
+        options: EmulatorOptions,
+    ) -> std::io::Result<EmulatorHandle> {
         let listener = TcpListener::bind(addr).await?;
         Self::start(listener, options).await
     }
@@ -223,10 +228,24 @@ impl EmulatorHandle {
     }
 }
 
+impl std::fmt::Debug for EmulatorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Drives a running emulator from the outside. Clones share the same emulator.
 #[derive(Clone)]
 pub struct EmulatorControl {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EmulatorControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorControl").finish_non_exhaustive()
+    }
 }
 
 impl EmulatorControl {

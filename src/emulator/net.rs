@@ -5,9 +5,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -138,9 +138,8 @@ pub(crate) struct EmuStream {
 
 impl EmuStream {
     fn broken(&self) -> Option<io::Error> {
-        (self.generation.load(Ordering::SeqCst) != self.born).then(|| {
-            io::Error::new(io::ErrorKind::ConnectionReset, "emulator went down")
-        })
+        (self.generation.load(Ordering::SeqCst) != self.born)
+            .then(|| io::Error::new(io::ErrorKind::ConnectionReset, "emulator went down"))
     }
 }
 

@@ -261,9 +261,8 @@ fn running_counts(plan: &AttemptPlan, ran: Duration) -> Counts {
     } else {
         u128::min(10, ran.as_nanos() * 10 / plan.duration.as_nanos())
     };
-    let checkpoint = |amount: u64| {
-        u64::try_from(u128::from(amount) * tenths_done / 10).unwrap_or(u64::MAX)
-    };
+    let checkpoint =
+        |amount: u64| u64::try_from(u128::from(amount) * tenths_done / 10).unwrap_or(u64::MAX);
     Counts {
         records_emitted: share(plan.records, ran, plan.duration),
         bytes_emitted: share(plan.bytes, ran, plan.duration),
@@ -563,7 +562,14 @@ mod tests {
 
     #[test]
     fn every_spec_status_parses_and_queued_matches_nothing() {
-        for status in ["pending", "running", "incomplete", "failed", "succeeded", "cancelled"] {
+        for status in [
+            "pending",
+            "running",
+            "incomplete",
+            "failed",
+            "succeeded",
+            "cancelled",
+        ] {
             let parsed = JobStatus::parse(status).flatten();
             assert_eq!(parsed.map(JobStatus::as_str), Some(status));
         }

@@ -94,7 +94,10 @@ pub(crate) fn attempt_read(job: &Job, attempt: &AttemptView, stats: AttemptStats
         read.insert("endedAt".into(), json!(job.epoch_secs(ended)));
         // Legacy counters from the attempt output: what the source emitted.
         read.insert("bytesSynced".into(), json!(attempt.counts.bytes_emitted));
-        read.insert("recordsSynced".into(), json!(attempt.counts.records_emitted));
+        read.insert(
+            "recordsSynced".into(),
+            json!(attempt.counts.records_emitted),
+        );
     }
     if stats == AttemptStats::Live || attempt.ended.is_some() {
         read.insert("totalStats".into(), attempt_stats(&attempt.counts));
@@ -327,7 +330,11 @@ pub(crate) fn actor_read(state: &State, actor: &Actor, is_source: bool) -> Value
     let (definition_key, id_key, name_key) = if is_source {
         ("sourceDefinitionId", "sourceId", "sourceName")
     } else {
-        ("destinationDefinitionId", "destinationId", "destinationName")
+        (
+            "destinationDefinitionId",
+            "destinationId",
+            "destinationName",
+        )
     };
     json!({
         definition_key: actor.definition_id,

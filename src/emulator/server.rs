@@ -30,7 +30,11 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// `AB_AIRBYTE_AUTH_TOKEN_EXPIRATION_APPLICATION` defaults to.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
-pub(crate) fn spawn(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) -> JoinHandle<()> {
+pub(crate) fn spawn(
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+) -> JoinHandle<()> {
     let router = Router::new()
         .fallback(dispatch)
         .with_state(Arc::clone(&shared));
@@ -132,7 +136,21 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "").into_response();
     };
-    answer(&shared, &route, &parts.method, &path, parts.uri.query(), &parts.headers, &body)
+    let response = answer(
+        &shared,
+        &route,
+        &parts.method,
+        &path,
+        parts.uri.query(),
+        &parts.headers,
+        &body,
+    );
+    tracing::debug!(
+        operation = route.name(),
+        status = response.status().as_u16(),
+        "emulator answered"
+    );
+    response
 }
 
 /// Everything after the body arrived; synchronous, so the state lock is never held across
@@ -152,8 +170,8 @@ fn answer(
     if let Some(response) = injected_fault(&state, route) {
         return response;
     }
-    if let Err(response) = authorize(&state, route, headers, now) {
-        return response;
+    if let Some(rejection) = authorize(&state, route, headers, now) {
+        return rejection;
     }
     let call = Call {
         now,
@@ -171,36 +189,41 @@ fn answer(
             .and_then(|h| h.to_str().ok())
             .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded")),
     };
-    let outcome = match route {
+    let ok = |state: &Data, value: Value| match value {
+        Value::Null => StatusCode::OK.into_response(),
+        value => ok_response(state, &value),
+    };
+    match route {
         Route::Config { op } if op == "applications/token" => {
             if *method == Method::POST {
                 issue_token(&mut state, &call, false)
             } else {
-                Err(wrong_method(&call, style))
+                wrong_method(&call, style)
             }
         }
         Route::Public { rest, .. } if rest == "applications/token" => {
             if *method == Method::POST {
                 issue_token(&mut state, &call, true)
             } else {
-                Err(wrong_method(&call, style))
+                wrong_method(&call, style)
             }
         }
-        Route::Config { op } => {
-            api_config::handle(&mut state, op, &call).map_err(|e| e.into_response(style))
-        }
-        Route::Public { rest, .. } => {
-            api_public::handle(&mut state, rest, &call).map_err(Problem::into_response)
-        }
-        Route::Other { .. } => Err(ApiError::NoRoute {
+        Route::Config { op } => match api_config::handle(&mut state, op, &call) {
+            Ok(value) => ok(&state, value),
+            Err(error) => error.into_response(style),
+        },
+        Route::Public { rest, .. } if !api_public::serves(rest) => ApiError::NoRoute {
             path: path.to_string(),
         }
-        .into_response(style)),
-    };
-    match outcome {
-        Ok(Value::Null) => StatusCode::OK.into_response(),
-        Ok(value) => ok_response(&state, &value),
-        Err(response) => response,
+        .into_response(style),
+        Route::Public { rest, .. } => match api_public::handle(&mut state, rest, &call) {
+            Ok(value) => ok(&state, value),
+            Err(problem) => problem.into_response(),
+        },
+        Route::Other { .. } => ApiError::NoRoute {
+            path: path.to_string(),
+        }
+        .into_response(style),
     }
 }
 
@@ -252,7 +275,7 @@ fn injected_fault(state: &Data, route: &Route) -> Option<Response> {
     if route.is_token() && faults.token_endpoint_fails {
         return Some(server_error(StatusCode::INTERNAL_SERVER_ERROR));
     }
-    if faults.error_rate <= 0.0 {
+    if faults.error_rate.is_nan() || faults.error_rate <= 0.0 {
         return None;
     }
     let mut rng = rand::rng();
@@ -285,16 +308,17 @@ fn credentials<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
     given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
-fn authorize(state: &Data, route: &Route, headers: &HeaderMap, now: Instant) -> Result<(), Response> {
+/// The rejection of a request that lacks the credentials demanded, if it does.
+fn authorize(state: &Data, route: &Route, headers: &HeaderMap, now: Instant) -> Option<Response> {
     if route.is_health() {
-        return Ok(());
+        return None;
     }
     match &state.auth {
-        EmulatorAuth::None => Ok(()),
+        EmulatorAuth::None => None,
         EmulatorAuth::Basic { username, password } => {
             let expected = base64(format!("{username}:{password}").as_bytes(), false);
             if credentials(headers, "Basic") == Some(expected.as_str()) {
-                Ok(())
+                None
             } else {
                 // The nginx of old docker-compose installs guarded everything this way.
                 let mut response = proxy_html(StatusCode::UNAUTHORIZED);
@@ -302,30 +326,30 @@ fn authorize(state: &Data, route: &Route, headers: &HeaderMap, now: Instant) -> 
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"Airbyte\""),
                 );
-                Err(response)
+                Some(response)
             }
         }
         EmulatorAuth::Bearer { token } => {
             if route.is_token() || credentials(headers, "Bearer") == Some(token.as_str()) {
-                Ok(())
+                None
             } else {
-                Err(unauthorized("Bearer"))
+                Some(unauthorized("Bearer"))
             }
         }
         EmulatorAuth::ClientCredentials { .. } => {
             let valid = credentials(headers, "Bearer")
                 .is_some_and(|token| state.token_is_valid(token, now));
             if route.is_token() || valid {
-                Ok(())
+                None
             } else {
-                Err(unauthorized("Bearer"))
+                Some(unauthorized("Bearer"))
             }
         }
     }
 }
 
 /// `applications/token` on either API.
-fn issue_token(state: &mut Data, call: &Call<'_>, public: bool) -> Result<Value, Response> {
+fn issue_token(state: &mut Data, call: &Call<'_>, public: bool) -> Response {
     let style = state.options.error_style;
     let fields: Vec<(String, String)> = if call.form_body {
         parse_urlencoded(&String::from_utf8_lossy(call.body))
@@ -337,11 +361,11 @@ fn issue_token(state: &mut Data, call: &Call<'_>, public: bool) -> Result<Value,
                 .collect(),
             Ok(_) => Vec::new(),
             Err(error) => {
-                return Err(if public {
+                return if public {
                     Problem::bad_request(format!("Invalid json. {error}")).into_response()
                 } else {
                     ApiError::not_json(error).into_response(style)
-                });
+                };
             }
         }
     };
@@ -355,12 +379,15 @@ fn issue_token(state: &mut Data, call: &Call<'_>, public: bool) -> Result<Value,
         field(["client_id", "clientId"]),
         field(["client_secret", "clientSecret"]),
     ) else {
-        return Err(if public {
+        return if public {
             Problem::bad_request("client_id and client_secret are required").into_response()
         } else {
-            ApiError::missing("applicationTokenRequest", "applicationTokenRequest.client_id")
-                .into_response(style)
-        });
+            ApiError::missing(
+                "applicationTokenRequest",
+                "applicationTokenRequest.client_id",
+            )
+            .into_response(style)
+        };
     };
     let lifetime = match &state.auth {
         EmulatorAuth::ClientCredentials {
@@ -369,23 +396,28 @@ fn issue_token(state: &mut Data, call: &Call<'_>, public: bool) -> Result<Value,
             token_lifetime,
         } => {
             if *id != client_id || *secret != client_secret {
-                return Err(unauthorized("Bearer"));
+                return unauthorized("Bearer");
             }
             *token_lifetime
         }
         EmulatorAuth::None | EmulatorAuth::Basic { .. } => DEFAULT_TOKEN_LIFETIME,
         // A fixed token is all there is: no application can log in.
-        EmulatorAuth::Bearer { .. } => return Err(unauthorized("Bearer")),
+        EmulatorAuth::Bearer { .. } => return unauthorized("Bearer"),
     };
     let issued = state.clock.epoch_secs(call.now);
     let expires_in = lifetime.as_secs().max(1);
-    let token = jwt(&client_id, issued, issued + i64::try_from(expires_in).unwrap_or(i64::MAX / 2));
+    let token = jwt(
+        &client_id,
+        issued,
+        issued + i64::try_from(expires_in).unwrap_or(i64::MAX / 2),
+    );
     state.remember_token(token.clone(), call.now + lifetime, call.now);
-    Ok(if public {
+    let answer = if public {
         json!({"access_token": token, "token_type": "Bearer", "expires_in": expires_in})
     } else {
         json!({"access_token": token})
-    })
+    };
+    ok_response(state, &answer)
 }
 
 /// A token shaped like the JWTs Airbyte issues, so clients that peek at `exp` can.
@@ -485,7 +517,10 @@ mod tests {
         assert_eq!(base64(b"fo", false), "Zm8=");
         assert_eq!(base64(b"foo", false), "Zm9v");
         assert_eq!(base64(b"foob", true), "Zm9vYg");
-        assert_eq!(base64(b"airbyte:password", false), "YWlyYnl0ZTpwYXNzd29yZA==");
+        assert_eq!(
+            base64(b"airbyte:password", false),
+            "YWlyYnl0ZTpwYXNzd29yZA=="
+        );
         assert_eq!(base64(&[0xfb, 0xff], true), "-_8");
     }
 
@@ -505,7 +540,10 @@ mod tests {
 
     #[test]
     fn operations_are_named_after_their_path() {
-        assert_eq!(Route::of(&Method::POST, "/api/v1/jobs/get").name(), "jobs/get");
+        assert_eq!(
+            Route::of(&Method::POST, "/api/v1/jobs/get").name(),
+            "jobs/get"
+        );
         assert_eq!(
             Route::of(&Method::GET, "/api/public/v1/jobs/17").name(),
             "public:GET /jobs/{jobId}"
@@ -514,7 +552,10 @@ mod tests {
             Route::of(&Method::POST, "/api/public/v1/jobs").name(),
             "public:POST /jobs"
         );
-        assert_eq!(Route::of(&Method::GET, "/metrics").name(), "other:GET /metrics");
+        assert_eq!(
+            Route::of(&Method::GET, "/metrics").name(),
+            "other:GET /metrics"
+        );
         assert!(Route::of(&Method::GET, "/api/v1/health").is_health());
     }
 

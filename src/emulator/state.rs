@@ -27,7 +27,9 @@ impl Clock {
     fn new() -> Self {
         let base_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
         Self {
             base: Instant::now(),
             base_ms,
@@ -278,7 +280,10 @@ impl State {
         let (definitions, config_type) = if is_source {
             (&self.source_definitions, "STANDARD_SOURCE_DEFINITION")
         } else {
-            (&self.destination_definitions, "STANDARD_DESTINATION_DEFINITION")
+            (
+                &self.destination_definitions,
+                "STANDARD_DESTINATION_DEFINITION",
+            )
         };
         let definition = definitions
             .iter()
@@ -549,7 +554,9 @@ impl State {
         if status.is_terminal() {
             return Err(CancelRefusal::AlreadyEnded(status));
         }
-        job.ending = Some(Ending::Cancelled(now.saturating_duration_since(job.created)));
+        job.ending = Some(Ending::Cancelled(
+            now.saturating_duration_since(job.created),
+        ));
         Ok(())
     }
 
@@ -651,7 +658,10 @@ mod tests {
         let connection = state.add_connection("orders");
         let t0 = Instant::now();
         assert_eq!(state.start_job(connection, JobKind::Sync, t0), Ok(1));
-        assert_eq!(state.start_job(connection, JobKind::Sync, t0 + secs(3)), Ok(2));
+        assert_eq!(
+            state.start_job(connection, JobKind::Sync, t0 + secs(3)),
+            Ok(2)
+        );
     }
 
     #[test]
@@ -752,7 +762,10 @@ mod tests {
         state.set_plan(connection, JobPlan::hanging());
         let t0 = Instant::now();
         assert_eq!(state.start_job(connection, JobKind::Sync, t0), Ok(1));
-        assert_eq!(state.start_job(connection, JobKind::Reset, t0 + secs(1)), Ok(2));
+        assert_eq!(
+            state.start_job(connection, JobKind::Reset, t0 + secs(1)),
+            Ok(2)
+        );
         let snapshots = state.snapshots(t0 + secs(1));
         assert_eq!(snapshots[0].status, "cancelled");
         assert_eq!(snapshots[1].status, "pending");
