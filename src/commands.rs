@@ -88,7 +88,9 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     print_warnings(&config);
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let daemon = Daemon::build(config).await?;
+    let daemon = Daemon::build(config)
+        .await?
+        .with_config_path(path.to_owned());
     daemon.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -203,30 +205,70 @@ fn write_table(out: &mut impl Write, runs: &[Run]) -> std::io::Result<()> {
             ]
         })
         .collect();
+    if rows.is_empty() {
+        return writeln!(out, "(no runs yet)");
+    }
+    write!(out, "{}", table(&header, &rows))
+}
+
+/// Aligned columns under a header, one line per row.
+pub fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row.as_ref()) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let line = |cells: Vec<&str>| {
-        cells
+        let mut text = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
-            .to_owned()
+            .to_owned();
+        text.push('\n');
+        text
     };
-    writeln!(out, "{}", line(header.to_vec()))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    let mut text = line(header.to_vec());
+    for row in rows {
+        text.push_str(&line(row.as_ref().iter().map(String::as_str).collect()));
     }
-    if rows.is_empty() {
-        writeln!(out, "(no runs yet)")?;
+    text
+}
+
+/// Runs a control command against the daemon the config describes.
+pub async fn remote(
+    path: &Path,
+    url: Option<&str>,
+    action: crate::remote::Action,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let remote = crate::remote::Remote::new(&config, url)?;
+    Ok(crate::remote::run(&remote, action, format).await?)
+}
+
+/// Exits 0 when `url` answers 2xx within 5 s.
+pub async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(response) => {
+            eprintln!("cronbyte: {url} answered {}", response.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("cronbyte: {url}: {}", e.without_url());
+            Ok(ExitCode::FAILURE)
+        }
     }
-    Ok(())
 }
 
 pub async fn emulator(listen: SocketAddr) -> anyhow::Result<ExitCode> {

@@ -4,7 +4,9 @@
 //! this same type.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -15,8 +17,11 @@ use crate::airbyte::{Client, ClientSettings, RetryPolicy};
 use crate::config::Config;
 use crate::engine::{Clock, Engine, EngineError, EngineParts};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::reload::Reloader;
 use crate::server::{self, AppState};
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::systemd;
 
 /// How often Airbyte's health endpoint is asked, for `cronbyte_airbyte_up`.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
@@ -46,6 +51,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     airbyte: Client,
     clock: Clock,
+    config_path: Option<PathBuf>,
 }
 
 /// The Airbyte client settings a config describes.
@@ -83,7 +89,14 @@ impl Daemon {
             metrics,
             airbyte,
             clock: Clock::System,
+            config_path: None,
         })
+    }
+
+    /// The file the config came from, read again on reload.
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     /// Runs the engine on `clock` instead of the wall clock (tests of whole days).
@@ -110,6 +123,7 @@ impl Daemon {
             metrics,
             airbyte,
             clock,
+            config_path,
         } = self;
         let window = chrono::Duration::from_std(config.metrics.success_ratio_window)
             .unwrap_or(chrono::Duration::days(1));
@@ -117,6 +131,7 @@ impl Daemon {
             &store.totals().await?,
             &store.ended_since(Utc::now() - window).await?,
         );
+        metrics.seed_marks(&store.marks().await?);
 
         let engine = Engine::start(
             EngineParts {
@@ -127,29 +142,88 @@ impl Daemon {
                 groups: config.groups.clone(),
                 connections: config.connections.clone(),
                 clock: clock.clone(),
+                notifier: Notifier::start(config.notify.clone(), shutdown.clone()),
             },
             shutdown.clone(),
         )
         .await?;
-        let health = tokio::spawn(watch_health(airbyte, metrics.clone(), shutdown.clone()));
+        let airbyte_up = Arc::new(AtomicBool::new(false));
+        let health = tokio::spawn(watch_health(
+            airbyte,
+            metrics.clone(),
+            airbyte_up.clone(),
+            shutdown.clone(),
+        ));
+        let reloader = Arc::new(Reloader::new(
+            config_path,
+            engine.clone(),
+            metrics.clone(),
+            config.clone(),
+        ));
+        let hangups = tokio::spawn(reload_on_hangup(reloader.clone(), shutdown.clone()));
+        let watchdog = tokio::spawn(systemd::watchdog(engine.clone(), shutdown.clone()));
         tracing::info!(listen = %listener.local_addr().map_err(DaemonError::Serve)?,
             connections = config.connections.len(), "cronbyte is running");
+        systemd::ready();
 
-        let app = server::router(AppState { metrics });
+        let app = server::router(AppState {
+            metrics,
+            engine: engine.clone(),
+            store: store.clone(),
+            reloader,
+            token: config.server.token.clone(),
+            airbyte_up,
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
+        systemd::stopping();
         engine.stopped().await;
-        health.abort();
+        for task in [health, hangups, watchdog] {
+            task.abort();
+        }
         store.close().await;
         tracing::info!("cronbyte stopped");
         served.map_err(DaemonError::Serve)
     }
 }
 
+/// Reloads the config on each SIGHUP until shutdown.
+async fn reload_on_hangup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload through the control API");
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    // The outcome is logged and counted by the reloader itself.
+                    let _ = reloader.reload();
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reloader, shutdown);
+    }
+}
+
 /// Asks Airbyte's health endpoint now and then, for `cronbyte_airbyte_up`.
-async fn watch_health(airbyte: Client, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+async fn watch_health(
+    airbyte: Client,
+    metrics: Arc<Metrics>,
+    up_flag: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
     loop {
         tokio::select! {
@@ -158,5 +232,6 @@ async fn watch_health(airbyte: Client, metrics: Arc<Metrics>, shutdown: Cancella
         }
         let up = matches!(airbyte.health().await, Ok(true));
         metrics.set_airbyte_up(up);
+        up_flag.store(up, Ordering::Relaxed);
     }
 }

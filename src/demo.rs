@@ -84,7 +84,9 @@ pub async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<Exi
     let config = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::telemetry::init(&config.log.level, config.log.format);
 
-    let daemon = Daemon::build(config).await?;
+    let daemon = Daemon::build(config)
+        .await?
+        .with_config_path(config_path.clone());
     let addr = daemon.local_addr();
     println!("cronbyte demo: four pipelines against an emulated Airbyte; Ctrl-C stops it.");
     println!("  Airbyte (emulated):  {}", emulator.config_api_base());

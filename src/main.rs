@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use cronbyte::commands::{self, HistoryArgs, OutputFormat};
+use cronbyte::remote::Action;
 
 /// Runs Airbyte syncs on cron rules, keeps their history and exports metrics.
 #[derive(Parser)]
@@ -16,23 +17,35 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args)]
+struct ConfigArg {
+    /// The config file (TOML, or YAML by extension).
+    #[arg(long, short, env = "CRONBYTE_CONFIG", default_value = "/etc/cronbyte/cronbyte.toml")]
+    config: PathBuf,
+}
+
+/// How to reach a running daemon: its config gives the address and token.
+#[derive(Args)]
+struct RemoteArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The daemon's address, instead of `[server].listen` (e.g. http://10.0.0.5:9464).
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon until SIGTERM or Ctrl-C.
-    Run {
-        /// The config file (TOML, or YAML by extension).
-        #[arg(long, short, env = "CRONBYTE_CONFIG", default_value = "/etc/cronbyte/cronbyte.toml")]
-        config: PathBuf,
-    },
+    /// Run the daemon until SIGTERM or Ctrl-C; SIGHUP reloads the config.
+    Run(ConfigArg),
     /// Validate a config file without starting anything; exit 2 on any problem.
-    Check {
-        #[arg(long, short, env = "CRONBYTE_CONFIG", default_value = "/etc/cronbyte/cronbyte.toml")]
-        config: PathBuf,
-    },
-    /// Show recent runs from the history.
+    Check(ConfigArg),
+    /// Show recent runs from the history (read from the store, daemon or not).
     History {
-        #[arg(long, short, env = "CRONBYTE_CONFIG", default_value = "/etc/cronbyte/cronbyte.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Only this connection's runs (its configured name).
         #[arg(long)]
         connection: Option<String>,
@@ -43,12 +56,49 @@ enum Command {
         format: OutputFormat,
     },
     /// Apply the history store's pending migrations, then exit.
-    Migrate {
-        #[arg(long, short, env = "CRONBYTE_CONFIG", default_value = "/etc/cronbyte/cronbyte.toml")]
-        config: PathBuf,
-    },
+    Migrate(ConfigArg),
     /// Print the documented example config, every key with its default.
     DefaultConfig,
+    /// The running daemon's connections: rule, next and last run, pause state.
+    Status(RemoteArgs),
+    /// Start a sync of a connection now (same overlap policy as a tick).
+    Trigger {
+        /// The connection's configured name.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Cancel a run: its Airbyte job if it has one.
+    Cancel {
+        /// The run id, as `history` and `status` show it.
+        run: i64,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Pause a connection: its ticks are not claimed until resumed.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Resume a paused connection; missed ticks follow its misfire policy.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Make the running daemon read its config file again.
+    Reload(RemoteArgs),
+    /// Exit 0 when the daemon's /healthz answers (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+        url: String,
+    },
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Serve an in-memory Airbyte emulator (for trying cronbyte out, and for tests).
     Emulator {
         #[arg(long, default_value = "127.0.0.1:8001")]
@@ -68,9 +118,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let remote = |args: RemoteArgs, action: Action| async move {
+        commands::remote(&args.config.config, args.url.as_deref(), action, args.format).await
+    };
     let result = match cli.command {
-        Command::Run { config } => commands::run(&config).await,
-        Command::Check { config } => commands::check(&config),
+        Command::Run(c) => commands::run(&c.config).await,
+        Command::Check(c) => commands::check(&c.config),
         Command::History {
             config,
             connection,
@@ -82,11 +135,22 @@ async fn main() -> ExitCode {
                 limit,
                 format,
             };
-            commands::history(&config, &args).await
+            commands::history(&config.config, &args).await
         }
-        Command::Migrate { config } => commands::migrate(&config).await,
+        Command::Migrate(c) => commands::migrate(&c.config).await,
         Command::DefaultConfig => {
             print!("{}", cronbyte::config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => remote(args, Action::Status).await,
+        Command::Trigger { name, remote: args } => remote(args, Action::Trigger(name)).await,
+        Command::Cancel { run, remote: args } => remote(args, Action::Cancel(run)).await,
+        Command::Pause { name, remote: args } => remote(args, Action::Pause(name)).await,
+        Command::Resume { name, remote: args } => remote(args, Action::Resume(name)).await,
+        Command::Reload(args) => remote(args, Action::Reload).await,
+        Command::Healthcheck { url } => commands::healthcheck(&url).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "cronbyte", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
         Command::Emulator { listen } => commands::emulator(listen).await,

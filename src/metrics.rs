@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::airbyte::RequestObserver;
-use crate::store::{ConnectionTotals, Ended, Run, RunStatus};
+use crate::store::{ConnectionMarks, ConnectionTotals, Ended, Run, RunStatus};
 
 /// Buckets for syncs that take seconds to hours.
 const SYNC_DURATION_BUCKETS: &[f64] = &[
@@ -43,6 +43,14 @@ pub struct Metrics {
     airbyte_up: IntGauge,
     last_success: IntGaugeVec,
     last_run: IntGaugeVec,
+    next_run: IntGaugeVec,
+    expected_interval: IntGaugeVec,
+    consecutive_failures: IntGaugeVec,
+    zero_record_syncs: IntCounterVec,
+    attempts: Histogram,
+    running_age: IntGaugeVec,
+    store_errors: prometheus::IntCounter,
+    reloads: IntCounterVec,
     window: Mutex<SuccessWindow>,
 }
 
@@ -146,6 +154,37 @@ impl Metrics {
                 Opts::new("cronbyte_last_run_timestamp_seconds", "When the connection's newest run ended, whatever its status."),
                 &["connection"],
             ).expect("valid metric")),
+            next_run: build(r, IntGaugeVec::new(
+                Opts::new("cronbyte_next_run_timestamp_seconds", "When the connection's rule fires next."),
+                &["connection"],
+            ).expect("valid metric")),
+            expected_interval: build(r, IntGaugeVec::new(
+                Opts::new("cronbyte_expected_interval_seconds", "The gap between the rule's next two fire instants, for staleness alerts."),
+                &["connection"],
+            ).expect("valid metric")),
+            consecutive_failures: build(r, IntGaugeVec::new(
+                Opts::new("cronbyte_consecutive_failures", "Runs in a row that failed, timed out or could not be triggered; 0 after a success."),
+                &["connection"],
+            ).expect("valid metric")),
+            zero_record_syncs: build(r, IntCounterVec::new(
+                Opts::new("cronbyte_zero_record_syncs_total", "Succeeded runs that committed no record: a known silent failure."),
+                &["connection"],
+            ).expect("valid metric")),
+            attempts: build(r, Histogram::with_opts(
+                HistogramOpts::new("cronbyte_sync_attempts", "Airbyte attempts per finished job.")
+                    .buckets(vec![1.0, 2.0, 3.0, 4.0, 5.0, 10.0]),
+            ).expect("valid metric")),
+            running_age: build(r, IntGaugeVec::new(
+                Opts::new("cronbyte_running_sync_age_seconds", "How long the connection's oldest running sync has run."),
+                &["connection"],
+            ).expect("valid metric")),
+            store_errors: build(r, prometheus::IntCounter::new(
+                "cronbyte_store_errors_total", "Operations on the history store that failed.",
+            ).expect("valid metric")),
+            reloads: build(r, IntCounterVec::new(
+                Opts::new("cronbyte_config_reloads_total", "Config reloads, by outcome (applied or rejected)."),
+                &["outcome"],
+            ).expect("valid metric")),
             window: Mutex::new(SuccessWindow {
                 span: chrono::Duration::from_std(success_ratio_window)
                     .unwrap_or(chrono::Duration::days(1)),
@@ -186,6 +225,9 @@ impl Metrics {
             self.bytes
                 .with_label_values(&[total.connection.as_str()])
                 .inc_by(total.bytes_synced);
+            self.zero_record_syncs
+                .with_label_values(&[total.connection.as_str()])
+                .inc_by(total.zero_record_successes);
         }
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         for ended in recent {
@@ -200,7 +242,28 @@ impl Metrics {
             }
             if let Some(ok) = counts_toward_ratio(ended.status) {
                 window.push(&ended.connection, ended.finished_at, ok);
+                self.count_failure_streak(&ended.connection, ok);
             }
+        }
+    }
+
+    /// Seeds the freshness gauges from the whole history, beyond the window.
+    pub fn seed_marks(&self, marks: &[ConnectionMarks]) {
+        for mark in marks {
+            if let Some(at) = mark.last_success {
+                self.last_success
+                    .with_label_values(&[mark.connection.as_str()])
+                    .set(at.timestamp());
+            }
+        }
+    }
+
+    fn count_failure_streak(&self, connection: &str, succeeded: bool) {
+        let gauge = self.consecutive_failures.with_label_values(&[connection]);
+        if succeeded {
+            gauge.set(0);
+        } else {
+            gauge.inc();
         }
     }
 
@@ -234,7 +297,50 @@ impl Metrics {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(connection, finished, ok);
+            self.count_failure_streak(connection, ok);
         }
+        if run.status == RunStatus::Succeeded && run.records_synced.unwrap_or(0) == 0 {
+            self.zero_record_syncs.with_label_values(&[connection]).inc();
+        }
+        if run.job_id.is_some() && run.attempts > 0 {
+            self.attempts.observe(f64::from(run.attempts));
+        }
+    }
+
+    pub fn set_next_run(&self, connection: &str, at: Option<DateTime<Utc>>) {
+        match at {
+            Some(at) => self.next_run.with_label_values(&[connection]).set(at.timestamp()),
+            None => {
+                let _ = self.next_run.remove_label_values(&[connection]);
+            }
+        }
+    }
+
+    pub fn set_expected_interval(&self, connection: &str, gap: Option<chrono::Duration>) {
+        if let Some(gap) = gap {
+            self.expected_interval
+                .with_label_values(&[connection])
+                .set(gap.num_seconds());
+        }
+    }
+
+    /// Sets the age of the oldest running sync per connection; connections not
+    /// listed have none running.
+    pub fn set_running_ages(&self, ages: &[(String, i64)]) {
+        self.running_age.reset();
+        for (connection, age) in ages {
+            let gauge = self.running_age.with_label_values(&[connection.as_str()]);
+            gauge.set(gauge.get().max(*age));
+        }
+    }
+
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    /// Counts a config reload, `applied` or `rejected`.
+    pub fn reloaded(&self, outcome: &'static str) {
+        self.reloads.with_label_values(&[outcome]).inc();
     }
 
     pub fn trigger_sent(&self, scheduled_for: DateTime<Utc>, sent_at: DateTime<Utc>) {
@@ -312,6 +418,7 @@ mod tests {
                 by_status: vec![(RunStatus::Succeeded, 3), (RunStatus::Running, 1)],
                 records_synced: 30,
                 bytes_synced: 300,
+                zero_record_successes: 1,
             }],
             &[],
         );

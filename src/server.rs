@@ -1,27 +1,126 @@
-//! The HTTP endpoint on `[server].listen`: `/metrics` for Prometheus and
-//! `/healthz` for probes.
+//! The HTTP endpoint on `[server].listen`: `/metrics` for Prometheus, `/healthz`
+//! and `/readyz` for probes, and the control API under `/api/v1` that the CLI
+//! drives (bearer token required; documented in `openapi.yaml`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
 
+use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::store::Store;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Arc<Metrics>,
+    pub engine: Engine,
+    pub store: Arc<dyn Store>,
+    pub reloader: Arc<Reloader>,
+    /// The control API's bearer token; without one the control API is refused.
+    pub token: Option<SecretString>,
+    /// Whether Airbyte's last health check passed.
+    pub airbyte_up: Arc<AtomicBool>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let control = Router::new()
+        .route("/connections", get(list_connections))
+        .route("/connections/{name}/runs", get(connection_runs))
+        .route("/connections/{name}/trigger", post(trigger))
+        .route("/connections/{name}/pause", post(pause))
+        .route("/connections/{name}/resume", post(resume))
+        .route("/runs/{id}/cancel", post(cancel))
+        .route("/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api/v1", control)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
+}
+
+/// A JSON error: `{"error": {"code": ..., "message": ...}}`.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let (status, code) = match &e {
+            EngineError::UnknownConnection(_) | EngineError::UnknownRun(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            EngineError::RunEnded(..) | EngineError::NotFollowedHere(_) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            EngineError::Airbyte(_) => (StatusCode::BAD_GATEWAY, "airbyte"),
+            EngineError::Store(_) => {
+                tracing::error!(error = %e, "control API request failed in the store");
+                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store", "the history store failed");
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`, compared
+/// in constant time; with no token configured the control API is refused.
+async fn authorize(State(state): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.token else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            "the control API is off: set [server].token (or token_file) to use it",
+        )
+        .into_response();
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(expected.expose_secret().as_bytes())
+        .into();
+    if !matches {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -31,7 +130,76 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Alive: the process answers. Readiness (store and Airbyte) is a separate question.
+/// Alive: the process answers.
 async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
+}
+
+/// Ready: the store answers and Airbyte's last health check passed.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store = state.store.ping().await;
+    let airbyte = state.airbyte_up.load(Ordering::Relaxed);
+    let body = json!({
+        "store": if store.is_ok() { "ok" } else { "failing" },
+        "airbyte": if airbyte { "ok" } else { "unreachable" },
+    });
+    let status = if store.is_ok() && airbyte {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn list_connections(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let connections = state.engine.connections().await?;
+    Ok(Json(json!({ "connections": connections })).into_response())
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn connection_runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(limit): Query<Limit>,
+) -> Result<Response, ApiError> {
+    let runs = state
+        .engine
+        .runs(&name, limit.limit.unwrap_or(20).clamp(1, 1000))
+        .await?;
+    Ok(Json(json!({ "runs": runs })).into_response())
+}
+
+async fn trigger(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let run = state.engine.trigger_now(&name).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run": run }))).into_response())
+}
+
+async fn pause(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let changed = state.engine.pause(&name).await?;
+    Ok(Json(json!({ "connection": name, "paused": true, "changed": changed })).into_response())
+}
+
+async fn resume(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let changed = state.engine.resume(&name).await?;
+    Ok(Json(json!({ "connection": name, "paused": false, "changed": changed })).into_response())
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let outcome = state.engine.cancel(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "outcome": outcome }))).into_response())
+}
+
+async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.reloader.reload() {
+        Ok(summary) => Ok(Json(json!({ "reloaded": true, "summary": summary })).into_response()),
+        Err(problems) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            problems,
+        )),
+    }
 }

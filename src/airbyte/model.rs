@@ -296,10 +296,28 @@ pub struct JobsResponse {
     pub data: Vec<JobResponse>,
 }
 
+/// Reads the public API's times. They come from Java's `OffsetDateTime.toString()`,
+/// which leaves out seconds that are zero (`2023-08-01T11:47Z`), so both forms occur.
 fn rfc3339(text: &Option<String>) -> Option<DateTime<Utc>> {
-    text.as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    let text = text.as_deref()?;
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M%#z"))
+        .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_times_are_read_with_or_without_zero_seconds() {
+        let with = rfc3339(&Some("2023-08-01T11:47:05Z".into())).unwrap();
+        let without = rfc3339(&Some("2023-08-01T11:47Z".into())).unwrap();
+        let offset = rfc3339(&Some("2023-08-01T13:47+02:00".into())).unwrap();
+        assert_eq!(with.timestamp() - 5, without.timestamp());
+        assert_eq!(without, offset);
+    }
 }
 
 impl JobResponse {

@@ -32,6 +32,10 @@ impl Queue {
         self.holders.len()
     }
 
+    pub(super) fn remove_waiting(&mut self, run_id: i64) {
+        self.waiting.retain(|r| r.id != run_id);
+    }
+
     fn take_slot(&mut self, run_id: i64, group: Option<String>) {
         if let Some(group) = &group {
             *self.groups.entry(group.clone()).or_default() += 1;
@@ -103,14 +107,16 @@ impl Shared {
             return;
         }
         let cap = self.workers.max_concurrent_syncs.max(1);
+        let catalog = self.catalog();
         let mut queue = self.lock_queue();
         let mut index = 0;
         while queue.in_flight() < cap && index < queue.waiting.len() {
-            let group = self
-                .connection(&queue.waiting[index].connection)
+            let group = catalog
+                .by_name
+                .get(&queue.waiting[index].connection)
                 .and_then(|c| c.group.clone());
             let group_full = group.as_ref().is_some_and(|g| {
-                let limit = self.group_limits.get(g).copied().unwrap_or(usize::MAX);
+                let limit = catalog.group_limits.get(g).copied().unwrap_or(usize::MAX);
                 queue.groups.get(g).copied().unwrap_or(0) >= limit
             });
             if group_full {
@@ -154,6 +160,9 @@ impl Shared {
     /// Applies the overlap policy, requests the sync and hands the job to the
     /// tracker, or closes the run when no job came of it.
     async fn start(self: Arc<Self>, run: Run) {
+        if self.take_cancelled(run.id) {
+            return self.release(run.id);
+        }
         if let Some(decision) = self.overlap(&run) {
             return match decision {
                 Triggered::Queued => self.release(run.id),
@@ -178,6 +187,7 @@ impl Shared {
                 tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
                     scheduled_for = %run.scheduled_for, "sync started");
                 if let Err(e) = self.store.mark_started(run.id, job.id, now).await {
+                    self.metrics.store_error();
                     // The job runs regardless; following it in memory still records
                     // its outcome, and the row stays pending until then.
                     tracing::error!(connection = %run.connection, run_id = run.id, job_id = job.id,

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::Shared;
 use crate::config::ConnectionSettings;
+use crate::notify::NotifyEvent;
 use crate::store::{NewRun, Outcome, Run, RunStatus, Trigger};
 
 impl Shared {
@@ -22,12 +23,15 @@ impl Shared {
         run.bytes_synced = outcome.progress.bytes_synced.or(run.bytes_synced);
         run.error = outcome.error.clone();
         let recorded = match self.store.finish(&[(run.id, outcome)]).await {
-            Ok(()) => {
+            // Already closed (cancelled by an operator meanwhile, say): counted then.
+            Ok(closed) if !closed.contains(&run.id) => false,
+            Ok(_) => {
                 log_outcome(&run);
                 self.metrics.run_ended(&run);
                 true
             }
             Err(e) => {
+                self.metrics.store_error();
                 tracing::error!(connection = %run.connection, run_id = run.id, error = %e,
                     "could not record a run's outcome; it stays open and is taken up at the next start");
                 false
@@ -41,6 +45,7 @@ impl Shared {
         if !recorded {
             return;
         }
+        self.send_notice(&run);
         match run.status {
             RunStatus::Failed => self.retry(&run).await,
             RunStatus::Succeeded => {
@@ -52,6 +57,24 @@ impl Shared {
                 self.start_dependents(&run.connection).await;
             }
             _ => {}
+        }
+    }
+
+    /// Notices a failure, or a recovery after failures.
+    fn send_notice(&self, run: &Run) {
+        let was_failing = {
+            let mut conns = self.lock_conns();
+            let state = conns.entry(run.connection.clone()).or_default();
+            let was = state.failing;
+            match run.status {
+                RunStatus::Failed | RunStatus::TimedOut | RunStatus::TriggerFailed => state.failing = true,
+                RunStatus::Succeeded => state.failing = false,
+                _ => {}
+            }
+            was
+        };
+        if let Some(event) = NotifyEvent::of(run.status, was_failing) {
+            self.notifier.notify(event, run);
         }
     }
 
@@ -116,7 +139,7 @@ impl Shared {
     /// Starts each connection that runs `after` `upstream` once every connection
     /// it waits for has succeeded since its own last run.
     async fn start_dependents(self: &Arc<Self>, upstream: &str) {
-        let Some(dependents) = self.dependents.get(upstream).cloned() else {
+        let Some(dependents) = self.catalog().dependents.get(upstream).cloned() else {
             return;
         };
         for dependent in dependents {

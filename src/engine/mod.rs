@@ -8,6 +8,7 @@
 //! starts what it calls for (a retry, a queued run, dependent connections).
 
 mod clock;
+mod control;
 mod dispatch;
 mod follow_up;
 mod schedule;
@@ -25,9 +26,11 @@ use tokio_util::task::TaskTracker;
 use crate::airbyte::Client;
 use crate::config::{ConnectionSettings, GroupSettings, WorkerSettings};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::store::{NewRun, Outcome, Progress, Run, RunStatus, Store, StoreError, Trigger};
 
 pub use clock::Clock;
+pub use control::{CancelOutcome, ConnectionStatus};
 pub use dispatch::Queue;
 pub use tracker::Tracked;
 
@@ -41,6 +44,14 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("no connection is named `{0}`")]
     UnknownConnection(String),
+    #[error("no run {0}")]
+    UnknownRun(i64),
+    #[error("run {0} already ended ({1})")]
+    RunEnded(i64, RunStatus),
+    #[error("run {0} is followed by another cronbyte process")]
+    NotFollowedHere(i64),
+    #[error(transparent)]
+    Airbyte(#[from] crate::airbyte::Error),
 }
 
 /// What the engine is given to work with.
@@ -52,6 +63,7 @@ pub struct EngineParts {
     pub groups: Vec<GroupSettings>,
     pub connections: Vec<ConnectionSettings>,
     pub clock: Clock,
+    pub notifier: Notifier,
 }
 
 /// The running engine. Cheap to clone; every clone drives the same engine.
@@ -73,26 +85,65 @@ struct ConnState {
     last_claimed: Option<DateTime<Utc>>,
     /// When its newest succeeded run ended.
     last_success: Option<DateTime<Utc>>,
+    /// Its newest run that counts failed (for recovery notices).
+    failing: bool,
+}
+
+/// The connections the engine schedules, as the config last (re)loaded says.
+pub(crate) struct Catalog {
+    by_name: HashMap<String, Arc<ConnectionSettings>>,
+    /// Ordered as configured.
+    ordered: Vec<Arc<ConnectionSettings>>,
+    /// `[[groups]]` limits by name.
+    group_limits: HashMap<String, usize>,
+    /// For each connection, the connections that run `after` it.
+    dependents: HashMap<String, Vec<Arc<ConnectionSettings>>>,
+}
+
+impl Catalog {
+    fn new(connections: Vec<ConnectionSettings>, groups: Vec<GroupSettings>) -> Self {
+        let ordered: Vec<Arc<ConnectionSettings>> = connections.into_iter().map(Arc::new).collect();
+        let by_name = ordered
+            .iter()
+            .map(|c| (c.name.clone(), Arc::clone(c)))
+            .collect();
+        let mut dependents: HashMap<String, Vec<Arc<ConnectionSettings>>> = HashMap::new();
+        for connection in &ordered {
+            for upstream in &connection.after {
+                dependents
+                    .entry(upstream.clone())
+                    .or_default()
+                    .push(Arc::clone(connection));
+            }
+        }
+        Self {
+            by_name,
+            ordered,
+            group_limits: groups.into_iter().map(|g| (g.name, g.max_concurrent)).collect(),
+            dependents,
+        }
+    }
 }
 
 pub(crate) struct Shared {
     store: Arc<dyn Store>,
     airbyte: Client,
     metrics: Arc<Metrics>,
+    notifier: Notifier,
     workers: WorkerSettings,
     clock: Clock,
-    connections: HashMap<String, Arc<ConnectionSettings>>,
-    /// Ordered as configured, for the schedule.
-    ordered: Vec<Arc<ConnectionSettings>>,
-    /// `[[groups]]` limits by name.
-    group_limits: HashMap<String, usize>,
-    /// For each connection, the connections that run `after` it.
-    dependents: HashMap<String, Vec<Arc<ConnectionSettings>>>,
+    catalog: std::sync::RwLock<Arc<Catalog>>,
+    /// Told when the catalog changes, so the schedule is rebuilt.
+    reloaded: tokio::sync::Notify,
     queue: Mutex<Queue>,
     tracked: Mutex<HashMap<i64, Tracked>>,
     conns: Mutex<HashMap<String, ConnState>>,
     /// Connections paused now, as the store last said.
     paused: Mutex<HashSet<String>>,
+    /// When the schedule loop last turned, for the watchdog.
+    heartbeat: Mutex<tokio::time::Instant>,
+    /// Runs an operator cancelled while they waited, which must not start.
+    cancelled: Mutex<HashSet<i64>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Runs claimed before this instant were claimed by an earlier process.
@@ -107,21 +158,6 @@ impl Engine {
     /// Takes up the runs the history says are open, then starts the schedule and
     /// the tracker. Returns once both run; `shutdown` stops them.
     pub async fn start(parts: EngineParts, shutdown: CancellationToken) -> Result<Self, EngineError> {
-        let ordered: Vec<Arc<ConnectionSettings>> =
-            parts.connections.into_iter().map(Arc::new).collect();
-        let connections = ordered
-            .iter()
-            .map(|c| (c.name.clone(), Arc::clone(c)))
-            .collect();
-        let mut dependents: HashMap<String, Vec<Arc<ConnectionSettings>>> = HashMap::new();
-        for connection in &ordered {
-            for upstream in &connection.after {
-                dependents
-                    .entry(upstream.clone())
-                    .or_default()
-                    .push(Arc::clone(connection));
-            }
-        }
         let mut conns: HashMap<String, ConnState> = HashMap::new();
         for marks in parts.store.marks().await? {
             conns.insert(
@@ -139,21 +175,18 @@ impl Engine {
             store: parts.store,
             airbyte: parts.airbyte,
             metrics: parts.metrics,
+            notifier: parts.notifier,
             workers: parts.workers,
             started_at: parts.clock.now(),
             clock: parts.clock,
-            connections,
-            ordered,
-            group_limits: parts
-                .groups
-                .into_iter()
-                .map(|g| (g.name, g.max_concurrent))
-                .collect(),
-            dependents,
+            catalog: std::sync::RwLock::new(Arc::new(Catalog::new(parts.connections, parts.groups))),
+            reloaded: tokio::sync::Notify::new(),
             queue: Mutex::new(Queue::default()),
             tracked: Mutex::new(HashMap::new()),
             conns: Mutex::new(conns),
             paused: Mutex::new(paused),
+            cancelled: Mutex::new(HashSet::new()),
+            heartbeat: Mutex::new(tokio::time::Instant::now()),
             tasks: TaskTracker::new(),
             shutdown,
             batch_polls: AtomicBool::new(true),
@@ -170,6 +203,28 @@ impl Engine {
     pub async fn stopped(&self) {
         self.shared.tasks.close();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, self.shared.tasks.wait()).await;
+    }
+
+    /// Swaps in a new set of connections and groups: added connections start
+    /// firing, removed ones stop (their runs in flight are followed to the end),
+    /// changed rules and policies apply from the next tick.
+    pub fn reload(&self, connections: Vec<ConnectionSettings>, groups: Vec<GroupSettings>) {
+        let catalog = Arc::new(Catalog::new(connections, groups));
+        *self.shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+        self.shared.reloaded.notify_one();
+        // Group limits may have grown: waiting runs may start now.
+        self.shared.pump();
+    }
+
+    /// Whether the schedule loop turned within `within` (it turns at least
+    /// once a second while it runs).
+    pub fn schedule_alive(&self, within: Duration) -> bool {
+        self.shared
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            <= within
     }
 
     /// Runs holding a slot right now (triggering or followed).
@@ -223,8 +278,12 @@ impl Shared {
             .contains(name)
     }
 
+    fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn connection(&self, name: &str) -> Option<Arc<ConnectionSettings>> {
-        self.connections.get(name).cloned()
+        self.catalog().by_name.get(name).cloned()
     }
 
     /// Remembers that `run` was claimed.

@@ -28,65 +28,94 @@ const PAUSE_REFRESH: Duration = Duration::from_secs(2);
 /// the clock jumped, the machine was too busy), handled by the misfire policy.
 const MISFIRE_TOLERANCE: chrono::Duration = chrono::Duration::seconds(30);
 
-pub(super) async fn run(shared: Arc<Shared>) {
-    let started = shared.clock.now();
-    let mut heap = BinaryHeap::new();
-    for (index, connection) in shared.ordered.iter().enumerate() {
-        let Some(rule) = connection.cron.as_ref().filter(|_| connection.enabled) else {
-            continue;
-        };
-        if !shared.is_paused(&connection.name) {
-            let last = shared
-                .lock_conns()
-                .get(&connection.name)
-                .and_then(|s| s.last_tick);
-            if let Some(last) = last {
-                catch_up(&shared, connection, last, started).await;
+/// Fire instants waiting, earliest first, by connection name.
+type Heap = BinaryHeap<Reverse<(DateTime<Utc>, String)>>;
+
+/// The next fire instant after `after` of every enabled connection with a rule.
+fn build_heap(shared: &Shared, after: DateTime<Utc>) -> Heap {
+    let mut heap = Heap::new();
+    for connection in &shared.catalog().ordered {
+        if let Some(rule) = connection.cron.as_ref().filter(|_| connection.enabled) {
+            if let Some(next) = rule.next_after(after) {
+                shared.metrics.set_next_run(&connection.name, Some(next));
+                shared.metrics.set_expected_interval(&connection.name, rule.next_after(next).map(|n| n - next));
+                heap.push(Reverse((next, connection.name.clone())));
+            } else {
+                shared.metrics.set_next_run(&connection.name, None);
             }
         }
-        if let Some(next) = rule.next_after(started) {
-            heap.push(Reverse((next, index)));
+    }
+    heap
+}
+
+pub(super) async fn run(shared: Arc<Shared>) {
+    let started = shared.clock.now();
+    for connection in shared.catalog().ordered.iter().filter(|c| c.cron.is_some()) {
+        if shared.is_paused(&connection.name) {
+            continue;
+        }
+        let last = shared
+            .lock_conns()
+            .get(&connection.name)
+            .and_then(|s| s.last_tick);
+        if let Some(last) = last {
+            catch_up(&shared, connection, last, started).await;
         }
     }
+    let mut heap = build_heap(&shared, started);
     tracing::info!(scheduled = heap.len(), "schedule loaded");
 
     let mut pauses_read = tokio::time::Instant::now();
     loop {
+        *shared.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
         if pauses_read.elapsed() >= PAUSE_REFRESH {
             refresh_pauses(&shared).await;
             pauses_read = tokio::time::Instant::now();
         }
-        let Some(&Reverse((due, _))) = heap.peek() else {
-            tokio::select! {
-                () = shared.shutdown.cancelled() => return,
-                () = tokio::time::sleep(PAUSE_REFRESH) => continue,
-            }
-        };
         let now = shared.clock.now();
-        if due > now {
+        let due = heap.peek().map(|Reverse((at, _))| *at);
+        if due.is_none_or(|due| due > now) {
+            let wait = async {
+                match due {
+                    Some(due) => shared.clock.sleep_until(due, MAX_SLEEP).await,
+                    None => tokio::time::sleep(MAX_SLEEP).await,
+                }
+            };
             tokio::select! {
                 () = shared.shutdown.cancelled() => return,
-                () = shared.clock.sleep_until(due, MAX_SLEEP) => continue,
+                () = shared.reloaded.notified() => {
+                    heap = build_heap(&shared, shared.clock.now());
+                    tracing::info!(scheduled = heap.len(), "schedule reloaded");
+                }
+                () = wait => {}
             }
+            continue;
         }
+        let catalog = shared.catalog();
         let mut fired = Vec::new();
-        while let Some(&Reverse((at, index))) = heap.peek() {
-            if at > now {
+        while let Some(Reverse((at, _))) = heap.peek() {
+            if *at > now {
                 break;
             }
-            heap.pop();
-            let connection = &shared.ordered[index];
-            if let Some(rule) = &connection.cron {
+            let Some(Reverse((at, name))) = heap.pop() else {
+                break;
+            };
+            // A connection removed by a reload is gone from the catalog: it stops here.
+            let Some(connection) = catalog.by_name.get(&name).cloned() else {
+                continue;
+            };
+            if let Some(rule) = connection.cron.as_ref().filter(|_| connection.enabled) {
                 // From now, not from `at`: after a long sleep the ticks in between
                 // are one misfire, not a burst of runs.
-                if let Some(next) = rule.next_after(at.max(now)) {
-                    heap.push(Reverse((next, index)));
+                let next = rule.next_after(at.max(now));
+                shared.metrics.set_next_run(&name, next);
+                if let Some(next) = next {
+                    heap.push(Reverse((next, name)));
                 }
             }
-            fired.push((at, index));
+            fired.push((at, connection));
         }
-        for (at, index) in fired {
-            let connection = Arc::clone(&shared.ordered[index]);
+        for (at, connection) in fired {
             if shared.is_paused(&connection.name) {
                 continue;
             }
@@ -99,12 +128,19 @@ pub(super) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Reads which connections are paused; a connection just resumed gets the
-/// misfire policy for the ticks that fell while it was paused.
+impl Shared {
+    /// Reads which connections are paused; a connection just resumed gets the
+    /// misfire policy for the ticks that fell while it was paused.
+    pub(super) async fn refresh_pauses(self: &Arc<Self>) {
+        refresh_pauses(self).await;
+    }
+}
+
 async fn refresh_pauses(shared: &Arc<Shared>) {
     let now_paused: HashSet<String> = match shared.store.paused().await {
         Ok(names) => names.into_iter().collect(),
         Err(e) => {
+            shared.metrics.store_error();
             tracing::warn!(error = %e, "could not read which connections are paused");
             return;
         }
@@ -174,7 +210,10 @@ async fn claim(shared: &Arc<Shared>, connection: &ConnectionSettings, at: DateTi
         }
         Ok(None) => tracing::debug!(connection = %connection.name, scheduled_for = %at,
             "tick already claimed"),
-        Err(e) => tracing::error!(connection = %connection.name, scheduled_for = %at, error = %e,
-            "could not claim a tick; it is not run"),
+        Err(e) => {
+            shared.metrics.store_error();
+            tracing::error!(connection = %connection.name, scheduled_for = %at, error = %e,
+                "could not claim a tick; it is not run");
+        }
     }
 }

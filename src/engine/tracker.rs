@@ -44,6 +44,8 @@ pub struct Tracked {
     deadline: Option<DateTime<Utc>>,
     /// Airbyte accepted our cancel request for the timeout.
     cancel_accepted: bool,
+    /// An operator cancelled the run's job.
+    by_operator: bool,
     progress: Progress,
     not_found: u32,
     /// The job's `updatedAt` as Airbyte last reported it.
@@ -82,6 +84,7 @@ impl Shared {
                 job_id,
                 deadline,
                 cancel_accepted: false,
+                by_operator: false,
                 progress,
                 not_found: 0,
                 last_update: seen.and_then(|j| j.updated_at),
@@ -181,10 +184,11 @@ impl Shared {
                 "Airbyte did not answer some polls; those syncs stay running");
         }
         if let Err(e) = self.store.record_progress(&progressed).await {
+            self.metrics.store_error();
             tracing::warn!(error = %e, "could not record the progress of running syncs");
         }
         for (done, job, progress) in ended {
-            let (status, error) = final_status(&job, done.cancel_accepted);
+            let (status, error) = final_status(&job, done.cancel_accepted, done.by_operator);
             let error = error.or_else(|| {
                 (status == RunStatus::TimedOut).then(|| {
                     format!("cancelled by cronbyte after its timeout; Airbyte job {} ended", job.id)
@@ -200,6 +204,27 @@ impl Shared {
             self.finish_run(gone.run, closing).await;
         }
         self.cancel_overdue().await;
+    }
+
+    /// Notes that an operator had the run's job cancelled.
+    pub(super) fn operator_cancelled(&self, run_id: i64) {
+        if let Some(entry) = self.lock_tracked().get_mut(&run_id) {
+            entry.by_operator = true;
+        }
+    }
+
+    /// How long each connection's oldest running sync has run, for the metrics.
+    fn report_running_ages(&self) {
+        let now = self.clock.now();
+        let ages: Vec<(String, i64)> = self
+            .lock_tracked()
+            .values()
+            .filter_map(|t| {
+                let started = t.run.started_at?;
+                Some((t.run.connection.clone(), (now - started).num_seconds().max(0)))
+            })
+            .collect();
+        self.metrics.set_running_ages(&ages);
     }
 
     /// Splits the followed jobs into those a listing of changed jobs covers and
@@ -301,9 +326,13 @@ impl Shared {
 }
 
 /// The run status for a job that ended, and the failure text to keep.
-fn final_status(job: &Job, cancel_accepted: bool) -> (RunStatus, Option<String>) {
+fn final_status(job: &Job, cancel_accepted: bool, by_operator: bool) -> (RunStatus, Option<String>) {
     match (&job.status, cancel_accepted) {
         (JobStatus::Succeeded, _) => (RunStatus::Succeeded, None),
+        (JobStatus::Cancelled, _) if by_operator => (
+            RunStatus::Cancelled,
+            Some("cancelled by an operator".into()),
+        ),
         (JobStatus::Failed | JobStatus::Cancelled, true) => (RunStatus::TimedOut, None),
         (JobStatus::Cancelled, false) => (
             RunStatus::Cancelled,
@@ -331,7 +360,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
             _ = ticker.tick() => {}
         }
         tokio::select! {
-            () = shared.poll_once() => {}
+            () = async {
+                shared.poll_once().await;
+                shared.report_running_ages();
+            } => {}
             () = async {
                 shared.shutdown.cancelled().await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -186,6 +186,8 @@ pub struct ConnectionTotals {
     pub by_status: Vec<(RunStatus, u64)>,
     pub records_synced: u64,
     pub bytes_synced: u64,
+    /// Succeeded runs that committed no record.
+    pub zero_record_successes: u64,
 }
 
 /// A run that ended, in brief: enough for ratios and freshness.
@@ -227,9 +229,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records the counts of running jobs, in one transaction.
     async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError>;
 
-    /// Closes runs with their outcomes, in one transaction. A run already closed
-    /// is left as it was, so an outcome is never recorded twice.
-    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<(), StoreError>;
+    /// Closes runs with their outcomes, in one transaction, and returns the ids
+    /// it closed. A run already closed is left as it was (and not returned), so
+    /// an outcome is never recorded twice.
+    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError>;
 
     /// Every run still open (pending or running), oldest first.
     async fn open_runs(&self) -> Result<Vec<Run>, StoreError>;
@@ -237,6 +240,12 @@ pub trait Store: Send + Sync + 'static {
     async fn run(&self, run_id: i64) -> Result<Option<Run>, StoreError>;
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Run>, StoreError>;
+
+    /// Each connection's newest run.
+    async fn latest_runs(&self) -> Result<Vec<Run>, StoreError>;
+
+    /// Whether the store answers at all.
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// Per connection with any run: its newest tick, claim and success.
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError>;

@@ -277,13 +277,14 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(query_error)
     }
 
-    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<(), StoreError> {
+    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError> {
         if outcomes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut closed = Vec::with_capacity(outcomes.len());
         let mut tx = self.begin().await?;
         for (run_id, outcome) in outcomes {
-            sqlx::query(
+            let done = sqlx::query(
                 "UPDATE runs SET status = ?, finished_at = ?, \
                      attempts = max(attempts, ?), \
                      records_synced = coalesce(?, records_synced), \
@@ -300,8 +301,12 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(query_error)?;
+            if done.rows_affected() > 0 {
+                closed.push(*run_id);
+            }
         }
-        tx.commit().await.map_err(query_error)
+        tx.commit().await.map_err(query_error)?;
+        Ok(closed)
     }
 
     async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {
@@ -344,6 +349,24 @@ impl Store for SqliteStore {
         }
         .map_err(query_error)?;
         read_runs(rows)
+    }
+
+    async fn latest_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT max(id) FROM runs GROUP BY connection)"
+        )))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)?;
+        read_runs(rows)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.writer)
+            .await
+            .map_err(query_error)?;
+        Ok(())
     }
 
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
@@ -421,7 +444,8 @@ impl Store for SqliteStore {
     async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError> {
         let rows = sqlx::query(
             "SELECT connection, status, count(*) AS runs, \
-                 coalesce(sum(records_synced), 0) AS records, coalesce(sum(bytes_synced), 0) AS bytes \
+                 coalesce(sum(records_synced), 0) AS records, coalesce(sum(bytes_synced), 0) AS bytes, \
+                 sum(coalesce(records_synced, 0) = 0) AS zero_records \
              FROM runs GROUP BY connection, status ORDER BY connection",
         )
         .fetch_all(&self.readers)
@@ -434,6 +458,7 @@ impl Store for SqliteStore {
             let runs: i64 = row.try_get("runs").map_err(query_error)?;
             let records: i64 = row.try_get("records").map_err(query_error)?;
             let bytes: i64 = row.try_get("bytes").map_err(query_error)?;
+            let zero_records: i64 = row.try_get("zero_records").map_err(query_error)?;
             if totals.last().is_none_or(|t| t.connection != connection) {
                 totals.push(ConnectionTotals {
                     connection,
@@ -443,6 +468,9 @@ impl Store for SqliteStore {
             if let Some(entry) = totals.last_mut() {
                 entry.by_status.push((status, u64::try_from(runs).unwrap_or(0)));
                 // Counts of open runs are partial; only final runs add to the totals.
+                if status == RunStatus::Succeeded {
+                    entry.zero_record_successes = u64::try_from(zero_records).unwrap_or(0);
+                }
                 if !status.is_open() {
                     entry.records_synced += u64::try_from(records).unwrap_or(0);
                     entry.bytes_synced += u64::try_from(bytes).unwrap_or(0);

@@ -1,0 +1,159 @@
+//! What operators can ask of the running engine: how each connection stands,
+//! a sync now, a run cancelled, a connection paused or resumed.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Engine, EngineError, Shared, outcome};
+use crate::store::{HistoryFilter, Progress, Run, RunStatus};
+
+/// One connection as the control API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionStatus {
+    pub name: String,
+    pub connection_id: String,
+    pub cron: Option<String>,
+    pub timezone: String,
+    pub enabled: bool,
+    pub paused: bool,
+    pub group: Option<String>,
+    pub after: Vec<String>,
+    pub next_run: Option<DateTime<Utc>>,
+    /// The run now triggering or following a job.
+    pub active_run: Option<i64>,
+    pub last_run: Option<Run>,
+}
+
+/// What became of a cancel request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// Airbyte was asked to cancel the job; the run ends `cancelled` once it confirms.
+    Requested,
+    /// The run had not started a job; it is closed as `cancelled`.
+    Cancelled,
+}
+
+impl Engine {
+    /// Every configured connection with its rule, next and last run, and pause state.
+    pub async fn connections(&self) -> Result<Vec<ConnectionStatus>, EngineError> {
+        let shared = &self.shared;
+        let latest = shared.store.latest_runs().await?;
+        let now = shared.clock.now();
+        let catalog = shared.catalog();
+        let conns = shared.lock_conns();
+        Ok(catalog
+            .ordered
+            .iter()
+            .map(|c| ConnectionStatus {
+                name: c.name.clone(),
+                connection_id: c.connection_id.clone(),
+                cron: c.cron.as_ref().map(|r| r.expr().to_owned()),
+                timezone: c.timezone.name().to_owned(),
+                enabled: c.enabled,
+                paused: shared.is_paused(&c.name),
+                group: c.group.clone(),
+                after: c.after.clone(),
+                next_run: c
+                    .cron
+                    .as_ref()
+                    .filter(|_| c.enabled)
+                    .and_then(|r| r.next_after(now)),
+                active_run: conns.get(&c.name).and_then(|s| s.active),
+                last_run: latest.iter().find(|r| r.connection == c.name).cloned(),
+            })
+            .collect())
+    }
+
+    /// The connection's newest runs, newest first.
+    pub async fn runs(&self, name: &str, limit: u32) -> Result<Vec<Run>, EngineError> {
+        self.known(name)?;
+        let filter = HistoryFilter {
+            connection: Some(name.to_owned()),
+            limit,
+        };
+        Ok(self.shared.store.history(&filter).await?)
+    }
+
+    /// Pauses a connection: its ticks are not claimed until it is resumed.
+    pub async fn pause(&self, name: &str) -> Result<bool, EngineError> {
+        self.known(name)?;
+        let changed = self.shared.store.set_paused(name, true).await?;
+        self.shared.refresh_pauses().await;
+        Ok(changed)
+    }
+
+    /// Resumes a connection; the ticks it missed follow its misfire policy.
+    pub async fn resume(&self, name: &str) -> Result<bool, EngineError> {
+        self.known(name)?;
+        let changed = self.shared.store.set_paused(name, false).await?;
+        self.shared.refresh_pauses().await;
+        Ok(changed)
+    }
+
+    /// Cancels an open run: its Airbyte job when it has one, else the run itself.
+    pub async fn cancel(&self, run_id: i64) -> Result<CancelOutcome, EngineError> {
+        let shared = &self.shared;
+        let job_id = shared.lock_tracked().get(&run_id).map(|t| t.job_id);
+        if let Some(job_id) = job_id {
+            shared.airbyte.cancel_job(job_id).await?;
+            shared.operator_cancelled(run_id);
+            return Ok(CancelOutcome::Requested);
+        }
+        let run = shared
+            .store
+            .run(run_id)
+            .await?
+            .ok_or(EngineError::UnknownRun(run_id))?;
+        if !run.status.is_open() {
+            return Err(EngineError::RunEnded(run_id, run.status));
+        }
+        if run.job_id.is_some() {
+            // Open with a job but not followed here: another process follows it.
+            return Err(EngineError::NotFollowedHere(run_id));
+        }
+        shared.cancelled_before_start(run_id);
+        let closing = outcome(
+            &shared.clock,
+            RunStatus::Cancelled,
+            Progress::default(),
+            Some("cancelled by an operator before it started".into()),
+        );
+        Arc::clone(shared).finish_run(run, closing).await;
+        Ok(CancelOutcome::Cancelled)
+    }
+
+    fn known(&self, name: &str) -> Result<(), EngineError> {
+        self.shared
+            .connection(name)
+            .map(|_| ())
+            .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))
+    }
+}
+
+impl Shared {
+    /// Forgets a run cancelled before it started wherever it waits: in the
+    /// queue, queued behind its connection's run, or (checked at start) delayed.
+    fn cancelled_before_start(&self, run_id: i64) {
+        self.lock_queue().remove_waiting(run_id);
+        for state in self.lock_conns().values_mut() {
+            if state.queued.as_ref().is_some_and(|r| r.id == run_id) {
+                state.queued = None;
+            }
+        }
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id);
+    }
+
+    /// Whether a run was cancelled while it waited, and so must not start.
+    pub(super) fn take_cancelled(&self, run_id: i64) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run_id)
+    }
+}

@@ -1,0 +1,207 @@
+//! The CLI's side of the control API: `cronbyte status`, `trigger`, `cancel`,
+//! `pause`, `resume` and `reload` ask the running daemon over HTTP, with the
+//! address and token its config gives.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::commands::{OutputFormat, table};
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("cannot reach the cronbyte daemon at {url}: {detail} (is it running, and is [server].listen right?)")]
+    Unreachable { url: String, detail: String },
+    #[error("the daemon refused: {message} (HTTP {status})")]
+    Refused { status: u16, message: String },
+    #[error("the daemon's answer does not decode: {0}")]
+    Decode(String),
+}
+
+/// A client of one daemon's control API.
+pub struct Remote {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// The address to reach a daemon listening on `listen`: a wildcard listen is
+/// reached on loopback.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+impl Remote {
+    /// The daemon `config` describes, or the one at `url`; the token comes from
+    /// `CRONBYTE_TOKEN` when set, else from `[server].token`.
+    pub fn new(config: &Config, url: Option<&str>) -> Result<Self, RemoteError> {
+        let base = match url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", reachable(config.server.listen)),
+        };
+        let token = std::env::var("CRONBYTE_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| config.server.token.as_ref().map(|t| t.expose_secret().to_owned()));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| RemoteError::Unreachable {
+                url: base.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self { base, token, http })
+    }
+
+    async fn call(&self, method: Method, path: &str) -> Result<Value, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| RemoteError::Unreachable {
+            url: self.base.clone(),
+            detail: e.without_url().to_string(),
+        })?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| RemoteError::Decode(e.without_url().to_string()))?;
+        if !status.is_success() {
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_owned();
+            return Err(RemoteError::Refused {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(body)
+    }
+}
+
+fn time(value: &Value) -> String {
+    value
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+/// What a control command does, once the daemon is known.
+pub enum Action {
+    Status,
+    Trigger(String),
+    Cancel(i64),
+    Pause(String),
+    Resume(String),
+    Reload,
+}
+
+pub async fn run(remote: &Remote, action: Action, format: OutputFormat) -> Result<ExitCode, RemoteError> {
+    let (method, path) = match &action {
+        Action::Status => (Method::GET, "/api/v1/connections".to_owned()),
+        Action::Trigger(name) => (Method::POST, format!("/api/v1/connections/{}/trigger", encode(name))),
+        Action::Cancel(id) => (Method::POST, format!("/api/v1/runs/{id}/cancel")),
+        Action::Pause(name) => (Method::POST, format!("/api/v1/connections/{}/pause", encode(name))),
+        Action::Resume(name) => (Method::POST, format!("/api/v1/connections/{}/resume", encode(name))),
+        Action::Reload => (Method::POST, "/api/v1/reload".to_owned()),
+    };
+    let answer = remote.call(method, &path).await?;
+    if format == OutputFormat::Json {
+        print_json(&answer);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match action {
+        Action::Status => print!("{}", status_table(&answer)),
+        Action::Trigger(name) => println!(
+            "triggered {name}: run {} ({})",
+            text(&answer["run"]["id"]),
+            text(&answer["run"]["status"])
+        ),
+        Action::Cancel(id) => match answer["outcome"].as_str() {
+            Some("requested") => println!("run {id}: Airbyte was asked to cancel its job"),
+            _ => println!("run {id}: cancelled"),
+        },
+        Action::Pause(name) => println!("{name}: paused"),
+        Action::Resume(name) => println!("{name}: resumed"),
+        Action::Reload => println!("config reloaded: {}", answer["summary"]),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_table(answer: &Value) -> String {
+    let empty = Vec::new();
+    let connections = answer["connections"].as_array().unwrap_or(&empty);
+    let rows: Vec<Vec<String>> = connections
+        .iter()
+        .map(|c| {
+            let state = if c["paused"].as_bool() == Some(true) {
+                "paused"
+            } else if c["enabled"].as_bool() == Some(false) {
+                "disabled"
+            } else {
+                "active"
+            };
+            let last = &c["last_run"];
+            let last_run = if last.is_null() {
+                "-".to_owned()
+            } else {
+                format!("{} {} ({})", text(&last["id"]), text(&last["status"]), time(&last["scheduled_for"]))
+            };
+            vec![
+                text(&c["name"]),
+                state.to_owned(),
+                text(&c["cron"]),
+                text(&c["timezone"]),
+                time(&c["next_run"]),
+                last_run,
+                text(&c["active_run"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "(no connections configured)\n".into();
+    }
+    table(
+        &["CONNECTION", "STATE", "CRON", "TIMEZONE", "NEXT RUN", "LAST RUN", "ACTIVE RUN"],
+        &rows,
+    )
+}
+
+/// A connection name as one URL path segment.
+fn encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
