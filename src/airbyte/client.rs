@@ -495,6 +495,32 @@ impl Client {
         .await
     }
 
+    pub async fn update_destination(
+        &self,
+        update: &DestinationUpdate,
+    ) -> Result<DestinationRead, Error> {
+        self.send(Call::post("destinations/update", to_value(update)))
+            .await
+    }
+
+    /// Deletes a source and, in Airbyte, every connection reading from it. Answers 204.
+    pub async fn delete_source(&self, source_id: &str) -> Result<(), Error> {
+        let call = Call::post("sources/delete", json!({ "sourceId": source_id }));
+        self.send::<NoContent>(call).await.map(|_| ())
+    }
+
+    /// Deletes a destination and every connection writing to it. Answers 204.
+    pub async fn delete_destination(&self, destination_id: &str) -> Result<(), Error> {
+        let call = Call::post("destinations/delete", json!({ "destinationId": destination_id }));
+        self.send::<NoContent>(call).await.map(|_| ())
+    }
+
+    /// Deletes a connection (Airbyte marks it `deprecated`). Answers 204.
+    pub async fn delete_connection(&self, connection_id: &str) -> Result<(), Error> {
+        let call = Call::post("connections/delete", json!({ "connectionId": connection_id }));
+        self.send::<NoContent>(call).await.map(|_| ())
+    }
+
     /// Creates a connection from a `ConnectionCreate` body (sourceId, destinationId,
     /// status, syncCatalog, schedule, ...).
     pub async fn create_connection(&self, create: &Value) -> Result<ConnectionRead, Error> {

@@ -459,6 +459,40 @@ pub struct SourceDiscoverSchemaRead {
     pub catalog: Option<Value>,
     #[serde(default)]
     pub catalog_id: Option<String>,
+    /// The discover job: when the connector failed, there is no catalog and this says why.
+    #[serde(default)]
+    pub job_info: Option<SynchronousJobRead>,
+}
+
+/// A job Airbyte ran to answer the request (`SynchronousJobRead`): check, discover, spec.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SynchronousJobRead {
+    #[serde(default)]
+    pub succeeded: Option<bool>,
+    #[serde(default)]
+    pub failure_reason: Option<FailureReason>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationUpdate {
+    pub destination_id: String,
+    pub name: String,
+    pub connection_configuration: Value,
+}
+
+/// The body of an answer that has none (204): whatever the server sends is not read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoContent;
+
+impl<'de> Deserialize<'de> for NoContent {
+    /// Reads nothing, so an empty body (which no JSON value is) decodes.
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(NoContent)
+    }
 }
 
 /// A connection as `connections/get|list|create|update` return it. The catalog and

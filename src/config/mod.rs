@@ -20,8 +20,19 @@
 //! problem: unknown keys (with a did-you-mean), wrong types, bad values, and rules across
 //! keys (unique names, `after` references and cycles, groups). Secrets (`password`,
 //! `token`, `client_secret` and the files they come from) are never shown in a message.
+//!
+//! # Declarations
+//!
+//! `[[sources]]`, `[[destinations]]` and `[[connections]]` entries with `source`,
+//! `destination` and `streams` describe what `cronbyte apply` creates in Airbyte. A
+//! connector's `configuration` takes secrets as `"${ENV_VAR}"` (read from the process
+//! environment at load) or `{ file = "/path" }` (read from the file); a variable that is not
+//! set is a problem naming the key path and the variable, never a value.
 
 mod checks;
+mod notify;
+mod connector;
+mod declared;
 mod problem;
 mod reader;
 mod secret;
@@ -29,14 +40,20 @@ mod sections;
 mod settings;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::Path;
 
 pub use problem::{ConfigErrors, Problem};
 pub use settings::{
-    AirbyteSettings, Config, ConnectionSettings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
-    Defaults, GroupSettings, LogFormat, LogSettings, MetricsSettings, Misfire, OnOverlap,
-    RetrySettings, ServerSettings, StoreSettings, WorkerSettings,
+    ActorSettings, AirbyteSettings, Config, ConnectionSettings, ConnectionStatus,
+    ConnectorConfiguration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DeclaredConnection,
+    Defaults, DestinationSyncMode, GroupSettings, LogFormat, LogSettings, MetricsSettings, Misfire,
+    NamespaceDefinition, OnOverlap, RetrySettings, ServerSettings, StoreSettings, StreamSettings,
+    SyncMode, WorkerSettings,
 };
+
+pub(crate) use connector::escape_pointer;
+pub(crate) use reader::closest;
 
 /// The example configuration, documenting every key with its default.
 pub const EXAMPLE: &str = include_str!("../../config/cronbyte.example.toml");
@@ -101,18 +118,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             Err(_) => problems.push(Problem::new(key, "the value is not valid UTF-8")),
         }
     }
-    load_layers(path, env, problems)
+    load_layers(path, env, problems, &|name| std::env::var_os(name))
 }
 
-/// Loads `path` with `env` standing in for the process environment (for tests).
+/// Loads `path` with `env` standing in for the process environment (for tests): its
+/// `CRONBYTE__*` entries override the file, and `${NAME}` references read from it.
 pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Config, ConfigErrors> {
-    load_layers(path, env, Vec::new())
+    let references = env.clone();
+    load_layers(path, env, Vec::new(), &|name| {
+        references.get(name).map(OsString::from)
+    })
 }
 
 /// Reads a configuration from text, without environment overrides (for tests and demos).
-/// `*_file` secrets are read relative to the working directory.
+/// `*_file` secrets are read relative to the working directory; `${NAME}` references are
+/// read from the process environment.
 pub fn from_str(text: &str, format: Format) -> Result<Config, ConfigErrors> {
-    layered(text, format, None, None, Vec::new())
+    layered(text, format, None, None, Vec::new(), &|name| {
+        std::env::var_os(name)
+    })
 }
 
 impl Config {
@@ -135,6 +159,7 @@ fn load_layers(
     path: &Path,
     env: HashMap<String, String>,
     problems: Vec<Problem>,
+    references: connector::EnvLookup<'_>,
 ) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -146,6 +171,7 @@ fn load_layers(
         Some(&name),
         Some(env),
         problems,
+        references,
     )
 }
 
@@ -156,6 +182,7 @@ fn layered(
     source: Option<&str>,
     env: Option<HashMap<String, String>>,
     mut problems: Vec<Problem>,
+    references: connector::EnvLookup<'_>,
 ) -> Result<Config, ConfigErrors> {
     let file_layer = ::config::Config::builder()
         .add_source(::config::File::from_str(text, format.file_format()))
@@ -196,7 +223,7 @@ fn layered(
     let tree = ::config::Source::collect(&merged)
         .map_err(|e| ConfigErrors::one("", format!("the configuration is not a table: {e}")))?;
 
-    match sections::read_config(tree) {
+    match sections::read_config(tree, references) {
         Ok(config) if problems.is_empty() => Ok(config),
         Ok(_) => Err(ConfigErrors { problems }),
         Err(mut errors) => {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use config::{Map, Value};
 
 use super::checks;
+use super::connector::EnvLookup;
+use super::declared::{self, ActorDraft};
 use super::problem::{ConfigErrors, Problem};
 use super::reader::{Problems, Table};
 use super::secret::value_or_file;
@@ -15,7 +17,11 @@ use crate::airbyte::{ApiKind, Auth};
 use crate::cron::CronRule;
 
 /// The tree as the config crate merged it, read and validated.
-pub(super) fn read_config(tree: Map<String, Value>) -> Result<Config, ConfigErrors> {
+/// `env` answers the `${NAME}` references of connector configurations.
+pub(super) fn read_config(
+    tree: Map<String, Value>,
+    env: EnvLookup<'_>,
+) -> Result<Config, ConfigErrors> {
     let mut p = Problems::new();
     let mut root = Table::root(tree);
 
@@ -27,15 +33,25 @@ pub(super) fn read_config(tree: Map<String, Value>) -> Result<Config, ConfigErro
     let metrics = metrics(root.table("metrics", &mut p), &mut p);
     let log = log(root.table("log", &mut p), &mut p);
     let groups = groups(&mut root, &mut p);
+    let notify = super::notify::receivers(&mut root, &mut p);
+    let sources = declared::actors(&mut root, "sources", env, &mut p);
+    let destinations = declared::actors(&mut root, "destinations", env, &mut p);
     let drafts = connections(&mut root, &defaults, &mut p);
     root.finish(&mut p);
 
     checks::connections(&drafts, &groups, &mut p);
+    checks::declarations(&drafts, &sources, &destinations, &mut p);
 
     let connections: Option<Vec<ConnectionSettings>> =
         drafts.into_iter().map(|d| d.settings).collect();
-    match (airbyte, connections) {
-        (Some(airbyte), Some(connections)) if p.is_empty() => Ok(Config {
+    let actors = |drafts: Vec<ActorDraft>| -> Option<Vec<ActorSettings>> {
+        drafts.into_iter().map(|d| d.settings).collect()
+    };
+    match (airbyte, connections, actors(sources), actors(destinations)) {
+        (Some(airbyte), Some(connections), Some(sources), Some(destinations))
+            if p.is_empty() =>
+        {
+            Ok(Config {
             airbyte,
             store,
             server,
@@ -43,9 +59,13 @@ pub(super) fn read_config(tree: Map<String, Value>) -> Result<Config, ConfigErro
             defaults,
             metrics,
             log,
-            groups: groups.into_iter().filter_map(|g| g.settings).collect(),
-            connections,
-        }),
+                groups: groups.into_iter().filter_map(|g| g.settings).collect(),
+                notify,
+                connections,
+                sources,
+                destinations,
+            })
+        }
         _ => {
             if p.is_empty() {
                 // Every path that leaves a section unbuilt records why; this is a guard
@@ -439,7 +459,7 @@ fn log_level(value: &Value) -> Result<String, String> {
 }
 
 /// One entry of a list of tables, or `None` (and a problem) if it is not a table.
-fn entry_table(path: String, item: Value, p: &mut Problems) -> Option<Table> {
+pub(super) fn entry_table(path: String, item: Value, p: &mut Problems) -> Option<Table> {
     if matches!(item.kind, config::ValueKind::Table(_)) {
         Some(Table::at(path, Some(item), p))
     } else {
@@ -508,6 +528,12 @@ pub(super) struct ConnectionDraft {
     pub(super) after: Vec<String>,
     /// The group, if given and valid.
     pub(super) group: Option<String>,
+    /// Whether it declares its connection (`source` and `destination`, no id).
+    pub(super) declares: bool,
+    /// The `source` name of a declared connection, if given and valid.
+    pub(super) source: Option<String>,
+    /// The `destination` name of a declared connection, if given and valid.
+    pub(super) destination: Option<String>,
     /// The settings, if every key was valid.
     pub(super) settings: Option<ConnectionSettings>,
 }
@@ -538,14 +564,11 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
         p,
         Table::non_empty_string,
     );
-    // Later, `source`/`destination`/`streams` may stand in for `connection_id`; until then
-    // it is required.
-    let connection_id = t.required(
-        "connection_id",
-        "a connection needs the Airbyte connection id (a UUID)",
-        p,
-        Table::uuid,
-    );
+    // `source`, `destination` and `streams` may stand in for `connection_id`: the
+    // declaration checks that exactly one of the two ways is given.
+    let id_given = t.has("connection_id");
+    let connection_id = t.uuid("connection_id", p);
+    let declaration = declared::declaration(&mut t, id_given, p);
     let timezone = t.timezone("timezone", p);
     let cron_given = t.has("cron");
     // A rule is still checked when its time zone is wrong, in UTC, so both get reported.
@@ -595,10 +618,16 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
     t.finish(p);
 
     let valid = p.len() == before;
-    let settings = match (&name, &connection_id) {
+    // A declared connection's id is found by name in Airbyte later; until then it is empty.
+    let id = match (&connection_id, &declaration.settings) {
+        (Some(id), None) => Some(id.clone()),
+        (None, Some(_)) => Some(String::new()),
+        _ => None,
+    };
+    let settings = match (&name, id) {
         (Some(name), Some(connection_id)) if valid => Some(ConnectionSettings {
             name: name.clone(),
-            connection_id: connection_id.clone(),
+            connection_id,
             cron,
             timezone: timezone.unwrap_or(defaults.timezone),
             timeout: timeout.unwrap_or(defaults.timeout),
@@ -611,6 +640,7 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
             retry_backoff_max,
             group: group.clone(),
             after: after.clone(),
+            declared: declaration.settings.clone(),
         }),
         _ => None,
     };
@@ -620,6 +650,9 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
         connection_id,
         after,
         group,
+        declares: declaration.declares,
+        source: declaration.source,
+        destination: declaration.destination,
         settings,
     }
 }

@@ -34,8 +34,14 @@ pub struct Config {
     pub log: LogSettings,
     /// `[[groups]]`: named concurrency limits that connections can join.
     pub groups: Vec<GroupSettings>,
+    /// `[[notify]]`: webhook receivers of failure and recovery notices.
+    pub notify: Vec<crate::notify::NotifySettings>,
     /// `[[connections]]`: the connections cronbyte triggers, in file order.
     pub connections: Vec<ConnectionSettings>,
+    /// `[[sources]]`: the sources `cronbyte apply` creates or updates in Airbyte, by name.
+    pub sources: Vec<ActorSettings>,
+    /// `[[destinations]]`: the destinations `cronbyte apply` creates or updates, by name.
+    pub destinations: Vec<ActorSettings>,
 }
 
 /// `[airbyte]`: where Airbyte is and how to talk to it.
@@ -264,7 +270,9 @@ pub struct GroupSettings {
 pub struct ConnectionSettings {
     /// A unique, non-empty name used in logs, metrics, the API and `after`. Required.
     pub name: String,
-    /// The Airbyte connection id, a UUID, in lowercase hyphenated form. Required.
+    /// The Airbyte connection id, a UUID, in lowercase hyphenated form. Required, unless the
+    /// connection is `declared`: then it is empty until resolved by name in Airbyte
+    /// ([`crate::pipeline::resolve_connection_ids`]).
     pub connection_id: String,
     /// When to sync, read in `timezone`. `None` when the connection only runs `after` others.
     pub cron: Option<CronRule>,
@@ -291,4 +299,214 @@ pub struct ConnectionSettings {
     pub group: Option<String>,
     /// Names of connections whose successful sync triggers this one.
     pub after: Vec<String>,
+    /// What cronbyte creates or updates in Airbyte for this connection, when it is declared
+    /// (`source` and `destination` instead of `connection_id`); `None` for a connection
+    /// managed elsewhere.
+    pub declared: Option<DeclaredConnection>,
+}
+
+/// `[[sources]]` and `[[destinations]]`: a connector instance cronbyte finds by name in the
+/// workspace, creating or updating it to match.
+#[derive(Clone, Debug)]
+pub struct ActorSettings {
+    /// Unique among its kind; the name the object has in Airbyte. Required.
+    pub name: String,
+    /// The connector: a definition name as Airbyte lists it (`"Postgres"`, `"S3"`) or a
+    /// definition id (a UUID, lowercase hyphenated). Required.
+    pub definition: String,
+    /// The connector's `connectionConfiguration`, with `${ENV_VAR}` and `{ file = "..." }`
+    /// secrets already read in. Required (a table).
+    pub configuration: ConnectorConfiguration,
+}
+
+/// A connector configuration as JSON, secrets included, that never shows itself in `Debug`
+/// output. It remembers which values came from the environment or a file, so whatever
+/// displays a configuration can mask them.
+#[derive(Clone, PartialEq)]
+pub struct ConnectorConfiguration {
+    value: serde_json::Value,
+    /// JSON pointers (`/password`, `/tunnel_method/ssh_key`) of the values read from
+    /// `${ENV_VAR}` references or `{ file = "..." }` tables.
+    secrets: Vec<String>,
+}
+
+impl ConnectorConfiguration {
+    /// A configuration whose values at the JSON pointers `secrets` are secret.
+    pub fn new(value: serde_json::Value, secrets: Vec<String>) -> Self {
+        Self { value, secrets }
+    }
+
+    /// The configuration itself, secrets in clear: for the request to Airbyte only.
+    pub fn expose(&self) -> &serde_json::Value {
+        &self.value
+    }
+
+    /// Whether the value at `pointer` came from the environment or a file.
+    pub fn is_secret(&self, pointer: &str) -> bool {
+        self.secrets.iter().any(|s| s == pointer)
+    }
+
+    /// The secret values themselves, so an output can be scrubbed of them.
+    pub fn secret_values(&self) -> impl Iterator<Item = &str> {
+        self.secrets
+            .iter()
+            .filter_map(|pointer| self.value.pointer(pointer))
+            .filter_map(serde_json::Value::as_str)
+    }
+}
+
+impl std::fmt::Debug for ConnectorConfiguration {
+    /// Only the top-level keys: any value might be a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self
+            .value
+            .as_object()
+            .map(|map| map.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        f.debug_struct("ConnectorConfiguration")
+            .field("keys", &keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a declared `[[connections]]` entry asks of Airbyte: which source feeds which
+/// destination, and how each stream is synced. Its schedule stays in cronbyte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredConnection {
+    /// A `[[sources]]` name.
+    pub source: String,
+    /// A `[[destinations]]` name.
+    pub destination: String,
+    /// The streams to sync (at least one); every other stream is left unselected.
+    pub streams: Vec<StreamSettings>,
+    /// Where the data lands (`namespaceDefinition`); `None` keeps Airbyte's value.
+    pub namespace_definition: Option<NamespaceDefinition>,
+    /// The namespace when `namespace_definition` is `customformat` (`namespaceFormat`).
+    pub namespace_format: Option<String>,
+    /// Prepended to each stream's name in the destination; `None` keeps Airbyte's value.
+    pub prefix: Option<String>,
+    /// `active` (default) or `inactive`.
+    pub status: ConnectionStatus,
+}
+
+/// One `[[connections.streams]]` entry: a stream to select and how to sync it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// The stream's name as the source discovers it. Required.
+    pub name: String,
+    /// The stream's namespace (a schema, for databases); needed only when two streams share
+    /// a name.
+    pub namespace: Option<String>,
+    /// `full_refresh` (default) or `incremental`.
+    pub sync_mode: SyncMode,
+    /// How records land (default `overwrite` for full refresh, `append` for incremental).
+    pub destination_sync_mode: DestinationSyncMode,
+    /// The path of the cursor field (`["updated_at"]`); `None` takes the source's default.
+    pub cursor_field: Option<Vec<String>>,
+    /// The primary key, as paths (`[["id"]]`); `None` takes the source's.
+    pub primary_key: Option<Vec<Vec<String>>>,
+}
+
+/// Airbyte's `SyncMode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    FullRefresh,
+    Incremental,
+}
+
+/// Airbyte's `DestinationSyncMode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestinationSyncMode {
+    Append,
+    Overwrite,
+    AppendDedup,
+    OverwriteDedup,
+    Update,
+    SoftDelete,
+}
+
+/// Airbyte's `NamespaceDefinitionType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceDefinition {
+    Source,
+    Destination,
+    CustomFormat,
+}
+
+/// The `ConnectionStatus` values a declaration may ask for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    #[default]
+    Active,
+    Inactive,
+}
+
+impl SyncMode {
+    /// Every value with its spelling in the config and in Airbyte's API.
+    pub const ALL: [(&'static str, SyncMode); 2] = [
+        ("full_refresh", SyncMode::FullRefresh),
+        ("incremental", SyncMode::Incremental),
+    ];
+
+    /// As Airbyte spells it.
+    pub fn as_str(self) -> &'static str {
+        spelling(&Self::ALL, self)
+    }
+}
+
+impl DestinationSyncMode {
+    /// Every value with its spelling in the config and in Airbyte's API.
+    pub const ALL: [(&'static str, DestinationSyncMode); 6] = [
+        ("append", DestinationSyncMode::Append),
+        ("overwrite", DestinationSyncMode::Overwrite),
+        ("append_dedup", DestinationSyncMode::AppendDedup),
+        ("overwrite_dedup", DestinationSyncMode::OverwriteDedup),
+        ("update", DestinationSyncMode::Update),
+        ("soft_delete", DestinationSyncMode::SoftDelete),
+    ];
+
+    /// As Airbyte spells it.
+    pub fn as_str(self) -> &'static str {
+        spelling(&Self::ALL, self)
+    }
+
+    /// Whether records are deduplicated on the primary key.
+    pub fn dedups(self) -> bool {
+        matches!(self, Self::AppendDedup | Self::OverwriteDedup)
+    }
+}
+
+impl NamespaceDefinition {
+    /// Every value with its spelling in the config and in Airbyte's API.
+    pub const ALL: [(&'static str, NamespaceDefinition); 3] = [
+        ("source", NamespaceDefinition::Source),
+        ("destination", NamespaceDefinition::Destination),
+        ("customformat", NamespaceDefinition::CustomFormat),
+    ];
+
+    /// As Airbyte spells it.
+    pub fn as_str(self) -> &'static str {
+        spelling(&Self::ALL, self)
+    }
+}
+
+impl ConnectionStatus {
+    /// Every value with its spelling in the config and in Airbyte's API.
+    pub const ALL: [(&'static str, ConnectionStatus); 2] = [
+        ("active", ConnectionStatus::Active),
+        ("inactive", ConnectionStatus::Inactive),
+    ];
+
+    /// As Airbyte spells it.
+    pub fn as_str(self) -> &'static str {
+        spelling(&Self::ALL, self)
+    }
+}
+
+/// The word for `value` in a table of spellings (every value is in its table).
+fn spelling<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
+    table
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map_or("", |(word, _)| *word)
 }

@@ -65,14 +65,42 @@ impl Harness {
     /// A config for the emulator and this harness's store, with `connections`
     /// (TOML `[[connections]]` blocks) and a fast poll.
     pub fn config(&self, connections: &str) -> Config {
-        let text = format!(
+        let text = self.config_text(connections);
+        config::from_str(&text, Format::Toml).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+    }
+
+    /// The config text `config` parses, for writing to a file.
+    pub fn config_text(&self, connections: &str) -> String {
+        format!(
             "[airbyte]\nbase_url = \"{}\"\n[airbyte.retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\nmax_elapsed = \"2s\"\n\
              [store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
              [workers]\npoll_interval = \"200ms\"\n\n{connections}",
             self.emulator.config_api_base(),
             self.store_path().display(),
-        );
-        config::from_str(&text, Format::Toml).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+        )
+    }
+
+    /// Writes `text` as the config file and starts the daemon from it, as
+    /// `cronbyte run --config` does (so it can reload it).
+    pub async fn start_from_file(&self, text: &str) -> (Running, PathBuf) {
+        let path = self.dir.path().join("cronbyte.toml");
+        std::fs::write(&path, text).expect("config written");
+        let config = config::load(&path).unwrap_or_else(|e| panic!("test config: {e}"));
+        let daemon = Daemon::build(config)
+            .await
+            .expect("daemon builds")
+            .with_config_path(path.clone());
+        let addr = daemon.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(daemon.run(shutdown.clone()));
+        (
+            Running {
+                addr,
+                shutdown,
+                task,
+            },
+            path,
+        )
     }
 
     pub async fn start(&self, config: Config) -> Running {
@@ -133,6 +161,11 @@ impl Running {
             .expect("daemon task does not panic")
             .expect("daemon stops cleanly");
         asked.elapsed()
+    }
+
+    /// The base URL of the daemon's HTTP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub async fn metrics(&self) -> String {

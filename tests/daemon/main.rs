@@ -2,6 +2,7 @@
 //! a polled job, an outcome in the history and a counter on `/metrics`.
 
 mod helpers;
+mod control;
 mod lifecycle;
 mod policies;
 mod syncs;
