@@ -4,5 +4,6 @@
 mod helpers;
 mod control;
 mod lifecycle;
+mod observability;
 mod policies;
 mod syncs;

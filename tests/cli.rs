@@ -1,0 +1,233 @@
+//! The `cronbyte` binary as operators use it: `check`, `history`, the commands
+//! that talk to a running daemon, completions, and `run` stopping on SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cronbyte::config::{self, Format};
+use cronbyte::daemon::Daemon;
+use cronbyte::emulator::{Emulator, EmulatorOptions, JobPlan};
+use cronbyte::store::{NewRun, SqliteStore, Store, Trigger};
+use tokio_util::sync::CancellationToken;
+
+fn cronbyte(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cronbyte"))
+        .args(args)
+        .env_remove("CRONBYTE_CONFIG")
+        .env_remove("CRONBYTE_TOKEN")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `check` lists every problem, each with its key path, and exits 2.
+#[test]
+fn check_reports_every_problem_with_its_key_path_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        r#"
+[airbyte]
+base_url = "http://localhost:8001/api/v1"
+[workers]
+poll_intervall = "10s"
+[[connections]]
+name = "orders"
+connection_id = "not-a-uuid"
+cron = "61 * * * *"
+"#,
+    )
+    .unwrap();
+    let output = cronbyte(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("workers.poll_intervall"), "{text}");
+    assert!(text.contains("poll_interval"), "did-you-mean: {text}");
+    assert!(text.contains("connections[0].connection_id"), "{text}");
+    assert!(text.contains("connections[0].cron"), "{text}");
+}
+
+/// The documented example config passes `check`.
+#[test]
+fn the_default_config_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    let example = cronbyte(&["default-config"]);
+    assert!(example.status.success());
+    std::fs::write(&path, &example.stdout).unwrap();
+    let output = cronbyte(&["check", "--config", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("OK"));
+}
+
+/// `history --format json` prints one object per line with the documented keys.
+#[tokio::test]
+async fn history_prints_one_json_object_per_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("history.db");
+    let store = SqliteStore::open(&store_path).await.unwrap();
+    for (i, connection) in ["orders", "customers", "orders"].iter().enumerate() {
+        store
+            .claim(NewRun {
+                connection: (*connection).into(),
+                connection_id: "0b9c8f1e-1111-4222-8333-944455556666".into(),
+                trigger: Trigger::Schedule,
+                scheduled_for: chrono::DateTime::from_timestamp(1_800_000_000 + i as i64, 0).unwrap(),
+                retry_of: None,
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    let config = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[airbyte]\nbase_url = \"http://localhost:8001/api/v1\"\n[store]\npath = \"{}\"\n",
+            store_path.display()
+        ),
+    )
+    .unwrap();
+    let output = cronbyte(&[
+        "history", "--config", config.to_str().unwrap(), "--connection", "orders", "--format", "json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for key in [
+        "run_id", "connection", "connection_id", "job_id", "trigger", "scheduled_for", "started_at",
+        "finished_at", "status", "attempts", "records_synced", "bytes_synced", "error",
+    ] {
+        assert!(lines[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(lines[0]["scheduled_for"], "2027-01-15T08:00:02Z");
+    assert_eq!(lines[0]["trigger"], "schedule");
+    assert_eq!(lines[0]["status"], "pending");
+    let table = cronbyte(&["history", "--config", config.to_str().unwrap()]);
+    assert!(stdout(&table).starts_with("RUN"), "{}", stdout(&table));
+}
+
+/// `status`, `trigger` and `pause` talk to a running daemon; an unreachable one
+/// is a clear error and a non-zero exit.
+#[tokio::test]
+async fn control_commands_reach_a_running_daemon_and_say_when_they_cannot() {
+    let emulator = Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default())
+        .await
+        .unwrap();
+    let id = emulator.control().add_connection("orders");
+    emulator
+        .control()
+        .set_plan(id, JobPlan::succeeding(Duration::from_millis(200), 1, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[airbyte]\nbase_url = \"{}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0ken\"\n\
+             [[connections]]\nname = \"orders\"\nconnection_id = \"{id}\"\ncron = \"0 0 1 1 *\"\n",
+            emulator.config_api_base(),
+            dir.path().join("history.db").display()
+        ),
+    )
+    .unwrap();
+    let config = config::load(&path).unwrap();
+    let daemon = Daemon::build(config).await.unwrap();
+    let url = format!("http://{}", daemon.local_addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    let config_arg = path.to_str().unwrap().to_owned();
+
+    let run = |args: Vec<String>| tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cronbyte(&args)
+    });
+    let with = |cmd: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        args.extend(["--config".into(), config_arg.clone(), "--url".into(), url.clone()]);
+        args
+    };
+    let status = run(with(&["status"])).await.unwrap();
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(stdout(&status).contains("orders"), "{}", stdout(&status));
+    let trigger = run(with(&["trigger", "orders", "--format", "json"])).await.unwrap();
+    assert!(trigger.status.success(), "{}", stderr(&trigger));
+    let answer: serde_json::Value = serde_json::from_str(stdout(&trigger).trim()).unwrap();
+    assert_eq!(answer["run"]["trigger"], "manual");
+    let pause = run(with(&["pause", "orders"])).await.unwrap();
+    assert!(pause.status.success(), "{}", stderr(&pause));
+    let unknown = run(with(&["trigger", "nope"])).await.unwrap();
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("nope"), "{}", stderr(&unknown));
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let unreachable = run(with(&["status"])).await.unwrap();
+    assert!(!unreachable.status.success());
+    assert!(stderr(&unreachable).contains("cannot reach the cronbyte daemon"), "{}", stderr(&unreachable));
+}
+
+/// Shell completions are printed for bash, zsh and fish.
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = cronbyte(&["completions", shell]);
+        assert!(output.status.success(), "{shell}");
+        assert!(stdout(&output).contains("trigger"), "{shell}");
+    }
+}
+
+/// `cronbyte run` exits 0 within 10 s of SIGTERM.
+#[cfg(unix)]
+#[tokio::test]
+async fn run_exits_cleanly_within_ten_seconds_of_sigterm() {
+    let emulator = Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default())
+        .await
+        .unwrap();
+    let id = emulator.control().add_connection("orders");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    let text = format!(
+        "[airbyte]\nbase_url = \"{}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
+         [[connections]]\nname = \"orders\"\nconnection_id = \"{id}\"\ncron = \"* * * * * *\"\n",
+        emulator.config_api_base(),
+        dir.path().join("history.db").display()
+    );
+    config::from_str(&text, Format::Toml).unwrap();
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cronbyte"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it fire a few ticks so jobs are in flight.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the daemon is running");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let asked = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!emulator.control().jobs().is_empty(), "the daemon did trigger syncs");
+}
