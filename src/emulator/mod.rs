@@ -107,6 +107,9 @@ pub struct Faults {
     pub malformed_rate: f64,
     /// Both token endpoints answer 500.
     pub token_endpoint_fails: bool,
+    /// Share of API requests that are acted on (a sync started, say) but whose
+    /// answer never comes, so the client times out not knowing.
+    pub lost_answer_rate: f64,
 }
 
 /// A job as the emulator sees it right now.

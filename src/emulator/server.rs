@@ -150,8 +150,21 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
         status = response.status().as_u16(),
         "emulator answered"
     );
+    let lose = {
+        let state = shared.lock();
+        !route.is_health() && state.faults.lost_answer_rate > 0.0
+            && rand::random::<f64>() < state.faults.lost_answer_rate
+    };
+    if lose {
+        // Acted on, but the answer never comes: the client's timeout ends the
+        // exchange, as when a proxy or the network drops a response.
+        tokio::time::sleep(LOST_ANSWER_STALL).await;
+    }
     response
 }
+
+/// How long a lost answer stalls: longer than any client timeout in tests.
+const LOST_ANSWER_STALL: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 /// Everything after the body arrived; synchronous, so the state lock is never held across
 /// an await.

@@ -250,3 +250,43 @@ async fn many_jobs_in_flight_are_followed_through_one_listing_per_round() {
     // Reading each job every 200 ms for 2+ s would take over 200 requests.
     assert!(listings + reads < 60, "{requests:?}");
 }
+
+/// A sync request acted on by Airbyte whose answer was lost: the retry meets a
+/// 409 and follows the job the lost request started, instead of giving up or
+/// starting another.
+#[tokio::test]
+async fn a_sync_request_whose_answer_was_lost_follows_the_job_it_started() {
+    let harness = Harness::new().await;
+    let id = harness.connection("lossy", JobPlan::succeeding(Duration::from_secs(2), 42, 420));
+    let mut config = harness.config(
+        &(connection_toml("lossy", id, &cron_at(soon(Duration::from_secs(1)))) + "on_overlap = \"skip\"\n"),
+    );
+    config.airbyte.request_timeout = Duration::from_millis(400);
+    let control = harness.control();
+    control.set_faults(Faults {
+        lost_answer_rate: 1.0,
+        ..Faults::default()
+    });
+    let daemon = harness.start(config).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while control.jobs().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the sync request never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    control.set_faults(Faults::default());
+
+    let runs = harness
+        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
+            runs.iter().any(|r| !r.status.is_open())
+        })
+        .await;
+    let jobs = control.jobs();
+    assert_eq!(jobs.len(), 1, "no second job");
+    assert_eq!(runs.len(), 1);
+    // Even under on_overlap = skip: the job is the run's own, not an overlap.
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:#?}");
+    assert_eq!(runs[0].job_id, Some(jobs[0].id));
+    assert_eq!(runs[0].records_synced, Some(42));
+    daemon.stop().await;
+}
