@@ -211,3 +211,39 @@ async fn a_reload_applies_a_valid_config_and_rejects_an_invalid_one() {
     assert_eq!(sample(&metrics, r#"cronbyte_config_reloads_total{outcome="rejected"}"#), Some(1.0));
     daemon.stop().await;
 }
+
+/// Every route `docs/control-api.yaml` documents exists: none answers the
+/// router's own 404.
+#[tokio::test]
+async fn every_documented_route_exists() {
+    let spec: Value = serde_norway::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/control-api.yaml")).unwrap(),
+    )
+    .unwrap();
+    let harness = Harness::new().await;
+    let id = harness.connection("a", JobPlan::hanging());
+    let text = with_token(&harness.config_text(&connection_toml("a", id, "0 0 1 1 *")));
+    let (daemon, _) = harness.start_from_file(&text).await;
+    let paths = spec["paths"].as_object().unwrap();
+    assert!(paths.len() >= 10);
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let url = format!("{}{}", daemon.url(), path.replace("{name}", "a").replace("{id}", "999999"));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = reqwest::Client::new()
+                .request(method.clone(), &url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            assert!(
+                !(status == StatusCode::NOT_FOUND && body.contains("no such route"))
+                    && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {status} {body}"
+            );
+        }
+    }
+    daemon.stop().await;
+}
