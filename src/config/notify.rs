@@ -21,6 +21,7 @@ pub(super) fn receivers(root: &mut Table, p: &mut Problems) -> Vec<NotifySetting
             continue;
         };
         // The URL is a secret: a Slack webhook's path is its credential.
+        t.declare("url_file");
         let url = match value_or_file(&mut t, "url", "url_file", p) {
             Some(Some(url)) => Some(url),
             Some(None) => {
