@@ -78,6 +78,9 @@ pub(crate) fn handle(state: &mut State, op: &str, call: &Call<'_>) -> Result<Val
         "sources/check_connection" => check_connection(state, call, true),
         "destinations/check_connection" => check_connection(state, call, false),
         "sources/discover_schema" => discover_schema(state, call),
+        "sources/delete" => delete_actor(state, call, true),
+        "destinations/delete" => delete_actor(state, call, false),
+        "connections/delete" => delete_connection(state, call),
         "connections/create" => create_connection(state, call),
         "connections/get" => {
             let id = connection_id(call, "getConnection")?;
@@ -98,7 +101,7 @@ pub(crate) fn handle(state: &mut State, op: &str, call: &Call<'_>) -> Result<Val
 }
 
 fn is_known(state: &State, op: &str) -> bool {
-    const OPERATIONS: [&str; 27] = [
+    const OPERATIONS: [&str; 30] = [
         "health",
         "workspaces/list_by_organization_id",
         "workspaces/get",
@@ -115,6 +118,9 @@ fn is_known(state: &State, op: &str) -> bool {
         "sources/check_connection",
         "destinations/check_connection",
         "sources/discover_schema",
+        "sources/delete",
+        "destinations/delete",
+        "connections/delete",
         "connections/create",
         "connections/get",
         "connections/list",
@@ -415,6 +421,53 @@ fn list_actors(state: &State, call: &Call<'_>, is_source: bool) -> Result<Value,
         map.insert("page_size".into(), json!(size));
     }
     Ok(answer)
+}
+
+/// `sources/delete` and `destinations/delete`: the actor goes, and every connection using it
+/// is deprecated, as Airbyte does. `Null` is answered as 204 with no body.
+fn delete_actor(state: &mut State, call: &Call<'_>, is_source: bool) -> Result<Value, ApiError> {
+    let body: IdsBody = parse(call)?;
+    let id = if is_source {
+        let id = required(
+            body.source_id,
+            "deleteSource",
+            "sourceIdRequestBody.sourceId",
+        )?;
+        state.source(id)?;
+        id
+    } else {
+        let id = required(
+            body.destination_id,
+            "deleteDestination",
+            "destinationIdRequestBody.destinationId",
+        )?;
+        state.destination(id)?;
+        id
+    };
+    let actors = if is_source {
+        &mut state.sources
+    } else {
+        &mut state.destinations
+    };
+    let used_by = actors
+        .by_id
+        .remove(&id)
+        .map(|actor| actor.connections)
+        .unwrap_or_default();
+    actors.order.retain(|other| *other != id);
+    for connection in used_by {
+        if let Some(connection) = state.connections.get_mut(&connection) {
+            connection.status = "deprecated".into();
+        }
+    }
+    Ok(Value::Null)
+}
+
+/// `connections/delete`: Airbyte keeps the connection, `deprecated`, out of listings.
+fn delete_connection(state: &mut State, call: &Call<'_>) -> Result<Value, ApiError> {
+    let id = connection_id(call, "deleteConnection")?;
+    state.connection_mut(id)?.status = "deprecated".into();
+    Ok(Value::Null)
 }
 
 fn synchronous_job(config_type: &str, config_id: Uuid, at: i64, failure: Option<&str>) -> Value {

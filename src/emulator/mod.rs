@@ -127,6 +127,10 @@ pub struct JobSnapshot {
     pub created_at: i64,
     /// Epoch seconds.
     pub updated_at: i64,
+    /// Epoch milliseconds, for measuring (the API itself has only seconds).
+    pub created_at_ms: i64,
+    /// When the job ended, in epoch milliseconds; `None` while it runs.
+    pub ended_at_ms: Option<i64>,
 }
 
 /// How many requests the emulator received, in total and per operation.

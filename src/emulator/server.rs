@@ -222,6 +222,8 @@ fn answer(
             }
         }
         Route::Config { op } => match api_config::handle(&mut state, op, &call) {
+            // The deletes answer 204 with no body, as the spec declares.
+            Ok(Value::Null) if op.ends_with("/delete") => StatusCode::NO_CONTENT.into_response(),
             Ok(value) => ok(&state, value),
             Err(error) => error.into_response(style),
         },

@@ -583,6 +583,11 @@ impl State {
                     bytes_committed: totals.bytes_committed,
                     created_at: job.created_secs(),
                     updated_at: job.epoch_secs(view.updated),
+                    created_at_ms: job.created_ms,
+                    ended_at_ms: view
+                        .status
+                        .is_terminal()
+                        .then(|| job.epoch_ms(view.updated)),
                 }
             })
             .collect()

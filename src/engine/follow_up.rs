@@ -14,29 +14,46 @@ use crate::store::{NewRun, Outcome, Run, RunStatus, Trigger};
 
 impl Shared {
     /// Closes a run with its outcome: history, metrics, log, slot; then its
-    /// follow-ups. Every run ends through here, exactly once.
-    pub(super) async fn finish_run(self: &Arc<Self>, mut run: Run, outcome: Outcome) {
-        run.status = outcome.status;
-        run.finished_at = Some(outcome.finished_at);
-        run.attempts = run.attempts.max(outcome.progress.attempts);
-        run.records_synced = outcome.progress.records_synced.or(run.records_synced);
-        run.bytes_synced = outcome.progress.bytes_synced.or(run.bytes_synced);
-        run.error = outcome.error.clone();
-        let recorded = match self.store.finish(&[(run.id, outcome)]).await {
-            // Already closed (cancelled by an operator meanwhile, say): counted then.
-            Ok(closed) if !closed.contains(&run.id) => false,
-            Ok(_) => {
-                log_outcome(&run);
-                self.metrics.run_ended(&run);
-                true
-            }
+    /// follow-ups. Every run ends through here (or [`Shared::finish_runs`]), once.
+    pub(super) async fn finish_run(self: &Arc<Self>, run: Run, outcome: Outcome) {
+        self.finish_runs(vec![(run, outcome)]).await;
+    }
+
+    /// Closes runs in one store transaction (a poll round's worth), then does
+    /// for each what [`Shared::finish_run`] does.
+    pub(super) async fn finish_runs(self: &Arc<Self>, ended: Vec<(Run, Outcome)>) {
+        if ended.is_empty() {
+            return;
+        }
+        let writes: Vec<(i64, Outcome)> = ended.iter().map(|(run, o)| (run.id, o.clone())).collect();
+        let closed = match self.store.finish(&writes).await {
+            Ok(closed) => closed,
             Err(e) => {
                 self.metrics.store_error();
-                tracing::error!(connection = %run.connection, run_id = run.id, error = %e,
-                    "could not record a run's outcome; it stays open and is taken up at the next start");
-                false
+                tracing::error!(runs = writes.len(), error = %e,
+                    "could not record outcomes; the runs stay open and are taken up at the next start");
+                Vec::new()
             }
         };
+        for (mut run, outcome) in ended {
+            run.status = outcome.status;
+            run.finished_at = Some(outcome.finished_at);
+            run.attempts = run.attempts.max(outcome.progress.attempts);
+            run.records_synced = outcome.progress.records_synced.or(run.records_synced);
+            run.bytes_synced = outcome.progress.bytes_synced.or(run.bytes_synced);
+            run.error = outcome.error;
+            // A run closed before (cancelled by an operator meanwhile, say) was counted then.
+            let recorded = closed.contains(&run.id);
+            if recorded {
+                log_outcome(&run);
+                self.metrics.run_ended(&run);
+            }
+            self.after_end(run, recorded).await;
+        }
+    }
+
+    /// Frees the run's slot and starts what its end calls for.
+    async fn after_end(self: &Arc<Self>, run: Run, recorded: bool) {
         let queued = self.set_inactive(&run);
         self.release(run.id);
         if let Some(next) = queued {

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::Shared;
 use crate::config::{ConnectionSettings, Misfire};
-use crate::store::{NewRun, Trigger};
+use crate::store::{NewRun, Run, Trigger};
 
 /// The longest the loop sleeps before looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -115,6 +115,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
             fired.push((at, connection));
         }
+        let mut on_time = Vec::new();
         for (at, connection) in fired {
             if shared.is_paused(&connection.name) {
                 continue;
@@ -122,9 +123,12 @@ pub(super) async fn run(shared: Arc<Shared>) {
             if now - at > MISFIRE_TOLERANCE {
                 catch_up(&shared, &connection, at - chrono::Duration::milliseconds(1), now).await;
             } else {
-                claim(&shared, &connection, at).await;
+                on_time.push(tick(&connection, at));
             }
         }
+        // Ticks due together are claimed in one transaction: with a thousand
+        // connections on one rule, that is what keeps the last one's lag small.
+        claim_all(&shared, on_time).await;
     }
 }
 
@@ -194,26 +198,41 @@ async fn catch_up(
     }
 }
 
-/// Claims the tick and queues its run; a tick claimed before is left alone.
-async fn claim(shared: &Arc<Shared>, connection: &ConnectionSettings, at: DateTime<Utc>) {
-    let new_run = NewRun {
+fn tick(connection: &ConnectionSettings, at: DateTime<Utc>) -> NewRun {
+    NewRun {
         connection: connection.name.clone(),
         connection_id: connection.connection_id.clone(),
         trigger: Trigger::Schedule,
         scheduled_for: at,
         retry_of: None,
-    };
-    match shared.store.claim(new_run).await {
-        Ok(Some(run)) => {
-            shared.claimed(&run);
-            shared.enqueue_jittered(run);
+    }
+}
+
+/// Claims the tick and queues its run; a tick claimed before is left alone.
+async fn claim(shared: &Arc<Shared>, connection: &ConnectionSettings, at: DateTime<Utc>) {
+    claim_all(shared, vec![tick(connection, at)]).await;
+}
+
+/// Claims ticks in one transaction and queues the runs claimed.
+async fn claim_all(shared: &Arc<Shared>, ticks: Vec<NewRun>) {
+    if ticks.is_empty() {
+        return;
+    }
+    let count = ticks.len();
+    match shared.store.claim_many(ticks).await {
+        Ok(claimed) => {
+            let claimed: Vec<Run> = claimed.into_iter().flatten().collect();
+            if claimed.len() < count {
+                tracing::debug!(already = count - claimed.len(), "ticks already claimed");
+            }
+            for run in claimed {
+                shared.claimed(&run);
+                shared.enqueue_jittered(run);
+            }
         }
-        Ok(None) => tracing::debug!(connection = %connection.name, scheduled_for = %at,
-            "tick already claimed"),
         Err(e) => {
             shared.metrics.store_error();
-            tracing::error!(connection = %connection.name, scheduled_for = %at, error = %e,
-                "could not claim a tick; it is not run");
+            tracing::error!(ticks = count, error = %e, "could not claim ticks; they are not run");
         }
     }
 }

@@ -187,6 +187,7 @@ impl Shared {
             self.metrics.store_error();
             tracing::warn!(error = %e, "could not record the progress of running syncs");
         }
+        let mut closing = Vec::with_capacity(ended.len() + vanished.len());
         for (done, job, progress) in ended {
             let (status, error) = final_status(&job, done.cancel_accepted, done.by_operator);
             let error = error.or_else(|| {
@@ -194,15 +195,14 @@ impl Shared {
                     format!("cancelled by cronbyte after its timeout; Airbyte job {} ended", job.id)
                 })
             });
-            self.finish_run(done.run, outcome(&self.clock, status, progress, error))
-                .await;
+            closing.push((done.run, outcome(&self.clock, status, progress, error)));
         }
         for (gone, message) in vanished {
             let job_id = gone.job_id;
             let error = format!("Airbyte no longer knows job {job_id}: {message}");
-            let closing = outcome(&self.clock, RunStatus::Failed, gone.progress, Some(error));
-            self.finish_run(gone.run, closing).await;
+            closing.push((gone.run, outcome(&self.clock, RunStatus::Failed, gone.progress, Some(error))));
         }
+        self.finish_runs(closing).await;
         self.cancel_overdue().await;
     }
 

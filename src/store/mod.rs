@@ -218,6 +218,10 @@ pub trait Store: Send + Sync + 'static {
     /// (connection, scheduled instant) returns `None`: that tick is someone else's.
     async fn claim(&self, run: NewRun) -> Result<Option<Run>, StoreError>;
 
+    /// Claims several runs in one transaction (ticks due together), each as
+    /// [`Store::claim`] would, in order.
+    async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError>;
+
     /// Records that the run's sync was started as `job_id`: pending becomes running.
     async fn mark_started(
         &self,
@@ -268,4 +272,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs that ended at or after `since`, oldest first.
     async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError>;
+
+    /// Records (or updates) the Airbyte ids that declared names stand for, in one
+    /// transaction; `forget` drops the objects of those (kind, name) pairs.
+    async fn record_airbyte_objects(
+        &self,
+        objects: &[AirbyteObject],
+        forget: &[(String, String)],
+    ) -> Result<(), StoreError>;
+
+    /// Every recorded Airbyte object, by kind then name.
+    async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError>;
+}
+
+/// An Airbyte object a declared name was resolved to by `cronbyte apply`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AirbyteObject {
+    /// `workspace`, `source`, `destination` or `connection`.
+    pub kind: String,
+    /// The name in the config (and in Airbyte).
+    pub name: String,
+    pub airbyte_id: String,
+    /// When apply last resolved it.
+    pub updated_at: DateTime<Utc>,
 }

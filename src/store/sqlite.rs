@@ -195,45 +195,55 @@ fn read_runs(rows: Vec<SqliteRow>) -> Result<Vec<Run>, StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn claim(&self, run: NewRun) -> Result<Option<Run>, StoreError> {
+        Ok(self.claim_many(vec![run]).await?.pop().flatten())
+    }
+
+    async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
         let now = Utc::now();
-        // `OR IGNORE` turns the unique (connection, tick) index into the claim:
-        // the tick goes to whoever inserts first, across restarts and replicas.
-        let row = sqlx::query(
-            "INSERT OR IGNORE INTO runs \
-                 (connection, connection_id, trigger, scheduled_for, claimed_at, status, retry_of) \
-             VALUES (?, ?, ?, ?, ?, 'pending', ?) \
-             RETURNING id",
-        )
-        .bind(&run.connection)
-        .bind(&run.connection_id)
-        .bind(run.trigger.as_str())
-        .bind(ms(run.scheduled_for))
-        .bind(ms(now))
-        .bind(run.retry_of)
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(query_error)?;
-        Ok(match row {
-            None => None,
-            Some(row) => Some(Run {
-                id: row.try_get("id").map_err(query_error)?,
-                connection: run.connection,
-                connection_id: run.connection_id,
-                trigger: run.trigger,
-                // Read back at the store's precision, as later reads will see it.
-                scheduled_for: from_ms(ms(run.scheduled_for))?,
-                claimed_at: from_ms(ms(now))?,
-                started_at: None,
-                finished_at: None,
-                status: RunStatus::Pending,
-                job_id: None,
-                attempts: 0,
-                records_synced: None,
-                bytes_synced: None,
-                error: None,
-                retry_of: run.retry_of,
-            }),
-        })
+        let mut claimed = Vec::with_capacity(runs.len());
+        let mut tx = self.begin().await?;
+        for run in runs {
+            // `OR IGNORE` turns the unique (connection, tick) index into the claim:
+            // the tick goes to whoever inserts first, across restarts and replicas.
+            let row = sqlx::query(
+                "INSERT OR IGNORE INTO runs \
+                     (connection, connection_id, trigger, scheduled_for, claimed_at, status, retry_of) \
+                 VALUES (?, ?, ?, ?, ?, 'pending', ?) \
+                 RETURNING id",
+            )
+            .bind(&run.connection)
+            .bind(&run.connection_id)
+            .bind(run.trigger.as_str())
+            .bind(ms(run.scheduled_for))
+            .bind(ms(now))
+            .bind(run.retry_of)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_error)?;
+            claimed.push(match row {
+                None => None,
+                Some(row) => Some(Run {
+                    id: row.try_get("id").map_err(query_error)?,
+                    connection: run.connection,
+                    connection_id: run.connection_id,
+                    trigger: run.trigger,
+                    // Read back at the store's precision, as later reads will see it.
+                    scheduled_for: from_ms(ms(run.scheduled_for))?,
+                    claimed_at: from_ms(ms(now))?,
+                    started_at: None,
+                    finished_at: None,
+                    status: RunStatus::Pending,
+                    job_id: None,
+                    attempts: 0,
+                    records_synced: None,
+                    bytes_synced: None,
+                    error: None,
+                    retry_of: run.retry_of,
+                }),
+            });
+        }
+        tx.commit().await.map_err(query_error)?;
+        Ok(claimed)
     }
 
     async fn mark_started(
@@ -499,6 +509,57 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+
+    async fn record_airbyte_objects(
+        &self,
+        objects: &[AirbyteObject],
+        forget: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for object in objects {
+            sqlx::query(
+                "INSERT INTO airbyte_objects (kind, name, airbyte_id, updated_at) \
+                 VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (kind, name) DO UPDATE SET \
+                     airbyte_id = excluded.airbyte_id, updated_at = excluded.updated_at",
+            )
+            .bind(&object.kind)
+            .bind(&object.name)
+            .bind(&object.airbyte_id)
+            .bind(ms(object.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        for (kind, name) in forget {
+            sqlx::query("DELETE FROM airbyte_objects WHERE kind = ? AND name = ?")
+                .bind(kind)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+        }
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, name, airbyte_id, updated_at FROM airbyte_objects ORDER BY kind, name",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(AirbyteObject {
+                    kind: row.try_get("kind").map_err(query_error)?,
+                    name: row.try_get("name").map_err(query_error)?,
+                    airbyte_id: row.try_get("airbyte_id").map_err(query_error)?,
+                    updated_at: from_ms(row.try_get("updated_at").map_err(query_error)?)?,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -633,5 +694,40 @@ mod pause_tests {
         assert_eq!(store.paused().await.unwrap(), vec!["orders".to_owned()]);
         assert!(store.set_paused("orders", false).await.unwrap());
         assert!(store.paused().await.unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod airbyte_object_tests {
+    use super::*;
+
+    fn object(kind: &str, name: &str, id: &str) -> AirbyteObject {
+        AirbyteObject {
+            kind: kind.into(),
+            name: name.into(),
+            airbyte_id: id.into(),
+            updated_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn airbyte_objects_are_recorded_updated_and_forgotten_by_kind_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("h.db")).await.unwrap();
+        let source = object("source", "ecommerce", "id-1");
+        let connection = object("connection", "ecommerce-to-bronze", "id-2");
+        store
+            .record_airbyte_objects(&[source.clone(), connection.clone()], &[])
+            .await
+            .unwrap();
+        let moved = object("source", "ecommerce", "id-3");
+        store
+            .record_airbyte_objects(
+                std::slice::from_ref(&moved),
+                &[("connection".into(), "ecommerce-to-bronze".into())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.airbyte_objects().await.unwrap(), vec![moved]);
     }
 }

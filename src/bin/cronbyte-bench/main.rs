@@ -1,0 +1,129 @@
+//! `cronbyte-bench`: runs the real daemon against the emulator and measures it,
+//! scenario by scenario, printing a table of figures next to their targets.
+//! BENCHMARKS.md records the results and how they were obtained.
+
+mod daemon;
+mod scenarios;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use scenarios::Row;
+
+#[derive(Parser)]
+#[command(name = "cronbyte-bench", about = "Measures cronbyte against the emulator")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Print the rows as JSON lines instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Many connections configured, nothing due: resident memory and CPU.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Every connection due on the same second: lag to each sync request and
+    /// from each job's end to its row in the history.
+    Burst {
+        #[arg(long, default_value_t = 1_000)]
+        connections: usize,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        job: Duration,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        poll: Duration,
+    },
+    /// Many long jobs in flight: Airbyte requests per completed sync.
+    Polling {
+        #[arg(long, default_value_t = 1_000)]
+        connections: usize,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        job: Duration,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        poll: Duration,
+    },
+    /// A large history: write rate, queries, bytes per run.
+    History {
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: usize,
+    },
+    /// `/metrics` and start-up (check, READY) with many connections.
+    Scrape {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+    /// Every scenario at its default size.
+    All,
+}
+
+fn print(rows: &[Row], json: bool) {
+    if json {
+        for row in rows {
+            println!("{}", serde_json::to_string(row).unwrap_or_default());
+        }
+        return;
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let met = match r.met {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "-",
+            };
+            vec![r.scenario.to_owned(), r.measure.clone(), r.value.clone(), r.target.to_owned(), met.to_owned()]
+        })
+        .collect();
+    print!("{}", cronbyte::commands::table(&["SCENARIO", "MEASURE", "VALUE", "TARGET", "MET"], &cells));
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("cronbyte-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = dir.path();
+    let result = match cli.scenario {
+        Scenario::Idle { connections, seconds } => scenarios::idle(path, connections, seconds).await,
+        Scenario::Burst { connections, job, poll } => scenarios::burst(path, connections, job, poll).await,
+        Scenario::Polling { connections, job, poll } => scenarios::polling(path, connections, job, poll).await,
+        Scenario::History { runs } => scenarios::history(path, runs).await,
+        Scenario::Scrape { connections } => scenarios::scrape_and_startup(path, connections).await,
+        Scenario::All => all().await,
+    };
+    match result {
+        Ok(rows) => {
+            print(&rows, cli.json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cronbyte-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Each scenario in a fresh directory.
+async fn all() -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let fresh = || tempfile::tempdir();
+    rows.extend(scenarios::idle(fresh()?.path(), 10_000, 60).await?);
+    rows.extend(scenarios::burst(fresh()?.path(), 1_000, Duration::from_secs(5), Duration::from_secs(1)).await?);
+    rows.extend(scenarios::polling(fresh()?.path(), 1_000, Duration::from_secs(60), Duration::from_secs(10)).await?);
+    rows.extend(scenarios::history(fresh()?.path(), 1_000_000).await?);
+    rows.extend(scenarios::scrape_and_startup(fresh()?.path(), 10_000).await?);
+    Ok(rows)
+}

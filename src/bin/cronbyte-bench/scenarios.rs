@@ -1,0 +1,391 @@
+//! The measured scenarios. Each starts what it needs (the emulator in this
+//! process, the daemon as a child), measures, and returns rows for the table.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Timelike, Utc};
+use cronbyte::emulator::{Emulator, EmulatorHandle, EmulatorOptions, JobPlan};
+use cronbyte::store::{HistoryFilter, Outcome, Progress, RunStatus, SqliteStore, Store};
+use uuid::Uuid;
+
+use crate::daemon::Daemon;
+
+/// One measured figure, with its target.
+#[derive(Debug, serde::Serialize)]
+pub struct Row {
+    pub scenario: &'static str,
+    pub measure: String,
+    pub value: String,
+    pub target: &'static str,
+    pub met: Option<bool>,
+    /// The raw number, for scripts and the smoke tests.
+    pub number: f64,
+}
+
+fn row(scenario: &'static str, measure: &str, value: String, number: f64, target: &'static str, met: Option<bool>) -> Row {
+    Row {
+        scenario,
+        measure: measure.to_owned(),
+        value,
+        target,
+        met,
+        number,
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn emulator() -> anyhow::Result<EmulatorHandle> {
+    Ok(Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default()).await?)
+}
+
+/// A config with `connections` (name, id, rule) and the given worker settings.
+fn write_config(
+    dir: &Path,
+    base_url: &str,
+    port: u16,
+    poll: &str,
+    cap: usize,
+    connections: &[(String, Uuid, String)],
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut text = format!(
+        "[airbyte]\nbase_url = \"{base_url}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n\
+         [workers]\npoll_interval = \"{poll}\"\nmax_concurrent_syncs = {cap}\npoll_concurrency = 16\n[log]\nlevel = \"warn\"\n",
+        dir.join("history.db").display()
+    );
+    for (name, id, cron) in connections {
+        let _ = write!(text, "\n[[connections]]\nname = \"{name}\"\nconnection_id = \"{id}\"\ncron = \"{cron}\"\n");
+    }
+    let path = dir.join("cronbyte.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Rules spread over the day that do not fire within the next `quiet` window.
+fn assorted_quiet_rules(n: usize, quiet: Duration) -> Vec<String> {
+    let now = Utc::now();
+    let quiet_hours = (quiet.as_secs() / 3600 + 2) as u32;
+    (0..n)
+        .map(|i| {
+            let minute = (i * 7) % 60;
+            // Hours at least `quiet_hours` from now, in UTC.
+            let hour = (now.hour() + quiet_hours + (i as u32 % (24 - quiet_hours).max(1))) % 24;
+            match i % 4 {
+                0 => format!("{minute} {hour} * * *"),
+                1 => format!("0 {minute} {hour} * * ?"),
+                2 => format!("{minute} {hour} * * 1-5"),
+                _ => format!("{minute} {hour} 1,15 * *"),
+            }
+        })
+        .collect()
+}
+
+fn add_connections(emulator: &EmulatorHandle, n: usize, plan: &JobPlan) -> Vec<(String, Uuid)> {
+    let control = emulator.control();
+    (0..n)
+        .map(|i| {
+            let name = format!("conn-{i:05}");
+            let id = control.add_connection(&name);
+            control.set_plan(id, plan.clone());
+            (name, id)
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// A six-field rule firing once a day at `at`'s second (UTC).
+fn at_second(at: DateTime<Utc>) -> String {
+    format!("{} {} {} * * *", at.second(), at.minute(), at.hour())
+}
+
+/// Idle: many connections configured, nothing due: resident memory and CPU.
+pub async fn idle(dir: &Path, connections: usize, seconds: u64) -> anyhow::Result<Vec<Row>> {
+    let emulator = emulator().await?;
+    let ids = add_connections(&emulator, connections, &JobPlan::default());
+    let rules = assorted_quiet_rules(connections, Duration::from_secs(seconds));
+    let list: Vec<_> = ids.into_iter().zip(rules).map(|((n, i), r)| (n, i, r)).collect();
+    let config = write_config(dir, &emulator.config_api_base(), free_port()?, "10s", 100, &list)?;
+    let daemon = Daemon::start(&config, dir)?;
+    // Let start-up work settle before measuring the idle state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_before = daemon.cpu_seconds()?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu = (daemon.cpu_seconds()? - cpu_before) / started.elapsed().as_secs_f64() * 100.0;
+    let rss = daemon.rss()? as f64 / (1024.0 * 1024.0);
+    let triggered = emulator.control().requests().get("connections/sync");
+    daemon.stop()?;
+    if triggered > 0 {
+        bail!("{triggered} syncs were triggered in an idle window");
+    }
+    Ok(vec![
+        row("idle", &format!("RSS, {connections} connections"), format!("{rss:.1} MiB"), rss, "< 50 MiB", Some(rss < 50.0)),
+        row("idle", &format!("CPU over {seconds} s"), format!("{cpu:.2} % of a core"), cpu, "< 1 %", Some(cpu < 1.0)),
+    ])
+}
+
+/// Burst: every connection due on the same second.
+pub async fn burst(dir: &Path, connections: usize, job: Duration, poll: Duration) -> anyhow::Result<Vec<Row>> {
+    let emulator = emulator().await?;
+    let plan = JobPlan::succeeding(job, 100, 10_000).pending_for(Duration::ZERO);
+    let ids = add_connections(&emulator, connections, &plan);
+    let lead = Duration::from_secs(3 + connections as u64 / 500);
+    let at = (Utc::now() + chrono::Duration::from_std(lead)?).with_nanosecond(0).context("time")?;
+    let rule = at_second(at);
+    let list: Vec<_> = ids.iter().map(|(n, i)| (n.clone(), *i, rule.clone())).collect();
+    let poll_text = format!("{}ms", poll.as_millis());
+    let config = write_config(dir, &emulator.config_api_base(), free_port()?, &poll_text, connections, &list)?;
+    let daemon = Daemon::start(&config, dir)?;
+    let store = wait_for_terminal(dir, connections, job * 4 + Duration::from_secs(60)).await?;
+    daemon.stop()?;
+
+    let runs = store
+        .history(&HistoryFilter { connection: None, limit: u32::MAX })
+        .await?;
+    let jobs: std::collections::HashMap<i64, _> =
+        emulator.control().jobs().into_iter().map(|j| (j.id, j)).collect();
+    let mut lag: Vec<f64> = Vec::new();
+    let mut detection: Vec<f64> = Vec::new();
+    for run in &runs {
+        let job = run.job_id.and_then(|id| jobs.get(&id)).context("a run without its job")?;
+        // The emulator saw the request when it created the job.
+        lag.push((job.created_at_ms - run.scheduled_for.timestamp_millis()) as f64);
+        let ended = job.ended_at_ms.context("a job that did not end")?;
+        let finished = run.finished_at.context("a run without an end")?;
+        detection.push((finished.timestamp_millis() - ended) as f64);
+    }
+    lag.sort_by(f64::total_cmp);
+    detection.sort_by(f64::total_cmp);
+    let p99_lag = percentile(&lag, 99.0);
+    let last = lag.last().copied().unwrap_or(f64::NAN);
+    let p99_detect = percentile(&detection, 99.0);
+    let detect_target = poll.as_secs_f64() * 1000.0 + 200.0;
+    Ok(vec![
+        row("burst", &format!("lag p50 / p99, {connections} due at once"), format!("{:.0} / {p99_lag:.0} ms", percentile(&lag, 50.0)), p99_lag, "p99 < 250 ms", Some(p99_lag < 250.0)),
+        row("burst", "last sync request after the instant", format!("{last:.0} ms"), last, "< 1 s", Some(last < 1000.0)),
+        row("burst", &format!("detection p50 / p99, poll {poll:?}"), format!("{:.0} / {p99_detect:.0} ms", percentile(&detection, 50.0)), p99_detect, "p99 < poll + 200 ms", Some(p99_detect < detect_target)),
+        row("burst", "runs recorded", runs.len().to_string(), runs.len() as f64, "all", Some(runs.len() == connections)),
+    ])
+}
+
+/// Polling: many long jobs in flight; Airbyte requests per completed sync.
+pub async fn polling(dir: &Path, connections: usize, job: Duration, poll: Duration) -> anyhow::Result<Vec<Row>> {
+    let emulator = emulator().await?;
+    let plan = JobPlan::succeeding(job, 100, 10_000).pending_for(Duration::ZERO);
+    let ids = add_connections(&emulator, connections, &plan);
+    let lead = Duration::from_secs(3 + connections as u64 / 500);
+    let at = (Utc::now() + chrono::Duration::from_std(lead)?).with_nanosecond(0).context("time")?;
+    let rule = at_second(at);
+    let list: Vec<_> = ids.iter().map(|(n, i)| (n.clone(), *i, rule.clone())).collect();
+    let poll_text = format!("{}ms", poll.as_millis());
+    let config = write_config(dir, &emulator.config_api_base(), free_port()?, &poll_text, connections, &list)?;
+    let daemon = Daemon::start(&config, dir)?;
+    let store = wait_for_terminal(dir, connections, job * 3 + Duration::from_secs(60)).await?;
+    daemon.stop()?;
+    let succeeded = store
+        .history(&HistoryFilter { connection: None, limit: u32::MAX })
+        .await?
+        .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
+        .count();
+    let requests = emulator.control().requests();
+    // Health checks are not about syncs; everything else counts.
+    let counted = requests.total - requests.get("health");
+    let per_sync = counted as f64 / succeeded.max(1) as f64;
+    let polls = counted.saturating_sub(requests.get("connections/sync"));
+    Ok(vec![
+        row("polling", &format!("requests per completed sync, {connections} jobs of {job:?}, poll {poll:?}"), format!("{per_sync:.3} ({counted} requests, {polls} of them polls, {succeeded} syncs)"), per_sync, "<= 1.1", Some(per_sync <= 1.1)),
+    ])
+}
+
+/// Waits until the store holds `n` runs, all ended.
+async fn wait_for_terminal(dir: &Path, n: usize, within: Duration) -> anyhow::Result<SqliteStore> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(store) = SqliteStore::open_read_only(&dir.join("history.db")).await {
+            let runs = store
+                .history(&HistoryFilter { connection: None, limit: u32::MAX })
+                .await?;
+            if runs.len() >= n && runs.iter().all(|r| !r.status.is_open()) {
+                return Ok(store);
+            }
+            store.close().await;
+        }
+        if Instant::now() > deadline {
+            bail!("the runs did not all end within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Fills a store with `runs` ended runs over `connections` connections, as if
+/// the daemon had run for a while (hourly runs going back in time).
+async fn fill_store(path: &Path, runs: usize, connections: usize) -> anyhow::Result<()> {
+    let store = SqliteStore::open(path).await?;
+    store.close().await;
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(path))
+        .await?;
+    let now = Utc::now().timestamp_millis();
+    let mut tx = pool.begin().await?;
+    for i in 0..runs {
+        let connection = i % connections.max(1);
+        let age = (i / connections.max(1)) as i64 * 3_600_000;
+        let scheduled = now - age - 60_000;
+        sqlx::query(
+            "INSERT INTO runs (connection, connection_id, trigger, scheduled_for, claimed_at, started_at, finished_at, \
+                 status, job_id, attempts, records_synced, bytes_synced) \
+             VALUES (?, ?, 'schedule', ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(format!("conn-{connection:05}"))
+        .bind("1f0e2d3c-4b5a-4678-9abc-def012345678")
+        .bind(scheduled)
+        .bind(scheduled + 5)
+        .bind(scheduled + 40)
+        .bind(scheduled + 30_000)
+        .bind(if i % 10 == 0 { "failed" } else { "succeeded" })
+        .bind(i as i64 + 1)
+        .bind(1_000 + (i % 5_000) as i64)
+        .bind(250_000 + (i % 100_000) as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// History: a large store; write rate, the queries operators and the daemon run, size.
+pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
+    let path = dir.join("history.db");
+    let connections = 1_000;
+    fill_store(&path, runs, connections).await?;
+    let bytes = std::fs::metadata(&path)?.len() as f64;
+    let per_run = bytes / runs as f64;
+
+    let store = SqliteStore::open(&path).await?;
+    // Terminal updates as the tracker writes them: claimed runs closed with counts.
+    let updates = 20_000.min(runs);
+    let mut ids = Vec::with_capacity(updates);
+    for i in 0..updates {
+        let run = store
+            .claim(cronbyte::store::NewRun {
+                connection: format!("conn-{:05}", i % connections),
+                connection_id: "1f0e2d3c-4b5a-4678-9abc-def012345678".into(),
+                trigger: cronbyte::store::Trigger::Manual,
+                scheduled_for: Utc::now(),
+                retry_of: None,
+            })
+            .await?
+            .context("claimed")?;
+        ids.push(run.id);
+    }
+    let outcome = |_| Outcome {
+        status: RunStatus::Succeeded,
+        finished_at: Utc::now(),
+        progress: Progress { attempts: 1, records_synced: Some(10), bytes_synced: Some(100) },
+        error: None,
+    };
+    let started = Instant::now();
+    for chunk in ids[..updates / 2].chunks(1) {
+        let batch: Vec<_> = chunk.iter().map(|id| (*id, outcome(id))).collect();
+        store.finish(&batch).await?;
+    }
+    let single_rate = (updates / 2) as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for chunk in ids[updates / 2..].chunks(200) {
+        let batch: Vec<_> = chunk.iter().map(|id| (*id, outcome(id))).collect();
+        store.finish(&batch).await?;
+    }
+    let batched_rate = (updates - updates / 2) as f64 / started.elapsed().as_secs_f64();
+
+    let mut history_ms = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let rows = store
+            .history(&HistoryFilter { connection: Some(format!("conn-{:05}", i * 37 % connections)), limit: 100 })
+            .await?;
+        history_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        if rows.len() != 100 {
+            bail!("history returned {} rows", rows.len());
+        }
+    }
+    history_ms.sort_by(f64::total_cmp);
+    let mut ratio_ms = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        store.ended_since(Utc::now() - chrono::Duration::hours(24)).await?;
+        store.totals().await?;
+        ratio_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    ratio_ms.sort_by(f64::total_cmp);
+    store.close().await;
+    let rate = batched_rate;
+    let median = |v: &[f64]| percentile(v, 50.0);
+    Ok(vec![
+        row("history", "terminal updates, batches of 200 (a poll round)", format!("{batched_rate:.0}/s"), rate, ">= 10,000/s", Some(rate >= 10_000.0)),
+        row("history", "terminal updates, one per transaction", format!("{single_rate:.0}/s"), single_rate, "(for comparison)", None),
+        row("history", &format!("history --connection X --limit 100, {runs} runs"), format!("{:.2} ms (median of 20)", median(&history_ms)), median(&history_ms), "< 10 ms", Some(median(&history_ms) < 10.0)),
+        row("history", "success ratio and totals for all connections (start-up queries)", format!("{:.0} ms (median of 5)", median(&ratio_ms)), median(&ratio_ms), "< 200 ms", Some(median(&ratio_ms) < 200.0)),
+        row("history", "bytes on disk per run", format!("{per_run:.0} B"), per_run, "< 300 B", Some(per_run < 300.0)),
+    ])
+}
+
+/// Scrape and start-up with many connections, each with some history.
+pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> {
+    let emulator = emulator().await?;
+    let ids = add_connections(&emulator, connections, &JobPlan::default());
+    let rules = assorted_quiet_rules(connections, Duration::from_secs(300));
+    let list: Vec<_> = ids.into_iter().zip(rules).map(|((n, i), r)| (n, i, r)).collect();
+    let port = free_port()?;
+    let config = write_config(dir, &emulator.config_api_base(), port, "10s", 100, &list)?;
+    fill_store(&dir.join("history.db"), connections * 3, connections).await?;
+
+    let started = Instant::now();
+    let check = std::process::Command::new(crate::daemon::binary()?)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()?;
+    let check_time = started.elapsed().as_secs_f64() * 1000.0;
+    if !check.status.success() {
+        bail!("check failed: {}", String::from_utf8_lossy(&check.stderr));
+    }
+    let daemon = Daemon::start(&config, dir)?;
+    let ready = daemon.ready_after.as_secs_f64() * 1000.0;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let body = client.get(&url).send().await?.text().await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        size = body.len();
+        if !body.contains("cronbyte_syncs_total{connection=\"conn-00000\"") {
+            bail!("the scrape lacks the seeded counters");
+        }
+    }
+    daemon.stop()?;
+    times.sort_by(f64::total_cmp);
+    let scrape = percentile(&times, 50.0);
+    Ok(vec![
+        row("scrape", &format!("/metrics, {connections} connections"), format!("{scrape:.1} ms (median of 10), {:.1} MiB body", size as f64 / 1048576.0), scrape, "< 50 ms", Some(scrape < 50.0)),
+        row("startup", &format!("cronbyte check, {connections} connections"), format!("{check_time:.0} ms"), check_time, "< 1 s", Some(check_time < 1000.0)),
+        row("startup", &format!("spawn to READY=1, {connections} connections"), format!("{ready:.0} ms"), ready, "< 1 s", Some(ready < 1000.0)),
+    ])
+}
