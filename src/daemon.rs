@@ -41,6 +41,8 @@ pub enum DaemonError {
     Engine(#[from] EngineError),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
 }
 
 /// A daemon ready to run: store open, listener bound.
@@ -74,7 +76,7 @@ pub fn client_settings(config: &Config) -> ClientSettings {
 
 impl Daemon {
     /// Opens the store (applying migrations) and binds `[server].listen`.
-    pub async fn build(config: Config) -> Result<Self, DaemonError> {
+    pub async fn build(mut config: Config) -> Result<Self, DaemonError> {
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -82,6 +84,8 @@ impl Daemon {
         let store = Arc::new(SqliteStore::open(&config.store.path).await?);
         let metrics = Arc::new(Metrics::new(config.metrics.success_ratio_window));
         let airbyte = Client::observed(client_settings(&config), metrics.clone())?;
+        // Declared connections are found by name; no request when none is declared.
+        crate::pipeline::resolve_connection_ids(&airbyte, &mut config).await?;
         Ok(Self {
             config,
             listener,

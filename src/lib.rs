@@ -18,6 +18,7 @@ pub mod emulator;
 pub mod engine;
 pub mod metrics;
 pub mod notify;
+pub mod pipeline;
 pub mod reload;
 pub mod remote;
 pub mod server;

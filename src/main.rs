@@ -57,6 +57,19 @@ enum Command {
     },
     /// Apply the history store's pending migrations, then exit.
     Migrate(ConfigArg),
+    /// Show what `apply` would change in Airbyte; exit 0 when nothing, 2 when something.
+    Plan(ConfigArg),
+    /// Create or update the declared sources, destinations and connections in Airbyte.
+    Apply {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Delete without asking (with --prune).
+        #[arg(long)]
+        yes: bool,
+        /// Also delete what Airbyte has and the config does not declare.
+        #[arg(long)]
+        prune: bool,
+    },
     /// Print the documented example config, every key with its default.
     DefaultConfig,
     /// The running daemon's connections: rule, next and last run, pause state.
@@ -138,6 +151,10 @@ async fn main() -> ExitCode {
             commands::history(&config.config, &args).await
         }
         Command::Migrate(c) => commands::migrate(&c.config).await,
+        Command::Plan(c) => cronbyte::pipeline::plan(&c.config).await,
+        Command::Apply { config, yes, prune } => {
+            cronbyte::pipeline::apply(&config.config, yes, prune).await
+        }
         Command::DefaultConfig => {
             print!("{}", cronbyte::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -316,12 +316,38 @@ impl Metrics {
         }
     }
 
+    /// Sets the rule's gap between fires; `None` (no rule, or paused) removes it,
+    /// so staleness alerts leave the connection alone.
     pub fn set_expected_interval(&self, connection: &str, gap: Option<chrono::Duration>) {
-        if let Some(gap) = gap {
-            self.expected_interval
+        match gap {
+            Some(gap) => self
+                .expected_interval
                 .with_label_values(&[connection])
-                .set(gap.num_seconds());
+                .set(gap.num_seconds()),
+            None => {
+                let _ = self.expected_interval.remove_label_values(&[connection]);
+            }
         }
+    }
+
+    /// Drops a connection removed from the config from the per-connection
+    /// gauges, so alerts about it stop; its counters stay (they are history).
+    pub fn forget(&self, connection: &str) {
+        for gauge in [
+            &self.last_success,
+            &self.last_run,
+            &self.next_run,
+            &self.expected_interval,
+            &self.consecutive_failures,
+            &self.running_age,
+        ] {
+            let _ = gauge.remove_label_values(&[connection]);
+        }
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .outcomes
+            .remove(connection);
     }
 
     /// Sets the age of the oldest running sync per connection; connections not

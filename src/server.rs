@@ -137,13 +137,17 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready: the store answers and Airbyte's last health check passed.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let store = state.store.ping().await;
+    // Writes waiting for the store mean it refused some: not ready, whatever a
+    // read says.
+    let backlog = state.engine.store_backlog();
+    let store = state.store.ping().await.is_ok() && backlog == 0;
     let airbyte = state.airbyte_up.load(Ordering::Relaxed);
     let body = json!({
-        "store": if store.is_ok() { "ok" } else { "failing" },
+        "store": if store { "ok" } else { "failing" },
+        "owed_writes": backlog,
         "airbyte": if airbyte { "ok" } else { "unreachable" },
     });
-    let status = if store.is_ok() && airbyte {
+    let status = if store && airbyte {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

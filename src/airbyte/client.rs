@@ -511,13 +511,19 @@ impl Client {
 
     /// Deletes a destination and every connection writing to it. Answers 204.
     pub async fn delete_destination(&self, destination_id: &str) -> Result<(), Error> {
-        let call = Call::post("destinations/delete", json!({ "destinationId": destination_id }));
+        let call = Call::post(
+            "destinations/delete",
+            json!({ "destinationId": destination_id }),
+        );
         self.send::<NoContent>(call).await.map(|_| ())
     }
 
     /// Deletes a connection (Airbyte marks it `deprecated`). Answers 204.
     pub async fn delete_connection(&self, connection_id: &str) -> Result<(), Error> {
-        let call = Call::post("connections/delete", json!({ "connectionId": connection_id }));
+        let call = Call::post(
+            "connections/delete",
+            json!({ "connectionId": connection_id }),
+        );
         self.send::<NoContent>(call).await.map(|_| ())
     }
 

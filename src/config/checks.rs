@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 
+use super::declared::ActorDraft;
 use super::problem::Problem;
 use super::reader::{Problems, did_you_mean};
 use super::sections::{ConnectionDraft, GroupDraft};
@@ -52,6 +53,34 @@ pub(super) fn connections(drafts: &[ConnectionDraft], groups: &[GroupDraft], p: 
         }
     }
     cycles(drafts, &index, p);
+}
+
+/// The `source` and `destination` of each declared connection name a `[[sources]]` and a
+/// `[[destinations]]` entry.
+pub(super) fn declarations(
+    drafts: &[ConnectionDraft],
+    sources: &[ActorDraft],
+    destinations: &[ActorDraft],
+    p: &mut Problems,
+) {
+    for d in drafts.iter().filter(|d| d.declares) {
+        for (key, named, actors) in [
+            ("source", &d.source, sources),
+            ("destination", &d.destination, destinations),
+        ] {
+            let Some(named) = named else { continue };
+            let names: Vec<&str> = actors.iter().filter_map(|a| a.name.as_deref()).collect();
+            if !names.contains(&named.as_str()) {
+                p.push(Problem::new(
+                    format!("{}.{key}", d.path),
+                    format!(
+                        "no [[{key}s]] entry is named {named:?}{}",
+                        did_you_mean(named, names.iter().copied(), |n| format!("{n:?}"))
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Reports the second and later uses of each value of `key`.

@@ -30,9 +30,9 @@
 //! set is a problem naming the key path and the variable, never a value.
 
 mod checks;
-mod notify;
 mod connector;
 mod declared;
+mod notify;
 mod problem;
 mod reader;
 mod secret;

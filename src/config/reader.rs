@@ -168,6 +168,27 @@ impl Table {
         })
     }
 
+    /// Appends `items` to the list at `key` (absent, it is created) and returns the index of
+    /// the first. A `key` that is not a list is left as it is, for its reader to report.
+    pub(super) fn append(&mut self, key: &str, items: Vec<Value>) -> usize {
+        let entry = self
+            .entries
+            .entry(key.to_string())
+            .or_insert_with(|| Value::new(None, ValueKind::Nil));
+        match &mut entry.kind {
+            ValueKind::Array(list) => {
+                let start = list.len();
+                list.extend(items);
+                start
+            }
+            ValueKind::Nil => {
+                entry.kind = ValueKind::Array(items);
+                0
+            }
+            _ => 0,
+        }
+    }
+
     /// A string.
     pub(super) fn string(&mut self, key: &'static str, p: &mut Problems) -> Option<String> {
         self.read(key, p, to_string)
@@ -536,7 +557,7 @@ pub(super) fn parse_timezone(name: &str) -> Result<Tz, String> {
 const SUGGESTION_THRESHOLD: f64 = 0.8;
 
 /// The candidate closest to `word`, if it is close enough.
-pub(super) fn closest<'a>(
+pub(crate) fn closest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {

@@ -48,7 +48,7 @@ pub(super) fn value_or_file(
 }
 
 /// The secret in `path`, without its trailing newline.
-fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+pub(super) fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     // The io error says what went wrong (missing, unreadable, not UTF-8) and never
     // includes the file's contents.
     let text = std::fs::read_to_string(path)

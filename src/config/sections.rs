@@ -48,17 +48,15 @@ pub(super) fn read_config(
         drafts.into_iter().map(|d| d.settings).collect()
     };
     match (airbyte, connections, actors(sources), actors(destinations)) {
-        (Some(airbyte), Some(connections), Some(sources), Some(destinations))
-            if p.is_empty() =>
-        {
+        (Some(airbyte), Some(connections), Some(sources), Some(destinations)) if p.is_empty() => {
             Ok(Config {
-            airbyte,
-            store,
-            server,
-            workers,
-            defaults,
-            metrics,
-            log,
+                airbyte,
+                store,
+                server,
+                workers,
+                defaults,
+                metrics,
+                log,
                 groups: groups.into_iter().filter_map(|g| g.settings).collect(),
                 notify,
                 connections,

@@ -73,7 +73,8 @@ fn a_minimal_configuration_gets_the_documented_defaults() {
 }
 
 /// The keys each `[section]` of the example mentions, set or commented out, as paths
-/// (`airbyte.auth.password_file`, `connections.cron`).
+/// (`airbyte.auth.password_file`, `connections.cron`). The keys inside a connector's
+/// `configuration` table are the connector's, not cronbyte's, so they are not collected.
 fn documented_keys(example: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut section = String::new();
@@ -88,12 +89,30 @@ fn documented_keys(example: &str) -> BTreeSet<String> {
             out.insert(section.clone());
             continue;
         }
+        if section.ends_with(".configuration") {
+            continue;
+        }
         let body = line.trim_start_matches('#').trim();
         if let Some((key, _)) = body.split_once(" = ")
             && !key.is_empty()
             && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
         {
             out.insert(format!("{section}.{key}"));
+        }
+    }
+    out
+}
+
+/// `connections[1].streams[0].name` as `connections.streams.name`.
+fn without_indices(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            c if !in_index => out.push(c),
+            _ => {}
         }
     }
     out
@@ -106,11 +125,7 @@ fn the_example_documents_every_key_and_no_other() {
     let known: BTreeSet<String> = KNOWN_KEYS.with(|k| {
         k.borrow()
             .iter()
-            .map(|path| {
-                path.replace("connections[0]", "connections")
-                    .replace("connections[1]", "connections")
-            })
-            .map(|path| path.replace("groups[0]", "groups"))
+            .map(|path| without_indices(path))
             .collect()
     });
     let documented = documented_keys(EXAMPLE);
@@ -386,4 +401,406 @@ fn a_list_entry_that_is_not_a_table_is_one_problem() {
         errors.to_string(),
         "connections[0]: expected a table, found the string \"a\""
     );
+}
+
+#[test]
+fn the_example_declares_a_source_a_destination_and_a_connection_between_them() {
+    let config = toml(EXAMPLE);
+    assert_eq!(config.sources[0].name, "ecommerce");
+    assert_eq!(config.sources[0].definition, "Postgres");
+    assert_eq!(
+        config.sources[0].configuration.expose()["ssl_mode"]["mode"],
+        "require"
+    );
+    assert_eq!(config.destinations[0].name, "bronze");
+    let declared = config.connections[1]
+        .declared
+        .as_ref()
+        .expect("a declared connection");
+    assert_eq!(config.connections[1].connection_id, "");
+    assert_eq!(
+        (declared.source.as_str(), declared.destination.as_str()),
+        ("ecommerce", "bronze")
+    );
+    assert_eq!(declared.streams[0].sync_mode, SyncMode::Incremental);
+    assert_eq!(
+        declared.streams[0].cursor_field,
+        Some(vec!["updated_at".to_string()])
+    );
+    assert!(config.connections[0].declared.is_none());
+}
+
+/// A config with one Postgres source, one S3 destination and `connection` appended.
+fn declaring(connection: &str) -> String {
+    format!(
+        r#"
+        [airbyte]
+        base_url = "http://localhost:8000/api/v1"
+        [[sources]]
+        name = "ecommerce"
+        definition = "Postgres"
+        configuration = {{ host = "db", port = 5432, schemas = ["public"] }}
+        [[destinations]]
+        name = "bronze"
+        definition = "4816B78F-1489-44C1-9060-4B19D5FA9362"
+        configuration = {{ format = {{ format_type = "Parquet" }} }}
+        {connection}
+        "#
+    )
+}
+
+fn problems(text: &str) -> ConfigErrors {
+    match from_str(text, Format::Toml) {
+        Ok(_) => panic!("expected problems:\n{text}"),
+        Err(errors) => errors,
+    }
+}
+
+/// Whether some problem is at `path` and says `fragment`.
+fn has_problem(errors: &ConfigErrors, path: &str, fragment: &str) -> bool {
+    errors
+        .problems
+        .iter()
+        .any(|p| p.path == path && p.message.contains(fragment))
+}
+
+#[test]
+fn a_declared_connection_gets_stream_defaults_and_an_empty_id_to_resolve() {
+    let c = toml(&declaring(
+        r#"
+        [[connections]]
+        name = "ecommerce-to-bronze"
+        source = "ecommerce"
+        destination = "bronze"
+        cron = "@daily"
+        prefix = "raw_"
+        namespace_definition = "customformat"
+        namespace_format = "${SOURCE_NAMESPACE}_bronze"
+        [[connections.streams]]
+        name = "customers"
+        [[connections.streams]]
+        name = "orders"
+        namespace = "public"
+        sync_mode = "incremental"
+        cursor_field = ["meta", "updated_at"]
+        primary_key = ["id", "region"]
+        "#,
+    ));
+    assert_eq!(
+        c.destinations[0].definition,
+        "4816b78f-1489-44c1-9060-4b19d5fa9362"
+    );
+    assert_eq!(c.sources[0].configuration.expose()["port"], 5432);
+    let connection = &c.connections[0];
+    assert_eq!(connection.connection_id, "");
+    let declared = connection.declared.as_ref().expect("declared");
+    assert_eq!(declared.prefix.as_deref(), Some("raw_"));
+    assert_eq!(
+        declared.namespace_definition,
+        Some(NamespaceDefinition::CustomFormat)
+    );
+    // Airbyte's own placeholder passes through untouched outside connector configurations.
+    assert_eq!(
+        declared.namespace_format.as_deref(),
+        Some("${SOURCE_NAMESPACE}_bronze")
+    );
+    assert_eq!(declared.status, ConnectionStatus::Active);
+    let customers = &declared.streams[0];
+    assert_eq!(customers.sync_mode, SyncMode::FullRefresh);
+    assert_eq!(
+        customers.destination_sync_mode,
+        DestinationSyncMode::Overwrite
+    );
+    assert_eq!(customers.cursor_field, None);
+    let orders = &declared.streams[1];
+    assert_eq!(orders.namespace.as_deref(), Some("public"));
+    assert_eq!(orders.destination_sync_mode, DestinationSyncMode::Append);
+    assert_eq!(
+        orders.cursor_field,
+        Some(vec!["meta".to_string(), "updated_at".to_string()])
+    );
+    assert_eq!(
+        orders.primary_key,
+        Some(vec![vec!["id".to_string()], vec!["region".to_string()]])
+    );
+}
+
+#[test]
+fn a_connection_needs_an_id_or_both_a_source_and_a_destination() {
+    let neither = problems(&declaring(
+        "[[connections]]\nname = \"a\"\ncron = \"@daily\"",
+    ));
+    assert!(
+        has_problem(
+            &neither,
+            "connections[0].connection_id",
+            "or `source` and `destination`"
+        ),
+        "{neither}"
+    );
+    let half = problems(&declaring(
+        "[[connections]]\nname = \"a\"\ncron = \"@daily\"\nsource = \"ecommerce\"\n\
+         [[connections.streams]]\nname = \"orders\"",
+    ));
+    assert!(
+        has_problem(&half, "connections[0].destination", "needs both"),
+        "{half}"
+    );
+    let both = problems(&declaring(
+        "[[connections]]\nname = \"a\"\ncron = \"@daily\"\n\
+         connection_id = \"9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e\"\nsource = \"ecommerce\"\n\
+         destination = \"bronze\"",
+    ));
+    assert!(
+        has_problem(&both, "connections[0].connection_id", "not both"),
+        "{both}"
+    );
+    let no_streams = problems(&declaring(
+        "[[connections]]\nname = \"a\"\ncron = \"@daily\"\nsource = \"ecommerce\"\n\
+         destination = \"bronze\"",
+    ));
+    assert!(
+        has_problem(&no_streams, "connections[0].streams", "missing"),
+        "{no_streams}"
+    );
+}
+
+#[test]
+fn streams_on_a_connection_given_by_id_are_a_problem() {
+    let errors = problems(&declaring(
+        "[[connections]]\nname = \"a\"\ncron = \"@daily\"\n\
+         connection_id = \"9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e\"\nprefix = \"x\"\n\
+         [[connections.streams]]\nname = \"orders\"",
+    ));
+    assert!(
+        has_problem(
+            &errors,
+            "connections[0].streams",
+            "only a declared connection"
+        ),
+        "{errors}"
+    );
+    assert!(
+        has_problem(
+            &errors,
+            "connections[0].prefix",
+            "only a declared connection"
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_source_or_destination_name_that_is_not_declared_gets_a_suggestion() {
+    let errors = problems(&declaring(
+        "[[connections]]\nname = \"a\"\ncron = \"@daily\"\nsource = \"ecomerce\"\n\
+         destination = \"bronz\"\n[[connections.streams]]\nname = \"orders\"",
+    ));
+    assert!(
+        has_problem(
+            &errors,
+            "connections[0].source",
+            "no [[sources]] entry is named \"ecomerce\"; did you mean \"ecommerce\"?"
+        ),
+        "{errors}"
+    );
+    assert!(
+        has_problem(
+            &errors,
+            "connections[0].destination",
+            "did you mean \"bronze\"?"
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn stream_settings_are_checked_with_their_key_paths() {
+    let errors = problems(&declaring(
+        r#"
+        [[connections]]
+        name = "a"
+        cron = "@daily"
+        source = "ecommerce"
+        destination = "bronze"
+        [[connections.streams]]
+        name = "customers"
+        [[connections.streams]]
+        name = "orders"
+        sync_mode = "incremetal"
+        destination_sync_mode = "apend"
+        [[connections.streams]]
+        name = "products"
+        sync_mode = "incremental"
+        destination_sync_mode = "overwrite"
+        [[connections.streams]]
+        name = "refunds"
+        cursor_field = "updated_at"
+        curser = 1
+        [[connections.streams]]
+        name = "customers"
+        "#,
+    ));
+    for (path, fragment) in [
+        (
+            "connections[0].streams[1].sync_mode",
+            "did you mean \"incremental\"?",
+        ),
+        (
+            "connections[0].streams[1].destination_sync_mode",
+            "did you mean \"append\"?",
+        ),
+        (
+            "connections[0].streams[2].destination_sync_mode",
+            "use \"append\" or \"append_dedup\"",
+        ),
+        (
+            "connections[0].streams[3].cursor_field",
+            "only used with sync_mode = \"incremental\"",
+        ),
+        ("connections[0].streams[3].curser", "unknown key"),
+        ("connections[0].streams[4].name", "duplicate stream"),
+    ] {
+        assert!(
+            has_problem(&errors, path, fragment),
+            "no {path}: {fragment}\n{errors}"
+        );
+    }
+}
+
+#[test]
+fn two_sources_with_one_name_and_a_missing_configuration_are_problems() {
+    let errors = problems(
+        r#"
+        [airbyte]
+        base_url = "http://localhost:8000/api/v1"
+        [[sources]]
+        name = "a"
+        definition = "Postgres"
+        configuration = { host = "db" }
+        [[sources]]
+        name = "a"
+        definition = "MySQL"
+        [[destinations]]
+        name = "b"
+        configuration = "host=db"
+        "#,
+    );
+    assert!(
+        has_problem(&errors, "sources[1].name", "duplicate source name"),
+        "{errors}"
+    );
+    assert!(
+        has_problem(&errors, "sources[1].configuration", "missing"),
+        "{errors}"
+    );
+    assert!(
+        has_problem(&errors, "destinations[0].definition", "missing"),
+        "{errors}"
+    );
+    assert!(
+        has_problem(&errors, "destinations[0].configuration", "expected a table"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn secrets_come_from_the_environment_or_a_file_and_never_show_in_debug() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let secret_file = dir.path().join("s3-secret");
+    std::fs::write(&secret_file, "file-secret-Zq9\n").expect("written");
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            [airbyte]
+            base_url = "http://localhost:8000/api/v1"
+            [[sources]]
+            name = "ecommerce"
+            definition = "Postgres"
+            [sources.configuration]
+            host = "db"
+            password = "${{PG_PASSWORD}}"
+            url = "postgres://airbyte:${{PG_PASSWORD}}@db/ecommerce"
+            tunnel_method = {{ tunnel_method = "SSH_KEY_AUTH", ssh_key = {{ file = {:?} }} }}
+            "#,
+            secret_file.display()
+        ),
+    )
+    .expect("written");
+    let env = HashMap::from([("PG_PASSWORD".to_string(), "env-secret-Zq9".to_string())]);
+    let config = load_with_env(&path, env).expect("valid");
+    let configuration = &config.sources[0].configuration;
+    let json = configuration.expose();
+    assert_eq!(json["password"], "env-secret-Zq9");
+    assert_eq!(
+        json["url"],
+        "postgres://airbyte:env-secret-Zq9@db/ecommerce"
+    );
+    assert_eq!(json["tunnel_method"]["ssh_key"], "file-secret-Zq9");
+    assert!(configuration.is_secret("/password"));
+    assert!(configuration.is_secret("/tunnel_method/ssh_key"));
+    assert!(!configuration.is_secret("/host"));
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("Zq9"), "{shown}");
+}
+
+#[test]
+fn an_unset_variable_or_unreadable_file_is_a_problem_naming_where_without_the_value() {
+    let errors = problems(
+        r#"
+        [airbyte]
+        base_url = "http://localhost:8000/api/v1"
+        [[sources]]
+        name = "ecommerce"
+        definition = "Postgres"
+        [sources.configuration]
+        password = "hunter2-${CRONBYTE_TEST_SURELY_UNSET_VARIABLE}"
+        ssl = { mode = "verify-full", ca_certificate = { file = "/nonexistent/ca.pem" } }
+        "#,
+    );
+    assert!(
+        has_problem(
+            &errors,
+            "sources[0].configuration.password",
+            "the environment variable CRONBYTE_TEST_SURELY_UNSET_VARIABLE is not set"
+        ),
+        "{errors}"
+    );
+    assert!(
+        has_problem(
+            &errors,
+            "sources[0].configuration.ssl.ca_certificate.file",
+            "cannot read /nonexistent/ca.pem"
+        ),
+        "{errors}"
+    );
+    assert!(
+        !format!("{errors}{errors:?}").contains("hunter2"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_pipeline_declared_in_yaml_reads_like_toml() {
+    let c = from_str(
+        "airbyte:\n  base_url: http://localhost:8000/api/v1\n\
+         sources:\n  - name: ecommerce\n    definition: Postgres\n    configuration:\n      \
+         host: db\n      port: 5432\n      ssl_mode: {mode: prefer}\n\
+         destinations:\n  - name: bronze\n    definition: S3\n    configuration:\n      \
+         format: {format_type: Parquet, compression_codec: SNAPPY}\n\
+         connections:\n  - name: a\n    source: ecommerce\n    destination: bronze\n    \
+         cron: '@daily'\n    streams:\n      - name: orders\n        sync_mode: incremental\n        \
+         cursor_field: updated_at\n",
+        Format::Yaml,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.sources[0].configuration.expose()["port"], 5432);
+    assert_eq!(
+        c.destinations[0].configuration.expose()["format"]["compression_codec"],
+        "SNAPPY"
+    );
+    let declared = c.connections[0].declared.as_ref().expect("declared");
+    assert_eq!(declared.streams[0].name, "orders");
 }

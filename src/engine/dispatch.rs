@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 
+use super::owed::Owed;
 use super::{SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job};
 use crate::config::OnOverlap;
@@ -187,11 +188,14 @@ impl Shared {
                 tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
                     scheduled_for = %run.scheduled_for, "sync started");
                 if let Err(e) = self.store.mark_started(run.id, job.id, now).await {
-                    self.metrics.store_error();
-                    // The job runs regardless; following it in memory still records
-                    // its outcome, and the row stays pending until then.
-                    tracing::error!(connection = %run.connection, run_id = run.id, job_id = job.id,
-                        error = %e, "could not record the started job");
+                    // The job runs regardless and is followed in memory; the row
+                    // learns its job once the store works again.
+                    let owed = Owed::Started {
+                        run_id: run.id,
+                        job_id: job.id,
+                        at: now,
+                    };
+                    self.owe(owed, &e);
                 }
                 let mut run = run;
                 run.started_at = Some(now);

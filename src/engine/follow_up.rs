@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::Shared;
+use super::owed::Owed;
 use crate::config::ConnectionSettings;
 use crate::notify::NotifyEvent;
 use crate::store::{NewRun, Outcome, Run, RunStatus, Trigger};
@@ -20,48 +21,50 @@ impl Shared {
     }
 
     /// Closes runs in one store transaction (a poll round's worth), then does
-    /// for each what [`Shared::finish_run`] does.
+    /// for each what [`Shared::finish_run`] does. Should the store refuse, the
+    /// slots are still given back and the outcomes wait in memory (see `owed`).
     pub(super) async fn finish_runs(self: &Arc<Self>, ended: Vec<(Run, Outcome)>) {
         if ended.is_empty() {
             return;
         }
         let writes: Vec<(i64, Outcome)> = ended.iter().map(|(run, o)| (run.id, o.clone())).collect();
-        let closed = match self.store.finish(&writes).await {
-            Ok(closed) => closed,
+        match self.store.finish(&writes).await {
+            Ok(closed) => {
+                for (mut run, outcome) in ended {
+                    apply(&mut run, outcome);
+                    self.free(&run);
+                    // A run closed before (cancelled by an operator meanwhile, say)
+                    // was counted then.
+                    let recorded = closed.contains(&run.id);
+                    self.recorded(run, recorded).await;
+                }
+            }
             Err(e) => {
-                self.metrics.store_error();
-                tracing::error!(runs = writes.len(), error = %e,
-                    "could not record outcomes; the runs stay open and are taken up at the next start");
-                Vec::new()
+                for (run, _) in &ended {
+                    self.free(run);
+                }
+                self.owe(Owed::Finished(ended), &e);
             }
-        };
-        for (mut run, outcome) in ended {
-            run.status = outcome.status;
-            run.finished_at = Some(outcome.finished_at);
-            run.attempts = run.attempts.max(outcome.progress.attempts);
-            run.records_synced = outcome.progress.records_synced.or(run.records_synced);
-            run.bytes_synced = outcome.progress.bytes_synced.or(run.bytes_synced);
-            run.error = outcome.error;
-            // A run closed before (cancelled by an operator meanwhile, say) was counted then.
-            let recorded = closed.contains(&run.id);
-            if recorded {
-                log_outcome(&run);
-                self.metrics.run_ended(&run);
-            }
-            self.after_end(run, recorded).await;
         }
     }
 
-    /// Frees the run's slot and starts what its end calls for.
-    async fn after_end(self: &Arc<Self>, run: Run, recorded: bool) {
-        let queued = self.set_inactive(&run);
+    /// Frees the run's slot and its connection, starting the run queued behind it.
+    fn free(self: &Arc<Self>, run: &Run) {
+        let queued = self.set_inactive(run);
         self.release(run.id);
         if let Some(next) = queued {
             self.enqueue(next);
         }
+    }
+
+    /// Once an outcome is in the history: the log line, the metrics, the notice,
+    /// and what the outcome calls for (a retry, dependent connections).
+    pub(super) async fn recorded(self: &Arc<Self>, run: Run, recorded: bool) {
         if !recorded {
             return;
         }
+        log_outcome(&run);
+        self.metrics.run_ended(&run);
         self.send_notice(&run);
         match run.status {
             RunStatus::Failed => self.retry(&run).await,
@@ -198,6 +201,16 @@ impl Shared {
             }
         })
     }
+}
+
+/// The run as its outcome leaves it.
+pub(super) fn apply(run: &mut Run, outcome: Outcome) {
+    run.status = outcome.status;
+    run.finished_at = Some(outcome.finished_at);
+    run.attempts = run.attempts.max(outcome.progress.attempts);
+    run.records_synced = outcome.progress.records_synced.or(run.records_synced);
+    run.bytes_synced = outcome.progress.bytes_synced.or(run.bytes_synced);
+    run.error = outcome.error;
 }
 
 /// Exponential from `retry_backoff`, capped at `retry_backoff_max`.

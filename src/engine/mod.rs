@@ -11,6 +11,7 @@ mod clock;
 mod control;
 mod dispatch;
 mod follow_up;
+mod owed;
 mod schedule;
 mod tracker;
 
@@ -140,6 +141,8 @@ pub(crate) struct Shared {
     conns: Mutex<HashMap<String, ConnState>>,
     /// Connections paused now, as the store last said.
     paused: Mutex<HashSet<String>>,
+    /// Writes the store refused, waiting for it to work again.
+    owed: owed::OwedQueue,
     /// When the schedule loop last turned, for the watchdog.
     heartbeat: Mutex<tokio::time::Instant>,
     /// Runs an operator cancelled while they waited, which must not start.
@@ -187,6 +190,7 @@ impl Engine {
             paused: Mutex::new(paused),
             cancelled: Mutex::new(HashSet::new()),
             heartbeat: Mutex::new(tokio::time::Instant::now()),
+            owed: Default::default(),
             tasks: TaskTracker::new(),
             shutdown,
             batch_polls: AtomicBool::new(true),
@@ -210,7 +214,13 @@ impl Engine {
     /// changed rules and policies apply from the next tick.
     pub fn reload(&self, connections: Vec<ConnectionSettings>, groups: Vec<GroupSettings>) {
         let catalog = Arc::new(Catalog::new(connections, groups));
-        *self.shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+        let old = std::mem::replace(
+            &mut *self.shared.catalog.write().unwrap_or_else(|p| p.into_inner()),
+            catalog.clone(),
+        );
+        for removed in old.by_name.keys().filter(|n| !catalog.by_name.contains_key(*n)) {
+            self.shared.metrics.forget(removed);
+        }
         self.shared.reloaded.notify_one();
         // Group limits may have grown: waiting runs may start now.
         self.shared.pump();
@@ -225,6 +235,12 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .elapsed()
             <= within
+    }
+
+    /// Writes the store refused and the engine keeps until it works again;
+    /// not ready while any wait.
+    pub fn store_backlog(&self) -> usize {
+        self.shared.owed_count()
     }
 
     /// Runs holding a slot right now (triggering or followed).

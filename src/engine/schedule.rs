@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Shared;
+use super::owed::Owed;
 use crate::config::{ConnectionSettings, Misfire};
 use crate::store::{NewRun, Run, Trigger};
 
@@ -38,7 +39,11 @@ fn build_heap(shared: &Shared, after: DateTime<Utc>) -> Heap {
         if let Some(rule) = connection.cron.as_ref().filter(|_| connection.enabled) {
             if let Some(next) = rule.next_after(after) {
                 shared.metrics.set_next_run(&connection.name, Some(next));
-                shared.metrics.set_expected_interval(&connection.name, rule.next_after(next).map(|n| n - next));
+                let gap = rule.next_after(next).map(|n| n - next);
+                let paused = shared.is_paused(&connection.name);
+                shared
+                    .metrics
+                    .set_expected_interval(&connection.name, gap.filter(|_| !paused));
                 heap.push(Reverse((next, connection.name.clone())));
             } else {
                 shared.metrics.set_next_run(&connection.name, None);
@@ -154,6 +159,8 @@ async fn refresh_pauses(shared: &Arc<Shared>) {
         let resumed = paused.difference(&now_paused).cloned().collect();
         for name in now_paused.difference(&paused) {
             tracing::info!(connection = %name, "connection paused");
+            // A paused connection is not expected to stay fresh.
+            shared.metrics.set_expected_interval(name, None);
         }
         *paused = now_paused;
         resumed
@@ -164,6 +171,13 @@ async fn refresh_pauses(shared: &Arc<Shared>) {
         let Some(connection) = shared.connection(&name) else {
             continue;
         };
+        if let Some(rule) = &connection.cron
+            && let Some(next) = rule.next_after(now)
+        {
+            shared
+                .metrics
+                .set_expected_interval(&name, rule.next_after(next).map(|n| n - next));
+        }
         let last = shared.lock_conns().get(&name).and_then(|s| s.last_tick);
         if let Some(last) = last {
             catch_up(shared, &connection, last, now).await;
@@ -219,6 +233,7 @@ async fn claim_all(shared: &Arc<Shared>, ticks: Vec<NewRun>) {
         return;
     }
     let count = ticks.len();
+    let ticks_copy = ticks.clone();
     match shared.store.claim_many(ticks).await {
         Ok(claimed) => {
             let claimed: Vec<Run> = claimed.into_iter().flatten().collect();
@@ -230,9 +245,7 @@ async fn claim_all(shared: &Arc<Shared>, ticks: Vec<NewRun>) {
                 shared.enqueue_jittered(run);
             }
         }
-        Err(e) => {
-            shared.metrics.store_error();
-            tracing::error!(ticks = count, error = %e, "could not claim ticks; they are not run");
-        }
+        // Kept, and claimed once the store works again: late, but not lost.
+        Err(e) => shared.owe(Owed::Claims(ticks_copy), &e),
     }
 }

@@ -361,6 +361,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
         tokio::select! {
             () = async {
+                shared.flush_owed().await;
                 shared.poll_once().await;
                 shared.report_running_ages();
             } => {}

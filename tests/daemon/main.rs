@@ -6,4 +6,5 @@ mod control;
 mod lifecycle;
 mod observability;
 mod policies;
+mod store_outage;
 mod syncs;

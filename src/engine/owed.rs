@@ -1,0 +1,100 @@
+//! Writes the store refused (a full disk, an unwritable file), kept in memory in
+//! order and written once the store works again, so an outage of the store
+//! delays the history but loses nothing. Failures are logged once per round,
+//! not once per write.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::Shared;
+use crate::store::{NewRun, Outcome, Run, StoreError};
+
+/// One write the store still owes.
+#[derive(Debug)]
+pub(super) enum Owed {
+    /// Ticks not yet claimed; their runs start once claimed.
+    Claims(Vec<NewRun>),
+    /// A run's sync was started as this job.
+    Started {
+        run_id: i64,
+        job_id: i64,
+        at: DateTime<Utc>,
+    },
+    /// Runs ended with these outcomes; counted, noticed and followed up once written.
+    Finished(Vec<(Run, Outcome)>),
+}
+
+impl Shared {
+    /// Keeps a write for later; the next flush logs the outage.
+    pub(super) fn owe(&self, write: Owed, error: &StoreError) {
+        self.metrics.store_error();
+        tracing::debug!(error = %error, "the store refused a write; keeping it");
+        let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+        owed.push_back(write);
+        if owed.len() == 1 {
+            tracing::error!(error = %error,
+                "the history store refuses writes; keeping them in memory until it works again");
+        }
+    }
+
+    /// How many writes wait for the store.
+    pub(super) fn owed_count(&self) -> usize {
+        self.owed.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Writes what is owed, oldest first, stopping at the first refusal so the
+    /// order holds. Called once per poll round.
+    pub(super) async fn flush_owed(self: &Arc<Self>) {
+        loop {
+            let Some(next) = self.owed.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                return;
+            };
+            let result = match &next {
+                Owed::Claims(ticks) => self.store.claim_many(ticks.clone()).await.map(|claimed| {
+                    for run in claimed.into_iter().flatten() {
+                        self.claimed(&run);
+                        self.enqueue_jittered(run);
+                    }
+                }),
+                Owed::Started { run_id, job_id, at } => {
+                    self.store.mark_started(*run_id, *job_id, *at).await
+                }
+                Owed::Finished(ended) => {
+                    let writes: Vec<_> = ended.iter().map(|(r, o)| (r.id, o.clone())).collect();
+                    match self.store.finish(&writes).await {
+                        Ok(closed) => {
+                            // The slots were given back when the runs ended; what is
+                            // left is what follows a recorded outcome.
+                            let Owed::Finished(ended) = next else { continue };
+                            for (mut run, outcome) in ended {
+                                super::follow_up::apply(&mut run, outcome);
+                                let recorded = closed.contains(&run.id);
+                                self.recorded(run, recorded).await;
+                            }
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                self.metrics.store_error();
+                let waiting = {
+                    let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+                    owed.push_front(next);
+                    owed.len()
+                };
+                tracing::error!(owed = waiting, error = %e, "the history store still refuses writes");
+                return;
+            }
+            if self.owed_count() == 0 {
+                tracing::info!("the history store works again; every owed write is written");
+            }
+        }
+    }
+}
+
+/// A queue of owed writes.
+pub(super) type OwedQueue = std::sync::Mutex<VecDeque<Owed>>;

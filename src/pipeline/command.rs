@@ -1,0 +1,133 @@
+//! `cronbyte plan` and `cronbyte apply`: load the config, talk to Airbyte, print, and turn
+//! the outcome into an exit status CI can gate on.
+//!
+//! | command | 0 | 1 | 2 |
+//! |---|---|---|---|
+//! | `plan` | Airbyte matches the config | the config is invalid, or Airbyte failed | `apply` would change something |
+//! | `apply` | applied (or nothing to do) | the config is invalid, a check failed, a stream was refused, Airbyte failed | — |
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::PipelineError;
+use super::apply::{Applied, ApplyOptions, apply_plan};
+use super::plan::{Plan, build_plan};
+use super::render::{self, Output, render_plan};
+use crate::airbyte::Client;
+use crate::config::{self, Config};
+use crate::daemon::client_settings;
+use crate::store::{SqliteStore, Store};
+
+/// `plan`: Airbyte matches the config.
+pub const EXIT_NO_CHANGES: u8 = 0;
+/// Anything that went wrong (kept apart from 2, so drift is never mistaken for a failure).
+pub const EXIT_FAILURE: u8 = 1;
+/// `plan`: `apply` would change something.
+pub const EXIT_CHANGES: u8 = 2;
+
+/// `cronbyte plan --config F`: prints what `apply` would do; exit 0 when nothing, 2 when
+/// something would change.
+pub async fn plan(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(path) else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    };
+    let mut stdout = std::io::stdout();
+    match run_plan(&config, &mut stdout).await {
+        Ok(plan) if plan.has_changes() => Ok(ExitCode::from(EXIT_CHANGES)),
+        Ok(_) => Ok(ExitCode::from(EXIT_NO_CHANGES)),
+        Err(err) => Err(scrubbed(&config, &err)),
+    }
+}
+
+/// `cronbyte apply --config F [--yes] [--prune]`: makes Airbyte match the config. Deleting
+/// (with `prune`) is asked on the terminal unless `yes`.
+pub async fn apply(path: &Path, yes: bool, prune: bool) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(path) else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    };
+    let mut stdout = std::io::stdout();
+    let options = ApplyOptions { prune, yes };
+    match run_apply(&config, options, &mut ask_on_terminal, &mut stdout).await {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(err) => Err(scrubbed(&config, &err)),
+    }
+}
+
+/// Plans against the Airbyte `config` names and writes the plan to `out`.
+pub async fn run_plan(config: &Config, out: &mut dyn Write) -> Result<Plan, PipelineError> {
+    let client = Client::new(client_settings(config))?;
+    let plan = build_plan(&client, config, false).await?;
+    let mut out = Output::new(out, config);
+    for line in render_plan(&plan) {
+        out.line(&line)?;
+    }
+    Ok(plan)
+}
+
+/// Plans, writes the plan to `out`, and applies it, recording the ids in the config's store.
+pub async fn run_apply(
+    config: &Config,
+    options: ApplyOptions,
+    confirm: &mut dyn FnMut(&str) -> bool,
+    out: &mut dyn Write,
+) -> Result<Applied, PipelineError> {
+    let client = Client::new(client_settings(config))?;
+    let plan = build_plan(&client, config, options.prune).await?;
+    {
+        let mut shown = Output::new(&mut *out, config);
+        for line in render_plan(&plan) {
+            shown.line(&line)?;
+        }
+    }
+    let store = SqliteStore::open(&config.store.path).await?;
+    let store_ref: &dyn Store = &store;
+    let applied = apply_plan(
+        &client,
+        config,
+        &plan,
+        options,
+        confirm,
+        Some(store_ref),
+        out,
+    )
+    .await;
+    store.close().await;
+    applied
+}
+
+/// The config, or `None` after printing every problem.
+fn load(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            eprintln!("{}: {} problem(s):", path.display(), errors.problems.len());
+            eprintln!("{errors}");
+            None
+        }
+    }
+}
+
+/// The error as `main` will print it, with any secret of the config scrubbed from the text
+/// (an Airbyte error message may quote what it was sent).
+fn scrubbed(config: &Config, err: &PipelineError) -> anyhow::Error {
+    let secrets = render::secrets(config);
+    anyhow::anyhow!(render::scrub(&err.to_string(), &secrets))
+}
+
+/// Asks `question` on the terminal; anything but "y" or "yes" is no, and so is not having
+/// a terminal to ask on.
+fn ask_on_terminal(question: &str) -> bool {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        eprintln!("{question} No terminal to ask on: give --yes to delete.");
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if stdin.lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
