@@ -53,10 +53,18 @@ enum Triggered {
     Skipped(String),
     /// Airbyte would not or could not start it, with the reason.
     Failed(String),
-    /// The run waits for the connection's running sync (`on_overlap = "queue"`).
-    Queued,
     /// Shutdown came first; the run stays pending for the next start.
     Interrupted,
+}
+
+/// What a run does about another run of its connection in flight.
+enum Overlap {
+    /// Nothing is in flight: trigger.
+    Go,
+    /// Wait behind the run in flight (`on_overlap = "queue"`).
+    Wait,
+    /// Do not start, for this reason.
+    Skip(String),
 }
 
 /// How long a sync request keeps being retried through an outage, or waits
@@ -164,15 +172,13 @@ impl Shared {
         if self.take_cancelled(run.id) {
             return self.release(run.id);
         }
-        if let Some(decision) = self.overlap(&run) {
-            return match decision {
-                Triggered::Queued => self.release(run.id),
-                Triggered::Skipped(reason) => {
-                    let closing = outcome(&self.clock, RunStatus::Skipped, Progress::default(), Some(reason));
-                    self.finish_run(run, closing).await;
-                }
-                _ => {}
-            };
+        match self.overlap(&run) {
+            Overlap::Go => {}
+            Overlap::Wait => return self.release(run.id),
+            Overlap::Skip(reason) => {
+                let closing = outcome(&self.clock, RunStatus::Skipped, Progress::default(), Some(reason));
+                return self.finish_run(run, closing).await;
+            }
         }
         let triggered = tokio::select! {
             t = self.trigger(&run) => t,
@@ -211,16 +217,16 @@ impl Shared {
                 let closing = outcome(&self.clock, RunStatus::TriggerFailed, Progress::default(), Some(reason));
                 self.finish_run(run, closing).await;
             }
-            Triggered::Queued | Triggered::Interrupted => {
+            Triggered::Interrupted => {
                 self.set_inactive(&run);
                 self.release(run.id);
             }
         }
     }
 
-    /// When another run of the same connection is active, what this one does
-    /// instead of triggering; `None` when it may go ahead (it is then active).
-    fn overlap(&self, run: &Run) -> Option<Triggered> {
+    /// What a run does about another run of its connection being active; a run
+    /// that may go ahead becomes the active one.
+    fn overlap(&self, run: &Run) -> Overlap {
         let policy = self
             .connection(&run.connection)
             .map_or(OnOverlap::Attach, |c| c.on_overlap);
@@ -228,28 +234,28 @@ impl Shared {
         let state = conns.entry(run.connection.clone()).or_default();
         let Some(active) = state.active.filter(|&a| a != run.id) else {
             state.active = Some(run.id);
-            return None;
+            return Overlap::Go;
         };
-        Some(match policy {
-            OnOverlap::Skip => Triggered::Skipped(format!(
+        match policy {
+            OnOverlap::Skip => Overlap::Skip(format!(
                 "run {active} of this connection was still in flight (on_overlap = skip)"
             )),
             // The active run follows that job and records its outcome; this tick
             // adds nothing, so the job's result is recorded once.
-            OnOverlap::Attach => Triggered::Skipped(format!(
+            OnOverlap::Attach => Overlap::Skip(format!(
                 "run {active} of this connection was still in flight; its job covers this tick (on_overlap = attach)"
             )),
             OnOverlap::Queue => match &state.queued {
                 None => {
                     state.queued = Some(run.clone());
-                    Triggered::Queued
+                    Overlap::Wait
                 }
-                Some(waiting) => Triggered::Skipped(format!(
+                Some(waiting) => Overlap::Skip(format!(
                     "run {} already waits for run {active} to end (on_overlap = queue keeps one)",
                     waiting.id
                 )),
             },
-        })
+        }
     }
 
     /// Asks Airbyte for the sync. A run left pending by an earlier stop first
