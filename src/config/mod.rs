@@ -27,11 +27,13 @@
 //! `destination` and `streams` describe what `cronbyte apply` creates in Airbyte. A
 //! connector's `configuration` takes secrets as `"${ENV_VAR}"` (read from the process
 //! environment at load) or `{ file = "/path" }` (read from the file); a variable that is not
-//! set is a problem naming the key path and the variable, never a value.
+//! set is a problem naming the key path and the variable, never a value. These lists (and
+//! `[[groups]]`) may also come from files the config names in `include`.
 
 mod checks;
 mod connector;
 mod declared;
+mod include;
 mod notify;
 mod problem;
 mod reader;
@@ -134,9 +136,15 @@ pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Config
 /// `*_file` secrets are read relative to the working directory; `${NAME}` references are
 /// read from the process environment.
 pub fn from_str(text: &str, format: Format) -> Result<Config, ConfigErrors> {
-    layered(text, format, None, None, Vec::new(), &|name| {
-        std::env::var_os(name)
-    })
+    layered(
+        text,
+        format,
+        None,
+        None,
+        Vec::new(),
+        &|name| std::env::var_os(name),
+        None,
+    )
 }
 
 impl Config {
@@ -172,6 +180,7 @@ fn load_layers(
         Some(env),
         problems,
         references,
+        path.parent(),
     )
 }
 
@@ -183,6 +192,7 @@ fn layered(
     env: Option<HashMap<String, String>>,
     mut problems: Vec<Problem>,
     references: connector::EnvLookup<'_>,
+    base: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
     let file_layer = ::config::Config::builder()
         .add_source(::config::File::from_str(text, format.file_format()))
@@ -223,7 +233,7 @@ fn layered(
     let tree = ::config::Source::collect(&merged)
         .map_err(|e| ConfigErrors::one("", format!("the configuration is not a table: {e}")))?;
 
-    match sections::read_config(tree, references) {
+    match sections::read_config(tree, references, base) {
         Ok(config) if problems.is_empty() => Ok(config),
         Ok(_) => Err(ConfigErrors { problems }),
         Err(mut errors) => {

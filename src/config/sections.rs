@@ -18,12 +18,15 @@ use crate::cron::CronRule;
 
 /// The tree as the config crate merged it, read and validated.
 /// `env` answers the `${NAME}` references of connector configurations.
+/// `base` is where relative `include` paths start (the config file's directory).
 pub(super) fn read_config(
     tree: Map<String, Value>,
     env: EnvLookup<'_>,
+    base: Option<&std::path::Path>,
 ) -> Result<Config, ConfigErrors> {
     let mut p = Problems::new();
     let mut root = Table::root(tree);
+    let origins = super::include::read(&mut root, base, &mut p);
 
     let airbyte = airbyte(root.table("airbyte", &mut p), &mut p);
     let store = store(root.table("store", &mut p), &mut p);
@@ -70,6 +73,7 @@ pub(super) fn read_config(
                 // against a future one that forgets.
                 p.push(Problem::new("", "the configuration is incomplete"));
             }
+            origins.locate(&mut p);
             Err(ConfigErrors { problems: p })
         }
     }

@@ -97,7 +97,11 @@ fn documented_keys(example: &str) -> BTreeSet<String> {
             && !key.is_empty()
             && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
         {
-            out.insert(format!("{section}.{key}"));
+            if section.is_empty() {
+                out.insert(key.to_string());
+            } else {
+                out.insert(format!("{section}.{key}"));
+            }
         }
     }
     out
@@ -803,4 +807,82 @@ fn a_pipeline_declared_in_yaml_reads_like_toml() {
     );
     let declared = c.connections[0].declared.as_ref().expect("declared");
     assert_eq!(declared.streams[0].name, "orders");
+}
+
+/// Writes `files` (name, text) into a temp dir and loads the first.
+fn load_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("a directory");
+        }
+        std::fs::write(path, text).expect("written");
+    }
+    let loaded = load_with_env(&dir.path().join(files[0].0), HashMap::new());
+    (dir, loaded)
+}
+
+#[test]
+fn an_included_file_adds_its_pipeline_after_the_main_files_connections() {
+    let (_dir, loaded) = load_files(&[
+        (
+            "cronbyte.toml",
+            "include = [\"pipelines/shop.yaml\"]\n[airbyte]\nbase_url = \"http://localhost:8000/api/v1\"\n\
+             [[connections]]\nname = \"legacy\"\nconnection_id = \"9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e\"\n\
+             cron = \"@daily\"\n",
+        ),
+        (
+            "pipelines/shop.yaml",
+            "sources:\n  - name: shop\n    definition: Postgres\n    configuration: {host: db}\n\
+             destinations:\n  - name: lake\n    definition: S3\n    configuration: {s3_bucket_name: b}\n\
+             connections:\n  - name: shop-to-lake\n    source: shop\n    destination: lake\n    \
+             after: [legacy]\n    streams:\n      - name: orders\n",
+        ),
+    ]);
+    let c = loaded.unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = c.connections.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["legacy", "shop-to-lake"]);
+    assert_eq!(c.sources[0].name, "shop");
+    assert!(c.connections[1].declared.is_some());
+}
+
+#[test]
+fn a_problem_in_an_included_file_names_the_file_and_its_own_entry() {
+    let (dir, loaded) = load_files(&[
+        (
+            "cronbyte.toml",
+            "include = [\"shop.toml\", \"missing.toml\", \"settings.toml\"]\n[airbyte]\n\
+             base_url = \"http://localhost:8000/api/v1\"\n[[connections]]\nname = \"legacy\"\n\
+             connection_id = \"9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e\"\ncron = \"@daily\"\n",
+        ),
+        (
+            "shop.toml",
+            "[[connections]]\nname = \"shop\"\nconnection_id = \"1c6a8e52-7b3d-4f0e-9a1b-2c3d4e5f6a7b\"\n\
+             cron = \"61 * * * *\"\n",
+        ),
+        ("settings.toml", "[workers]\npoll_interval = \"5s\"\n"),
+    ]);
+    let errors = loaded.expect_err("broken");
+    let shop = dir.path().join("shop.toml").display().to_string();
+    assert!(
+        has_problem(
+            &errors,
+            &format!("{shop}: connections[0].cron"),
+            "minute field"
+        ),
+        "{errors}"
+    );
+    assert!(
+        has_problem(&errors, "include[1]", "cannot read"),
+        "{errors}"
+    );
+    assert!(
+        has_problem(
+            &errors,
+            "include[2]",
+            "`workers` can't be in an included file"
+        ),
+        "{errors}"
+    );
 }

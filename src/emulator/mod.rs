@@ -110,6 +110,10 @@ pub struct Faults {
     /// Share of API requests that are acted on (a sync started, say) but whose
     /// answer never comes, so the client times out not knowing.
     pub lost_answer_rate: f64,
+    /// Added to every API request (health checks excepted) after it was acted on and
+    /// before its answer goes out: a sync started whose job id the client does not have
+    /// yet, for this long.
+    pub answer_delay: Duration,
 }
 
 /// A job as the emulator sees it right now.

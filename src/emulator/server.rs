@@ -150,11 +150,16 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
         status = response.status().as_u16(),
         "emulator answered"
     );
-    let lose = {
+    let (lose, answer_delay) = {
         let state = shared.lock();
-        !route.is_health() && state.faults.lost_answer_rate > 0.0
-            && rand::random::<f64>() < state.faults.lost_answer_rate
+        let lose = !route.is_health()
+            && state.faults.lost_answer_rate > 0.0
+            && rand::random::<f64>() < state.faults.lost_answer_rate;
+        (lose, state.faults.answer_delay)
     };
+    if !answer_delay.is_zero() && !route.is_health() {
+        tokio::time::sleep(answer_delay).await;
+    }
     if lose {
         // Acted on, but the answer never comes: the client's timeout ends the
         // exchange, as when a proxy or the network drops a response.

@@ -67,14 +67,13 @@ pub async fn apply_plan(
     // What was resolved is recorded even when the apply stopped: the objects exist.
     run.applied.ids = run.declared_ids();
     if let Some(store) = store {
-        let recorded = record(store, plan, &run).await;
-        if let (Err(err), Ok(())) = (&recorded, &outcome) {
-            out.line(&format!(
-                "could not record the Airbyte ids in the store: {err}"
-            ))?;
-        }
-        if outcome.is_ok() {
-            recorded?;
+        match (record(store, plan, &run).await, &outcome) {
+            (Err(err), Ok(())) => return Err(err),
+            // The apply's own error is the one to report; this one is said in passing.
+            (Err(err), Err(_)) => out.line(&format!(
+                "could not record the Airbyte ids in the store either: {err}"
+            ))?,
+            (Ok(()), _) => {}
         }
     }
     outcome.map(|()| run.applied)
