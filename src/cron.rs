@@ -19,6 +19,9 @@
 //! fall-back day. Rules that fire at several hours (`*/10 * * * *`) fire in both repeated
 //! hours, because both are real, distinct instants.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -66,11 +69,34 @@ pub enum CronError {
 }
 
 /// A parsed cron rule together with the time zone whose wall clock it follows.
+///
+/// croner's parsed form holds about 5 KB of bitmaps (the year field alone spans
+/// 1-5000) and takes some 30 µs to build, so identical rules share one parsed form:
+/// ten thousand connections on a few hundred distinct rules cost a few hundred of
+/// them, and cloning a rule (the config is cloned on reload) costs nothing.
 #[derive(Clone, Debug)]
 pub struct CronRule {
     expr: String,
     tz: Tz,
-    cron: Cron,
+    cron: Arc<Cron>,
+}
+
+/// Parsed forms by rule text, shared while any rule uses them.
+static PARSED: LazyLock<Mutex<HashMap<String, Weak<Cron>>>> = LazyLock::new(Default::default);
+
+/// The shared parsed form of `rule`, parsing it if no live rule has it.
+fn shared_parse(rule: &str) -> Result<Arc<Cron>, croner::errors::CronError> {
+    let mut parsed = PARSED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(cron) = parsed.get(rule).and_then(Weak::upgrade) {
+        return Ok(cron);
+    }
+    let cron = Arc::new(parser_for(rule).parse(rule)?);
+    // Forget forms no rule uses any more, now and then, so reloads don't pile them up.
+    if parsed.len() >= 1024 && parsed.len().is_power_of_two() {
+        parsed.retain(|_, weak| weak.strong_count() > 0);
+    }
+    parsed.insert(rule.to_owned(), Arc::downgrade(&cron));
+    Ok(cron)
 }
 
 /// Field names by position, for rules of 5, 6 and 7 fields.
@@ -109,7 +135,7 @@ impl CronRule {
                 count: fields.len(),
             });
         }
-        match parser.parse(trimmed) {
+        match shared_parse(trimmed) {
             Ok(cron) => Ok(CronRule {
                 expr: expr.to_string(),
                 tz,

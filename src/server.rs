@@ -123,11 +123,18 @@ async fn authorize(State(state): State<AppState>, headers: HeaderMap, request: R
     next.run(request).await
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
-    )
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Rendering ten thousand connections takes a CPU-bound while: off the
+    // runtime's workers, so ticks and polls don't wait behind a scrape.
+    let metrics = state.metrics.clone();
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", "rendering failed").into_response(),
+    }
 }
 
 /// Alive: the process answers.

@@ -162,6 +162,67 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Runs per INSERT when claiming many (7 values each, far below SQLite's limit).
+const CLAIM_CHUNK: usize = 400;
+
+/// Inserts the runs not claimed before; returns each one's new id, or `None`
+/// where its (connection, tick) was already claimed.
+async fn claim_chunk(
+    tx: &mut Transaction<'static, Sqlite>,
+    runs: &[NewRun],
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let mut sql = String::from(
+        "INSERT OR IGNORE INTO runs \
+         (connection, connection_id, trigger, scheduled_for, claimed_at, status, retry_of) VALUES ",
+    );
+    for i in 0..runs.len() {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, 'pending', ?)" } else { ", (?, ?, ?, ?, ?, 'pending', ?)" });
+    }
+    // A rowid identifies each inserted row; which input it was for is found by
+    // its (connection, scheduled_for, trigger), since RETURNING has no order.
+    sql.push_str(" RETURNING id, connection, scheduled_for, trigger");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for run in runs {
+        query = query
+            .bind(&run.connection)
+            .bind(&run.connection_id)
+            .bind(run.trigger.as_str())
+            .bind(ms(run.scheduled_for))
+            .bind(ms(now))
+            .bind(run.retry_of);
+    }
+    let rows = query.fetch_all(&mut **tx).await.map_err(query_error)?;
+    let mut inserted: std::collections::HashMap<(String, i64, String), Vec<i64>> =
+        std::collections::HashMap::new();
+    for row in &rows {
+        let key = (
+            row.try_get("connection").map_err(query_error)?,
+            row.try_get("scheduled_for").map_err(query_error)?,
+            row.try_get("trigger").map_err(query_error)?,
+        );
+        inserted
+            .entry(key)
+            .or_default()
+            .push(row.try_get("id").map_err(query_error)?);
+    }
+    // Runs that share a key (manual runs at one instant) take the ids in order.
+    for ids in inserted.values_mut() {
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    Ok(runs
+        .iter()
+        .map(|run| {
+            let key = (
+                run.connection.clone(),
+                ms(run.scheduled_for),
+                run.trigger.as_str().to_owned(),
+            );
+            inserted.get_mut(&key).and_then(Vec::pop)
+        })
+        .collect())
+}
+
 const RUN_COLUMNS: &str = "id, connection, connection_id, trigger, scheduled_for, claimed_at, \
      started_at, finished_at, status, job_id, attempts, records_synced, bytes_synced, error, retry_of";
 
@@ -200,50 +261,40 @@ impl Store for SqliteStore {
 
     async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
         let now = Utc::now();
-        let mut claimed = Vec::with_capacity(runs.len());
+        let mut ids: Vec<Option<i64>> = Vec::with_capacity(runs.len());
         let mut tx = self.begin().await?;
-        for run in runs {
-            // `OR IGNORE` turns the unique (connection, tick) index into the claim:
-            // the tick goes to whoever inserts first, across restarts and replicas.
-            let row = sqlx::query(
-                "INSERT OR IGNORE INTO runs \
-                     (connection, connection_id, trigger, scheduled_for, claimed_at, status, retry_of) \
-                 VALUES (?, ?, ?, ?, ?, 'pending', ?) \
-                 RETURNING id",
-            )
-            .bind(&run.connection)
-            .bind(&run.connection_id)
-            .bind(run.trigger.as_str())
-            .bind(ms(run.scheduled_for))
-            .bind(ms(now))
-            .bind(run.retry_of)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query_error)?;
-            claimed.push(match row {
-                None => None,
-                Some(row) => Some(Run {
-                    id: row.try_get("id").map_err(query_error)?,
-                    connection: run.connection,
-                    connection_id: run.connection_id,
-                    trigger: run.trigger,
-                    // Read back at the store's precision, as later reads will see it.
-                    scheduled_for: from_ms(ms(run.scheduled_for))?,
-                    claimed_at: from_ms(ms(now))?,
-                    started_at: None,
-                    finished_at: None,
-                    status: RunStatus::Pending,
-                    job_id: None,
-                    attempts: 0,
-                    records_synced: None,
-                    bytes_synced: None,
-                    error: None,
-                    retry_of: run.retry_of,
-                }),
-            });
+        // Rows per statement: a thousand ticks due together are a few statements,
+        // not a thousand round trips to SQLite's thread.
+        for chunk in runs.chunks(CLAIM_CHUNK) {
+            ids.extend(claim_chunk(&mut tx, chunk, now).await?);
         }
         tx.commit().await.map_err(query_error)?;
-        Ok(claimed)
+        runs.into_iter()
+            .zip(ids)
+            .map(|(run, id)| {
+                id.map(|id| {
+                    Ok(Run {
+                        id,
+                        connection: run.connection,
+                        connection_id: run.connection_id,
+                        trigger: run.trigger,
+                        // Read back at the store's precision, as later reads will see it.
+                        scheduled_for: from_ms(ms(run.scheduled_for))?,
+                        claimed_at: from_ms(ms(now))?,
+                        started_at: None,
+                        finished_at: None,
+                        status: RunStatus::Pending,
+                        job_id: None,
+                        attempts: 0,
+                        records_synced: None,
+                        bytes_synced: None,
+                        error: None,
+                        retry_of: run.retry_of,
+                    })
+                })
+                .transpose()
+            })
+            .collect()
     }
 
     async fn mark_started(
@@ -453,10 +504,8 @@ impl Store for SqliteStore {
 
     async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError> {
         let rows = sqlx::query(
-            "SELECT connection, status, count(*) AS runs, \
-                 coalesce(sum(records_synced), 0) AS records, coalesce(sum(bytes_synced), 0) AS bytes, \
-                 sum(coalesce(records_synced, 0) = 0) AS zero_records \
-             FROM runs GROUP BY connection, status ORDER BY connection",
+            "SELECT connection, status, runs, records, bytes, zero_records \
+             FROM run_totals ORDER BY connection",
         )
         .fetch_all(&self.readers)
         .await
@@ -465,10 +514,10 @@ impl Store for SqliteStore {
         for row in &rows {
             let connection: String = row.try_get("connection").map_err(query_error)?;
             let status = RunStatus::from_str(row.try_get("status").map_err(query_error)?)?;
-            let runs: i64 = row.try_get("runs").map_err(query_error)?;
-            let records: i64 = row.try_get("records").map_err(query_error)?;
-            let bytes: i64 = row.try_get("bytes").map_err(query_error)?;
-            let zero_records: i64 = row.try_get("zero_records").map_err(query_error)?;
+            let count = |column: &str| -> Result<u64, StoreError> {
+                let n: i64 = row.try_get(column).map_err(query_error)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            };
             if totals.last().is_none_or(|t| t.connection != connection) {
                 totals.push(ConnectionTotals {
                     connection,
@@ -476,14 +525,11 @@ impl Store for SqliteStore {
                 });
             }
             if let Some(entry) = totals.last_mut() {
-                entry.by_status.push((status, u64::try_from(runs).unwrap_or(0)));
-                // Counts of open runs are partial; only final runs add to the totals.
+                entry.by_status.push((status, count("runs")?));
+                entry.records_synced += count("records")?;
+                entry.bytes_synced += count("bytes")?;
                 if status == RunStatus::Succeeded {
-                    entry.zero_record_successes = u64::try_from(zero_records).unwrap_or(0);
-                }
-                if !status.is_open() {
-                    entry.records_synced += u64::try_from(records).unwrap_or(0);
-                    entry.bytes_synced += u64::try_from(bytes).unwrap_or(0);
+                    entry.zero_record_successes = count("zero_records")?;
                 }
             }
         }
@@ -635,6 +681,7 @@ mod tests {
         };
         store.finish(&[(run.id, late)]).await.unwrap();
         let stored = store.run(run.id).await.unwrap().unwrap();
+        // Counted once in the totals, though two outcomes were offered.
         assert_eq!(stored.status, RunStatus::Succeeded);
         assert_eq!(stored.job_id, Some(42));
         assert_eq!(stored.attempts, 2);
@@ -645,6 +692,26 @@ mod tests {
         let totals = store.totals().await.unwrap();
         assert_eq!(totals[0].records_synced, 1000);
         assert_eq!(totals[0].by_status, vec![(RunStatus::Succeeded, 1)]);
+    }
+
+    #[tokio::test]
+    async fn claiming_many_skips_ticks_claimed_before_and_keeps_the_order() {
+        let (_dir, store) = fresh().await;
+        store.claim(tick("orders", 1_800_000_001)).await.unwrap();
+        let batch = vec![
+            tick("orders", 1_800_000_000),
+            tick("orders", 1_800_000_001),
+            tick("customers", 1_800_000_001),
+        ];
+        let claimed = store.claim_many(batch).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        assert_eq!(claimed[0].as_ref().unwrap().scheduled_for.timestamp(), 1_800_000_000);
+        assert!(claimed[1].is_none());
+        assert_eq!(claimed[2].as_ref().unwrap().connection, "customers");
+        let ids: std::collections::HashSet<_> = claimed.iter().flatten().map(|r| r.id).collect();
+        assert_eq!(ids.len(), 2);
+        let stored = store.run(claimed[2].as_ref().unwrap().id).await.unwrap().unwrap();
+        assert_eq!(stored.connection, "customers");
     }
 
     #[tokio::test]
