@@ -29,7 +29,11 @@ fn measure(name: &str, per: &str, mut f: impl FnMut()) {
 }
 
 fn main() {
-    let zones = [chrono_tz::UTC, chrono_tz::Europe::Paris, chrono_tz::America::New_York];
+    let zones = [
+        chrono_tz::UTC,
+        chrono_tz::Europe::Paris,
+        chrono_tz::America::New_York,
+    ];
     let rules: Vec<CronRule> = (0..10_000)
         .map(|i| {
             let expr = match i % 3 {

@@ -173,23 +173,36 @@ pub fn run_json(run: &Run) -> serde_json::Value {
 
 fn write_table(out: &mut impl Write, runs: &[Run]) -> std::io::Result<()> {
     let header = [
-        "RUN", "CONNECTION", "TRIGGER", "SCHEDULED FOR", "STATUS", "JOB", "ATTEMPTS", "RECORDS",
-        "BYTES", "TOOK", "ERROR",
+        "RUN",
+        "CONNECTION",
+        "TRIGGER",
+        "SCHEDULED FOR",
+        "STATUS",
+        "JOB",
+        "ATTEMPTS",
+        "RECORDS",
+        "BYTES",
+        "TOOK",
+        "ERROR",
     ];
     let rows: Vec<[String; 11]> = runs
         .iter()
         .map(|run| {
             let took = match (run.started_at, run.finished_at) {
-                (Some(s), Some(f)) => {
-                    humantime::format_duration(std::time::Duration::from_secs(
-                        u64::try_from((f - s).num_seconds()).unwrap_or(0),
-                    ))
-                    .to_string()
-                }
+                (Some(s), Some(f)) => humantime::format_duration(std::time::Duration::from_secs(
+                    u64::try_from((f - s).num_seconds()).unwrap_or(0),
+                ))
+                .to_string(),
                 _ => "-".into(),
             };
             let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            let error: String = run.error.as_deref().unwrap_or("").chars().take(60).collect();
+            let error: String = run
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect();
             [
                 run.id.to_string(),
                 run.connection.clone(),
@@ -281,7 +294,11 @@ pub async fn emulator(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     println!("  Config API: {}", handle.config_api_base());
     println!("  public API: {}", handle.public_api_base());
     println!("  workspace:  {}", control.workspace_id());
-    for name in ["ecommerce-to-bronze", "orders-api-to-raw", "bronze-to-silver"] {
+    for name in [
+        "ecommerce-to-bronze",
+        "orders-api-to-raw",
+        "bronze-to-silver",
+    ] {
         println!("  connection: {} = {name}", control.add_connection(name));
     }
     let shutdown = CancellationToken::new();

@@ -58,9 +58,12 @@ pub async fn run(listen: SocketAddr, dir: Option<PathBuf>) -> anyhow::Result<Exi
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("cronbyte-demo"));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("could not create the demo directory {}", dir.display()))?;
-    let emulator = Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default())
-        .await
-        .context("could not start the Airbyte emulator")?;
+    let emulator = Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await
+    .context("could not start the Airbyte emulator")?;
     let control = emulator.control();
 
     let mut text = format!(

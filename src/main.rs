@@ -20,7 +20,12 @@ struct Cli {
 #[derive(Args)]
 struct ConfigArg {
     /// The config file (TOML, or YAML by extension).
-    #[arg(long, short, env = "CRONBYTE_CONFIG", default_value = "/etc/cronbyte/cronbyte.toml")]
+    #[arg(
+        long,
+        short,
+        env = "CRONBYTE_CONFIG",
+        default_value = "/etc/cronbyte/cronbyte.toml"
+    )]
     config: PathBuf,
 }
 
@@ -132,7 +137,13 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let remote = |args: RemoteArgs, action: Action| async move {
-        commands::remote(&args.config.config, args.url.as_deref(), action, args.format).await
+        commands::remote(
+            &args.config.config,
+            args.url.as_deref(),
+            action,
+            args.format,
+        )
+        .await
     };
     let result = match cli.command {
         Command::Run(c) => commands::run(&c.config).await,
@@ -167,7 +178,12 @@ async fn main() -> ExitCode {
         Command::Reload(args) => remote(args, Action::Reload).await,
         Command::Healthcheck { url } => commands::healthcheck(&url).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "cronbyte", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "cronbyte",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Emulator { listen } => commands::emulator(listen).await,

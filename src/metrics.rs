@@ -193,7 +193,10 @@ impl Metrics {
             registry,
         };
         let info = IntGaugeVec::new(
-            Opts::new("cronbyte_build_info", "Always 1; the labels say which build runs."),
+            Opts::new(
+                "cronbyte_build_info",
+                "Always 1; the labels say which build runs.",
+            ),
             &["version"],
         )
         .expect("valid metric");
@@ -274,7 +277,9 @@ impl Metrics {
             .with_label_values(&[connection, run.status.as_str()])
             .inc();
         if let Some(records) = run.records_synced {
-            self.records.with_label_values(&[connection]).inc_by(records);
+            self.records
+                .with_label_values(&[connection])
+                .inc_by(records);
         }
         if let Some(bytes) = run.bytes_synced {
             self.bytes.with_label_values(&[connection]).inc_by(bytes);
@@ -300,7 +305,9 @@ impl Metrics {
             self.count_failure_streak(connection, ok);
         }
         if run.status == RunStatus::Succeeded && run.records_synced.unwrap_or(0) == 0 {
-            self.zero_record_syncs.with_label_values(&[connection]).inc();
+            self.zero_record_syncs
+                .with_label_values(&[connection])
+                .inc();
         }
         if run.job_id.is_some() && run.attempts > 0 {
             self.attempts.observe(f64::from(run.attempts));
@@ -309,7 +316,10 @@ impl Metrics {
 
     pub fn set_next_run(&self, connection: &str, at: Option<DateTime<Utc>>) {
         match at {
-            Some(at) => self.next_run.with_label_values(&[connection]).set(at.timestamp()),
+            Some(at) => self
+                .next_run
+                .with_label_values(&[connection])
+                .set(at.timestamp()),
             None => {
                 let _ = self.next_run.remove_label_values(&[connection]);
             }
@@ -370,7 +380,11 @@ impl Metrics {
     }
 
     pub fn trigger_sent(&self, scheduled_for: DateTime<Utc>, sent_at: DateTime<Utc>) {
-        let lag = (sent_at - scheduled_for).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        let lag = (sent_at - scheduled_for)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as f64
+            / 1e6;
         self.lag.observe(lag);
     }
 

@@ -130,13 +130,26 @@ async fn send_all(
             },
         };
         for receiver in receivers.iter().filter(|r| r.on.contains(&event)) {
-            deliver(&http, receiver, &body(receiver.kind, event, &run), &run, event).await;
+            deliver(
+                &http,
+                receiver,
+                &body(receiver.kind, event, &run),
+                &run,
+                event,
+            )
+            .await;
         }
     }
 }
 
 /// POSTs one notice, retrying with backoff on failure.
-async fn deliver(http: &reqwest::Client, receiver: &NotifySettings, body: &Value, run: &Run, event: NotifyEvent) {
+async fn deliver(
+    http: &reqwest::Client,
+    receiver: &NotifySettings,
+    body: &Value,
+    run: &Run,
+    event: NotifyEvent,
+) {
     let mut pause = Duration::from_millis(500);
     for attempt in 1..=TRIES {
         let sent = http
@@ -162,7 +175,9 @@ async fn deliver(http: &reqwest::Client, receiver: &NotifySettings, body: &Value
 
 /// The notice's body in the receiver's format.
 pub fn body(kind: NotifyKind, event: NotifyEvent, run: &Run) -> Value {
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    };
     match kind {
         NotifyKind::Generic => json!({
             "event": event.as_str(),
@@ -181,8 +196,14 @@ pub fn body(kind: NotifyKind, event: NotifyEvent, run: &Run) -> Value {
         }),
         NotifyKind::Slack => {
             let headline = match event {
-                NotifyEvent::Recovered => format!(":white_check_mark: *{}* recovered", run.connection),
-                _ => format!(":x: *{}* {}", run.connection, run.status.as_str().replace('_', " ")),
+                NotifyEvent::Recovered => {
+                    format!(":white_check_mark: *{}* recovered", run.connection)
+                }
+                _ => format!(
+                    ":x: *{}* {}",
+                    run.connection,
+                    run.status.as_str().replace('_', " ")
+                ),
             };
             let mut text = format!("{headline} (run {}", run.id);
             if let Some(job) = run.job_id {

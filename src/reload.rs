@@ -31,7 +31,12 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(path: Option<PathBuf>, engine: Engine, metrics: Arc<Metrics>, current: Config) -> Self {
+    pub fn new(
+        path: Option<PathBuf>,
+        engine: Engine,
+        metrics: Arc<Metrics>,
+        current: Config,
+    ) -> Self {
         Self {
             path,
             engine,
@@ -58,7 +63,8 @@ impl Reloader {
         };
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let summary = compare(&current, &new);
-        self.engine.reload(new.connections.clone(), new.groups.clone());
+        self.engine
+            .reload(new.connections.clone(), new.groups.clone());
         self.metrics.reloaded("applied");
         tracing::info!(config = %path.display(), added = ?summary.added, removed = ?summary.removed,
             changed = ?summary.changed, needs_restart = ?summary.needs_restart, "config reloaded");
@@ -88,10 +94,26 @@ fn compare(old: &Config, new: &Config) -> ReloadSummary {
         .map(|c| c.name.clone())
         .collect();
     let sections: [(&'static str, String, String); 5] = [
-        ("airbyte", format!("{:?}", old.airbyte), format!("{:?}", new.airbyte)),
-        ("store", format!("{:?}", old.store), format!("{:?}", new.store)),
-        ("server", format!("{:?}", old.server), format!("{:?}", new.server)),
-        ("workers", format!("{:?}", old.workers), format!("{:?}", new.workers)),
+        (
+            "airbyte",
+            format!("{:?}", old.airbyte),
+            format!("{:?}", new.airbyte),
+        ),
+        (
+            "store",
+            format!("{:?}", old.store),
+            format!("{:?}", new.store),
+        ),
+        (
+            "server",
+            format!("{:?}", old.server),
+            format!("{:?}", new.server),
+        ),
+        (
+            "workers",
+            format!("{:?}", old.workers),
+            format!("{:?}", new.workers),
+        ),
         ("log", format!("{:?}", old.log), format!("{:?}", new.log)),
     ];
     summary.needs_restart = sections

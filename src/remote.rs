@@ -16,7 +16,9 @@ use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("cannot reach the cronbyte daemon at {url}: {detail} (is it running, and is [server].listen right?)")]
+    #[error(
+        "cannot reach the cronbyte daemon at {url}: {detail} (is it running, and is [server].listen right?)"
+    )]
     Unreachable { url: String, detail: String },
     #[error("the daemon refused: {message} (HTTP {status})")]
     Refused { status: u16, message: String },
@@ -53,7 +55,13 @@ impl Remote {
         let token = std::env::var("CRONBYTE_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
-            .or_else(|| config.server.token.as_ref().map(|t| t.expose_secret().to_owned()));
+            .or_else(|| {
+                config
+                    .server
+                    .token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned())
+            });
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -97,7 +105,10 @@ fn time(value: &Value) -> String {
     value
         .as_str()
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Secs, true))
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+        })
         .unwrap_or_else(|| "-".into())
 }
 
@@ -123,13 +134,26 @@ pub enum Action {
     Reload,
 }
 
-pub async fn run(remote: &Remote, action: Action, format: OutputFormat) -> Result<ExitCode, RemoteError> {
+pub async fn run(
+    remote: &Remote,
+    action: Action,
+    format: OutputFormat,
+) -> Result<ExitCode, RemoteError> {
     let (method, path) = match &action {
         Action::Status => (Method::GET, "/api/v1/connections".to_owned()),
-        Action::Trigger(name) => (Method::POST, format!("/api/v1/connections/{}/trigger", encode(name))),
+        Action::Trigger(name) => (
+            Method::POST,
+            format!("/api/v1/connections/{}/trigger", encode(name)),
+        ),
         Action::Cancel(id) => (Method::POST, format!("/api/v1/runs/{id}/cancel")),
-        Action::Pause(name) => (Method::POST, format!("/api/v1/connections/{}/pause", encode(name))),
-        Action::Resume(name) => (Method::POST, format!("/api/v1/connections/{}/resume", encode(name))),
+        Action::Pause(name) => (
+            Method::POST,
+            format!("/api/v1/connections/{}/pause", encode(name)),
+        ),
+        Action::Resume(name) => (
+            Method::POST,
+            format!("/api/v1/connections/{}/resume", encode(name)),
+        ),
         Action::Reload => (Method::POST, "/api/v1/reload".to_owned()),
     };
     let answer = remote.call(method, &path).await?;
@@ -172,7 +196,12 @@ fn status_table(answer: &Value) -> String {
             let last_run = if last.is_null() {
                 "-".to_owned()
             } else {
-                format!("{} {} ({})", text(&last["id"]), text(&last["status"]), time(&last["scheduled_for"]))
+                format!(
+                    "{} {} ({})",
+                    text(&last["id"]),
+                    text(&last["status"]),
+                    time(&last["scheduled_for"])
+                )
             };
             vec![
                 text(&c["name"]),
@@ -189,7 +218,15 @@ fn status_table(answer: &Value) -> String {
         return "(no connections configured)\n".into();
     }
     table(
-        &["CONNECTION", "STATE", "CRON", "TIMEZONE", "NEXT RUN", "LAST RUN", "ACTIVE RUN"],
+        &[
+            "CONNECTION",
+            "STATE",
+            "CRON",
+            "TIMEZONE",
+            "NEXT RUN",
+            "LAST RUN",
+            "ACTIVE RUN",
+        ],
         &rows,
     )
 }
@@ -199,7 +236,9 @@ fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
             other => out.push_str(&format!("%{other:02X}")),
         }
     }

@@ -89,7 +89,11 @@ impl From<EngineError> for ApiError {
             EngineError::Airbyte(_) => (StatusCode::BAD_GATEWAY, "airbyte"),
             EngineError::Store(_) => {
                 tracing::error!(error = %e, "control API request failed in the store");
-                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store", "the history store failed");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store",
+                    "the history store failed",
+                );
             }
         };
         Self::new(status, code, e.to_string())
@@ -98,7 +102,12 @@ impl From<EngineError> for ApiError {
 
 /// Lets a request through only with `Authorization: Bearer <token>`, compared
 /// in constant time; with no token configured the control API is refused.
-async fn authorize(State(state): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(expected) = &state.token else {
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -117,8 +126,12 @@ async fn authorize(State(state): State<AppState>, headers: HeaderMap, request: R
         .ct_eq(expected.expose_secret().as_bytes())
         .into();
     if !matches {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
-            .into_response();
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        )
+        .into_response();
     }
     next.run(request).await
 }
@@ -129,11 +142,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.metrics.clone();
     match tokio::task::spawn_blocking(move || metrics.render()).await {
         Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
-        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", "rendering failed").into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics",
+            "rendering failed",
+        )
+        .into_response(),
     }
 }
 
@@ -184,24 +205,37 @@ async fn connection_runs(
     Ok(Json(json!({ "runs": runs })).into_response())
 }
 
-async fn trigger(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn trigger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let run = state.engine.trigger_now(&name).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "run": run }))).into_response())
 }
 
-async fn pause(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let changed = state.engine.pause(&name).await?;
     Ok(Json(json!({ "connection": name, "paused": true, "changed": changed })).into_response())
 }
 
-async fn resume(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let changed = state.engine.resume(&name).await?;
     Ok(Json(json!({ "connection": name, "paused": false, "changed": changed })).into_response())
 }
 
 async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let outcome = state.engine.cancel(id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "run_id": id, "outcome": outcome }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": id, "outcome": outcome })),
+    )
+        .into_response())
 }
 
 async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {

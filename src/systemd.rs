@@ -2,7 +2,6 @@
 //! loaded, WATCHDOG=1 while the engine's loops are alive, STOPPING=1 at shutdown.
 //! Outside systemd (no `NOTIFY_SOCKET`) every call does nothing.
 
-
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +37,9 @@ pub async fn watchdog(engine: Engine, shutdown: CancellationToken) {
         if engine.schedule_alive(period * 2) {
             notify(&[NotifyState::Watchdog]);
         } else {
-            tracing::error!("the schedule loop has not turned for a watchdog interval; not pinging systemd");
+            tracing::error!(
+                "the schedule loop has not turned for a watchdog interval; not pinging systemd"
+            );
         }
     }
 }

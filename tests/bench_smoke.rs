@@ -31,14 +31,30 @@ fn number(rows: &[serde_json::Value], measure_prefix: &str) -> f64 {
 
 #[test]
 fn the_burst_scenario_records_every_run() {
-    let rows = bench(&["burst", "--connections", "20", "--job", "1s", "--poll", "500ms"]);
+    let rows = bench(&[
+        "burst",
+        "--connections",
+        "20",
+        "--job",
+        "1s",
+        "--poll",
+        "500ms",
+    ]);
     assert_eq!(number(&rows, "runs recorded"), 20.0);
     assert!(number(&rows, "lag p50") >= 0.0);
 }
 
 #[test]
 fn the_polling_scenario_counts_requests_per_sync() {
-    let rows = bench(&["polling", "--connections", "20", "--job", "2s", "--poll", "500ms"]);
+    let rows = bench(&[
+        "polling",
+        "--connections",
+        "20",
+        "--job",
+        "2s",
+        "--poll",
+        "500ms",
+    ]);
     let per_sync = number(&rows, "requests per completed sync");
     // One trigger each, plus polls shared by all jobs.
     assert!(per_sync >= 1.0, "{rows:#?}");

@@ -81,7 +81,8 @@ async fn history_prints_one_json_object_per_run() {
                 connection: (*connection).into(),
                 connection_id: "0b9c8f1e-1111-4222-8333-944455556666".into(),
                 trigger: Trigger::Schedule,
-                scheduled_for: chrono::DateTime::from_timestamp(1_800_000_000 + i as i64, 0).unwrap(),
+                scheduled_for: chrono::DateTime::from_timestamp(1_800_000_000 + i as i64, 0)
+                    .unwrap(),
                 retry_of: None,
             })
             .await
@@ -98,7 +99,13 @@ async fn history_prints_one_json_object_per_run() {
     )
     .unwrap();
     let output = cronbyte(&[
-        "history", "--config", config.to_str().unwrap(), "--connection", "orders", "--format", "json",
+        "history",
+        "--config",
+        config.to_str().unwrap(),
+        "--connection",
+        "orders",
+        "--format",
+        "json",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let lines: Vec<serde_json::Value> = stdout(&output)
@@ -107,8 +114,19 @@ async fn history_prints_one_json_object_per_run() {
         .collect();
     assert_eq!(lines.len(), 2);
     for key in [
-        "run_id", "connection", "connection_id", "job_id", "trigger", "scheduled_for", "started_at",
-        "finished_at", "status", "attempts", "records_synced", "bytes_synced", "error",
+        "run_id",
+        "connection",
+        "connection_id",
+        "job_id",
+        "trigger",
+        "scheduled_for",
+        "started_at",
+        "finished_at",
+        "status",
+        "attempts",
+        "records_synced",
+        "bytes_synced",
+        "error",
     ] {
         assert!(lines[0].get(key).is_some(), "missing {key}");
     }
@@ -123,9 +141,12 @@ async fn history_prints_one_json_object_per_run() {
 /// is a clear error and a non-zero exit.
 #[tokio::test]
 async fn control_commands_reach_a_running_daemon_and_say_when_they_cannot() {
-    let emulator = Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default())
-        .await
-        .unwrap();
+    let emulator = Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await
+    .unwrap();
     let id = emulator.control().add_connection("orders");
     emulator
         .control()
@@ -149,19 +170,28 @@ async fn control_commands_reach_a_running_daemon_and_say_when_they_cannot() {
     let task = tokio::spawn(daemon.run(shutdown.clone()));
     let config_arg = path.to_str().unwrap().to_owned();
 
-    let run = |args: Vec<String>| tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cronbyte(&args)
-    });
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cronbyte(&args)
+        })
+    };
     let with = |cmd: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
-        args.extend(["--config".into(), config_arg.clone(), "--url".into(), url.clone()]);
+        args.extend([
+            "--config".into(),
+            config_arg.clone(),
+            "--url".into(),
+            url.clone(),
+        ]);
         args
     };
     let status = run(with(&["status"])).await.unwrap();
     assert!(status.status.success(), "{}", stderr(&status));
     assert!(stdout(&status).contains("orders"), "{}", stdout(&status));
-    let trigger = run(with(&["trigger", "orders", "--format", "json"])).await.unwrap();
+    let trigger = run(with(&["trigger", "orders", "--format", "json"]))
+        .await
+        .unwrap();
     assert!(trigger.status.success(), "{}", stderr(&trigger));
     let answer: serde_json::Value = serde_json::from_str(stdout(&trigger).trim()).unwrap();
     assert_eq!(answer["run"]["trigger"], "manual");
@@ -175,7 +205,11 @@ async fn control_commands_reach_a_running_daemon_and_say_when_they_cannot() {
     task.await.unwrap().unwrap();
     let unreachable = run(with(&["status"])).await.unwrap();
     assert!(!unreachable.status.success());
-    assert!(stderr(&unreachable).contains("cannot reach the cronbyte daemon"), "{}", stderr(&unreachable));
+    assert!(
+        stderr(&unreachable).contains("cannot reach the cronbyte daemon"),
+        "{}",
+        stderr(&unreachable)
+    );
 }
 
 /// Shell completions are printed for bash, zsh and fish.
@@ -192,9 +226,12 @@ fn completions_are_printed_for_each_shell() {
 #[cfg(unix)]
 #[tokio::test]
 async fn run_exits_cleanly_within_ten_seconds_of_sigterm() {
-    let emulator = Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default())
-        .await
-        .unwrap();
+    let emulator = Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await
+    .unwrap();
     let id = emulator.control().add_connection("orders");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cronbyte.toml");
@@ -225,9 +262,15 @@ async fn run_exits_cleanly_within_ten_seconds_of_sigterm() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(asked.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
-    assert!(!emulator.control().jobs().is_empty(), "the daemon did trigger syncs");
+    assert!(
+        !emulator.control().jobs().is_empty(),
+        "the daemon did trigger syncs"
+    );
 }

@@ -33,9 +33,12 @@ async fn the_daemon_speaks_the_notify_protocol_to_systemd() {
         std::env::set_var("WATCHDOG_PID", std::process::id().to_string());
     }
 
-    let emulator = Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default())
-        .await
-        .unwrap();
+    let emulator = Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await
+    .unwrap();
     let text = format!(
         "[airbyte]\nbase_url = \"{}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n",
         emulator.config_api_base(),
@@ -50,10 +53,16 @@ async fn the_daemon_speaks_the_notify_protocol_to_systemd() {
     let running = received(&socket);
     assert!(running.iter().any(|m| m.contains("READY=1")), "{running:?}");
     let pings = running.iter().filter(|m| m.contains("WATCHDOG=1")).count();
-    assert!(pings >= 2, "the watchdog is pinged every 200 ms: {running:?}");
+    assert!(
+        pings >= 2,
+        "the watchdog is pinged every 200 ms: {running:?}"
+    );
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let stopping = received(&socket);
-    assert!(stopping.iter().any(|m| m.contains("STOPPING=1")), "{stopping:?}");
+    assert!(
+        stopping.iter().any(|m| m.contains("STOPPING=1")),
+        "{stopping:?}"
+    );
 }

@@ -280,7 +280,8 @@ impl Client {
                 Ok(self.send::<JobInfoRead>(call).await?.into_job())
             }
             ApiKind::Public => {
-                let mut call = Call::get("jobs/cancel", format!("/jobs/{job_id}")).about(Subject::Job);
+                let mut call =
+                    Call::get("jobs/cancel", format!("/jobs/{job_id}")).about(Subject::Job);
                 call.method = Method::DELETE;
                 Ok(self.send::<JobResponse>(call).await?.into_job())
             }
@@ -288,7 +289,11 @@ impl Client {
     }
 
     /// The connection's newest sync jobs, newest first, at most `limit`.
-    pub async fn connection_jobs(&self, connection_id: &str, limit: u32) -> Result<Vec<Job>, Error> {
+    pub async fn connection_jobs(
+        &self,
+        connection_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Job>, Error> {
         match self.inner.api {
             ApiKind::Config => {
                 let body = json!({
@@ -297,7 +302,11 @@ impl Client {
                     "pagination": { "pageSize": limit, "rowOffset": 0 },
                 });
                 let list: JobReadList = self.send(Call::post("jobs/list", body)).await?;
-                Ok(list.jobs.into_iter().map(JobWithAttemptsRead::into_job).collect())
+                Ok(list
+                    .jobs
+                    .into_iter()
+                    .map(JobWithAttemptsRead::into_job)
+                    .collect())
             }
             ApiKind::Public => {
                 let query = vec![
@@ -336,8 +345,14 @@ impl Client {
                 if !workspace_ids.is_empty() {
                     body["workspaceIds"] = json!(workspace_ids);
                 }
-                let list: JobReadList = self.send(Call::post("jobs/list_for_workspaces", body)).await?;
-                Ok(list.jobs.into_iter().map(JobWithAttemptsRead::into_job).collect())
+                let list: JobReadList = self
+                    .send(Call::post("jobs/list_for_workspaces", body))
+                    .await?;
+                Ok(list
+                    .jobs
+                    .into_iter()
+                    .map(JobWithAttemptsRead::into_job)
+                    .collect())
             }
             ApiKind::Public => {
                 let mut query = vec![
@@ -366,10 +381,13 @@ impl Client {
             ApiKind::Config => Ok(self.send_once::<HealthCheckRead>(&call).await?.available),
             ApiKind::Public => {
                 // The public health check answers 200 with no schema; any 2xx will do.
-                self.send_once::<Value>(&call).await.map(|_| true).or_else(|e| match e {
-                    Error::Decode { .. } => Ok(true),
-                    other => Err(other),
-                })
+                self.send_once::<Value>(&call)
+                    .await
+                    .map(|_| true)
+                    .or_else(|e| match e {
+                        Error::Decode { .. } => Ok(true),
+                        other => Err(other),
+                    })
             }
         }
     }
@@ -413,7 +431,9 @@ impl Client {
         Ok(list.source_definitions)
     }
 
-    pub async fn list_destination_definitions(&self) -> Result<Vec<DestinationDefinitionRead>, Error> {
+    pub async fn list_destination_definitions(
+        &self,
+    ) -> Result<Vec<DestinationDefinitionRead>, Error> {
         let list: DestinationDefinitionReadList = self
             .send(Call::post("destination_definitions/list", json!({})))
             .await?;
@@ -421,7 +441,8 @@ impl Client {
     }
 
     pub async fn create_source(&self, source: &SourceCreate) -> Result<SourceRead, Error> {
-        self.send(Call::post("sources/create", to_value(source))).await
+        self.send(Call::post("sources/create", to_value(source)))
+            .await
     }
 
     pub async fn get_source(&self, source_id: &str) -> Result<SourceRead, Error> {
@@ -433,13 +454,17 @@ impl Client {
     /// (2.0 made it a cursor-paginated body whose only required field is this one).
     pub async fn list_sources(&self, workspace_id: &str) -> Result<Vec<SourceRead>, Error> {
         let list: SourceReadList = self
-            .send(Call::post("sources/list", json!({ "workspaceId": workspace_id })))
+            .send(Call::post(
+                "sources/list",
+                json!({ "workspaceId": workspace_id }),
+            ))
             .await?;
         Ok(list.sources)
     }
 
     pub async fn update_source(&self, update: &SourceUpdate) -> Result<SourceRead, Error> {
-        self.send(Call::post("sources/update", to_value(update))).await
+        self.send(Call::post("sources/update", to_value(update)))
+            .await
     }
 
     pub async fn check_source(&self, source_id: &str) -> Result<CheckConnectionRead, Error> {
@@ -477,7 +502,10 @@ impl Client {
         .await
     }
 
-    pub async fn list_destinations(&self, workspace_id: &str) -> Result<Vec<DestinationRead>, Error> {
+    pub async fn list_destinations(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<DestinationRead>, Error> {
         let list: DestinationReadList = self
             .send(Call::post(
                 "destinations/list",
@@ -487,7 +515,10 @@ impl Client {
         Ok(list.destinations)
     }
 
-    pub async fn check_destination(&self, destination_id: &str) -> Result<CheckConnectionRead, Error> {
+    pub async fn check_destination(
+        &self,
+        destination_id: &str,
+    ) -> Result<CheckConnectionRead, Error> {
         self.send(Call::post(
             "destinations/check_connection",
             json!({ "destinationId": destination_id }),
@@ -584,7 +615,8 @@ impl Client {
             match self.send_once::<T>(&call).await {
                 Ok(value) => return Ok(value),
                 Err(Error::Auth { .. })
-                    if !refreshed_token && matches!(self.inner.auth, Auth::ClientCredentials { .. }) =>
+                    if !refreshed_token
+                        && matches!(self.inner.auth, Auth::ClientCredentials { .. }) =>
                 {
                     refreshed_token = true;
                     *self.inner.token.lock().await = None;
@@ -643,9 +675,15 @@ impl Client {
             request = request.json(body);
         }
         request = self.authorize(request, &endpoint).await?;
-        let response = request.send().await.map_err(|e| self.transport(&endpoint, e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport(&endpoint, e))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| self.transport(&endpoint, e))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.transport(&endpoint, e))?;
         if !status.is_success() {
             return Err(classify(&endpoint, status, &text, call.subject));
         }

@@ -315,7 +315,9 @@ mod tests {
     fn a_409_on_sync_in_the_legacy_style_is_already_running() {
         let body = r#"{"message":"A sync is already running for: c0ffee00-0000-0000-0000-000000000001","exceptionClassName":"io.airbyte.commons.server.errors.ValueConflictKnownException"}"#;
         let err = classify("POST /connections/sync", StatusCode::CONFLICT, body, SYNC);
-        assert!(matches!(err, Error::AlreadyRunning { ref message, .. } if message.contains("already running")));
+        assert!(
+            matches!(err, Error::AlreadyRunning { ref message, .. } if message.contains("already running"))
+        );
         assert!(!err.is_retryable());
     }
 
@@ -336,7 +338,12 @@ mod tests {
     #[test]
     fn an_inactive_connection_is_told_apart_on_both_apis() {
         let legacy = r#"{"message":"Internal Server Error: Can only sync an active connection","exceptionClassName":"java.lang.IllegalStateException"}"#;
-        let err = classify("POST /connections/sync", StatusCode::INTERNAL_SERVER_ERROR, legacy, SYNC);
+        let err = classify(
+            "POST /connections/sync",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            legacy,
+            SYNC,
+        );
         assert!(matches!(err, Error::Inactive { .. }), "{err:?}");
         let public = r#"{"status":409,"type":"https://reference.airbyte.com/reference/errors#state-conflict","title":"state-conflict","detail":"Can only sync an active connection"}"#;
         let err = classify("POST /jobs", StatusCode::CONFLICT, public, SYNC);
@@ -346,7 +353,12 @@ mod tests {
     #[test]
     fn an_unknown_job_answered_with_500_is_not_found() {
         let body = r#"{"message":"Internal Server Error: Could not find job with id: 42","exceptionClassName":"io.airbyte.data.exceptions.ConfigNotFoundException"}"#;
-        let err = classify("POST /jobs/get", StatusCode::INTERNAL_SERVER_ERROR, body, Subject::Job);
+        let err = classify(
+            "POST /jobs/get",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            body,
+            Subject::Job,
+        );
         assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
         assert!(!err.is_retryable());
     }
@@ -354,8 +366,15 @@ mod tests {
     #[test]
     fn a_bare_2_0_500_stays_retryable_since_it_cannot_be_told_from_an_outage() {
         let body = r#"{"errorId":"0b4e7a8e-5f1e-4b5a-9d0c-1f2e3d4c5b6a"}"#;
-        let err = classify("POST /jobs/get", StatusCode::INTERNAL_SERVER_ERROR, body, Subject::Job);
-        assert!(matches!(err, Error::Unavailable { status: 500, ref message, .. } if message.contains("0b4e7a8e")));
+        let err = classify(
+            "POST /jobs/get",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            body,
+            Subject::Job,
+        );
+        assert!(
+            matches!(err, Error::Unavailable { status: 500, ref message, .. } if message.contains("0b4e7a8e"))
+        );
         assert!(err.is_retryable());
     }
 
@@ -383,7 +402,12 @@ mod tests {
 
     #[test]
     fn credentials_refused_is_auth_and_other_4xx_is_rejected() {
-        let err = classify("POST /jobs/list", StatusCode::UNAUTHORIZED, "", Subject::Other);
+        let err = classify(
+            "POST /jobs/list",
+            StatusCode::UNAUTHORIZED,
+            "",
+            Subject::Other,
+        );
         assert!(matches!(err, Error::Auth { status: 401, .. }));
         let err = classify(
             "POST /jobs/list",
@@ -393,7 +417,12 @@ mod tests {
         );
         assert!(matches!(err, Error::Rejected { status: 400, .. }));
         assert!(!err.is_retryable());
-        let err = classify("POST /sources/get", StatusCode::NOT_FOUND, "{}", Subject::Other);
+        let err = classify(
+            "POST /sources/get",
+            StatusCode::NOT_FOUND,
+            "{}",
+            Subject::Other,
+        );
         assert!(matches!(err, Error::NotFound { .. }));
     }
 

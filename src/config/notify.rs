@@ -25,7 +25,10 @@ pub(super) fn receivers(root: &mut Table, p: &mut Problems) -> Vec<NotifySetting
         let url = match value_or_file(&mut t, "url", "url_file", p) {
             Some(Some(url)) => Some(url),
             Some(None) => {
-                p.push(Problem::new(t.key_path("url"), "a receiver needs `url` or `url_file`"));
+                p.push(Problem::new(
+                    t.key_path("url"),
+                    "a receiver needs `url` or `url_file`",
+                ));
                 None
             }
             None => None,
@@ -34,11 +37,21 @@ pub(super) fn receivers(root: &mut Table, p: &mut Problems) -> Vec<NotifySetting
             use secrecy::ExposeSecret;
             let text = url.expose_secret();
             if !(text.starts_with("http://") || text.starts_with("https://")) {
-                p.push(Problem::new(t.key_path("url"), "must be an http:// or https:// URL"));
+                p.push(Problem::new(
+                    t.key_path("url"),
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
         let kind = t
-            .choice("kind", &[("generic", NotifyKind::Generic), ("slack", NotifyKind::Slack)], p)
+            .choice(
+                "kind",
+                &[
+                    ("generic", NotifyKind::Generic),
+                    ("slack", NotifyKind::Slack),
+                ],
+                p,
+            )
             .unwrap_or_default();
         let on = match t.string_list("on", p) {
             None => NotifyEvent::ALL.to_vec(),

@@ -176,7 +176,12 @@ impl Shared {
             Overlap::Go => {}
             Overlap::Wait => return self.release(run.id),
             Overlap::Skip(reason) => {
-                let closing = outcome(&self.clock, RunStatus::Skipped, Progress::default(), Some(reason));
+                let closing = outcome(
+                    &self.clock,
+                    RunStatus::Skipped,
+                    Progress::default(),
+                    Some(reason),
+                );
                 return self.finish_run(run, closing).await;
             }
         }
@@ -210,11 +215,21 @@ impl Shared {
                 self.follow(run, job.id, Some(&job));
             }
             Triggered::Skipped(reason) => {
-                let closing = outcome(&self.clock, RunStatus::Skipped, Progress::default(), Some(reason));
+                let closing = outcome(
+                    &self.clock,
+                    RunStatus::Skipped,
+                    Progress::default(),
+                    Some(reason),
+                );
                 self.finish_run(run, closing).await;
             }
             Triggered::Failed(reason) => {
-                let closing = outcome(&self.clock, RunStatus::TriggerFailed, Progress::default(), Some(reason));
+                let closing = outcome(
+                    &self.clock,
+                    RunStatus::TriggerFailed,
+                    Progress::default(),
+                    Some(reason),
+                );
                 self.finish_run(run, closing).await;
             }
             Triggered::Interrupted => {
@@ -290,7 +305,8 @@ impl Shared {
                     ..
                 }) => {
                     if (after_lost_answer || maybe_delivered)
-                        && let Some(job) = self.job_started_since(connection_id, run.claimed_at).await
+                        && let Some(job) =
+                            self.job_started_since(connection_id, run.claimed_at).await
                     {
                         return Triggered::Started(job);
                     }
@@ -334,7 +350,11 @@ impl Shared {
 
     /// The connection's job that has not ended, if Airbyte can say.
     async fn running_job(&self, connection_id: &str) -> Option<Job> {
-        match self.airbyte.connection_jobs(connection_id, ATTACH_SEARCH).await {
+        match self
+            .airbyte
+            .connection_jobs(connection_id, ATTACH_SEARCH)
+            .await
+        {
             Ok(jobs) => jobs.into_iter().find(|j| !j.status.is_terminal()),
             Err(e) => {
                 tracing::warn!(connection_id, error = %e, "could not list the connection's jobs");
@@ -358,7 +378,11 @@ impl Shared {
     /// The newest job of the connection created at or after `since` (to the
     /// second, as Airbyte stores it), if Airbyte can say.
     async fn job_started_since(&self, connection_id: &str, since: DateTime<Utc>) -> Option<Job> {
-        let jobs = match self.airbyte.connection_jobs(connection_id, ATTACH_SEARCH).await {
+        let jobs = match self
+            .airbyte
+            .connection_jobs(connection_id, ATTACH_SEARCH)
+            .await
+        {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::warn!(connection_id, error = %e, "could not list the connection's jobs");

@@ -27,7 +27,8 @@ impl Shared {
         if ended.is_empty() {
             return;
         }
-        let writes: Vec<(i64, Outcome)> = ended.iter().map(|(run, o)| (run.id, o.clone())).collect();
+        let writes: Vec<(i64, Outcome)> =
+            ended.iter().map(|(run, o)| (run.id, o.clone())).collect();
         match self.store.finish(&writes).await {
             Ok(closed) => {
                 for (mut run, outcome) in ended {
@@ -87,7 +88,9 @@ impl Shared {
             let state = conns.entry(run.connection.clone()).or_default();
             let was = state.failing;
             match run.status {
-                RunStatus::Failed | RunStatus::TimedOut | RunStatus::TriggerFailed => state.failing = true,
+                RunStatus::Failed | RunStatus::TimedOut | RunStatus::TriggerFailed => {
+                    state.failing = true
+                }
                 RunStatus::Succeeded => state.failing = false,
                 _ => {}
             }
@@ -163,7 +166,10 @@ impl Shared {
             return;
         };
         for dependent in dependents {
-            if !dependent.enabled || self.is_paused(&dependent.name) || !self.upstream_ready(&dependent) {
+            if !dependent.enabled
+                || self.is_paused(&dependent.name)
+                || !self.upstream_ready(&dependent)
+            {
                 continue;
             }
             let now = self.clock.now();

@@ -120,7 +120,10 @@ impl Catalog {
         Self {
             by_name,
             ordered,
-            group_limits: groups.into_iter().map(|g| (g.name, g.max_concurrent)).collect(),
+            group_limits: groups
+                .into_iter()
+                .map(|g| (g.name, g.max_concurrent))
+                .collect(),
             dependents,
         }
     }
@@ -160,7 +163,10 @@ pub(crate) struct Shared {
 impl Engine {
     /// Takes up the runs the history says are open, then starts the schedule and
     /// the tracker. Returns once both run; `shutdown` stops them.
-    pub async fn start(parts: EngineParts, shutdown: CancellationToken) -> Result<Self, EngineError> {
+    pub async fn start(
+        parts: EngineParts,
+        shutdown: CancellationToken,
+    ) -> Result<Self, EngineError> {
         let mut conns: HashMap<String, ConnState> = HashMap::new();
         for marks in parts.store.marks().await? {
             conns.insert(
@@ -182,7 +188,10 @@ impl Engine {
             workers: parts.workers,
             started_at: parts.clock.now(),
             clock: parts.clock,
-            catalog: std::sync::RwLock::new(Arc::new(Catalog::new(parts.connections, parts.groups))),
+            catalog: std::sync::RwLock::new(Arc::new(Catalog::new(
+                parts.connections,
+                parts.groups,
+            ))),
             reloaded: tokio::sync::Notify::new(),
             queue: Mutex::new(Queue::default()),
             tracked: Mutex::new(HashMap::new()),
@@ -215,10 +224,18 @@ impl Engine {
     pub fn reload(&self, connections: Vec<ConnectionSettings>, groups: Vec<GroupSettings>) {
         let catalog = Arc::new(Catalog::new(connections, groups));
         let old = std::mem::replace(
-            &mut *self.shared.catalog.write().unwrap_or_else(|p| p.into_inner()),
+            &mut *self
+                .shared
+                .catalog
+                .write()
+                .unwrap_or_else(|p| p.into_inner()),
             catalog.clone(),
         );
-        for removed in old.by_name.keys().filter(|n| !catalog.by_name.contains_key(*n)) {
+        for removed in old
+            .by_name
+            .keys()
+            .filter(|n| !catalog.by_name.contains_key(*n))
+        {
             self.shared.metrics.forget(removed);
         }
         self.shared.reloaded.notify_one();
@@ -309,7 +326,11 @@ impl Shared {
         // By the engine's clock, like the successes it is compared with.
         state.last_claimed = Some(self.clock.now());
         if run.trigger == Trigger::Schedule {
-            state.last_tick = Some(state.last_tick.map_or(run.scheduled_for, |t| t.max(run.scheduled_for)));
+            state.last_tick = Some(
+                state
+                    .last_tick
+                    .map_or(run.scheduled_for, |t| t.max(run.scheduled_for)),
+            );
         }
     }
 
@@ -319,7 +340,10 @@ impl Shared {
     async fn take_up_open_runs(self: &Arc<Self>) -> Result<(), StoreError> {
         let open = self.store.open_runs().await?;
         if !open.is_empty() {
-            tracing::info!(runs = open.len(), "taking up runs left open by the last stop");
+            tracing::info!(
+                runs = open.len(),
+                "taking up runs left open by the last stop"
+            );
         }
         for run in open {
             match run.job_id {

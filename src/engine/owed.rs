@@ -48,7 +48,12 @@ impl Shared {
     /// order holds. Called once per poll round.
     pub(super) async fn flush_owed(self: &Arc<Self>) {
         loop {
-            let Some(next) = self.owed.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+            let Some(next) = self
+                .owed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front()
+            else {
                 return;
             };
             let result = match &next {
@@ -67,7 +72,9 @@ impl Shared {
                         Ok(closed) => {
                             // The slots were given back when the runs ended; what is
                             // left is what follows a recorded outcome.
-                            let Owed::Finished(ended) = next else { continue };
+                            let Owed::Finished(ended) = next else {
+                                continue;
+                            };
                             for (mut run, outcome) in ended {
                                 super::follow_up::apply(&mut run, outcome);
                                 let recorded = closed.contains(&run.id);

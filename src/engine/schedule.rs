@@ -126,7 +126,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 continue;
             }
             if now - at > MISFIRE_TOLERANCE {
-                catch_up(&shared, &connection, at - chrono::Duration::milliseconds(1), now).await;
+                catch_up(
+                    &shared,
+                    &connection,
+                    at - chrono::Duration::milliseconds(1),
+                    now,
+                )
+                .await;
             } else {
                 on_time.push(tick(&connection, at));
             }

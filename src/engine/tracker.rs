@@ -107,11 +107,11 @@ impl Shared {
         let mut single = single;
         if let Some(since) = since {
             match self.list_changed(since).await {
-                Ok(mut changed) => answers.extend(
-                    batch
-                        .into_iter()
-                        .filter_map(|(run_id, job_id)| changed.remove(&job_id).map(|j| (run_id, Ok(j)))),
-                ),
+                Ok(mut changed) => {
+                    answers.extend(batch.into_iter().filter_map(|(run_id, job_id)| {
+                        changed.remove(&job_id).map(|j| (run_id, Ok(j)))
+                    }))
+                }
                 Err(e) if e.is_retryable() => unanswered = Some((batch.len(), e)),
                 Err(e) => {
                     tracing::warn!(error = %e,
@@ -192,7 +192,10 @@ impl Shared {
             let (status, error) = final_status(&job, done.cancel_accepted, done.by_operator);
             let error = error.or_else(|| {
                 (status == RunStatus::TimedOut).then(|| {
-                    format!("cancelled by cronbyte after its timeout; Airbyte job {} ended", job.id)
+                    format!(
+                        "cancelled by cronbyte after its timeout; Airbyte job {} ended",
+                        job.id
+                    )
                 })
             });
             closing.push((done.run, outcome(&self.clock, status, progress, error)));
@@ -200,7 +203,10 @@ impl Shared {
         for (gone, message) in vanished {
             let job_id = gone.job_id;
             let error = format!("Airbyte no longer knows job {job_id}: {message}");
-            closing.push((gone.run, outcome(&self.clock, RunStatus::Failed, gone.progress, Some(error))));
+            closing.push((
+                gone.run,
+                outcome(&self.clock, RunStatus::Failed, gone.progress, Some(error)),
+            ));
         }
         self.finish_runs(closing).await;
         self.cancel_overdue().await;
@@ -221,7 +227,10 @@ impl Shared {
             .values()
             .filter_map(|t| {
                 let started = t.run.started_at?;
-                Some((t.run.connection.clone(), (now - started).num_seconds().max(0)))
+                Some((
+                    t.run.connection.clone(),
+                    (now - started).num_seconds().max(0),
+                ))
             })
             .collect();
         self.metrics.set_running_ages(&ages);
@@ -238,7 +247,9 @@ impl Shared {
         let mut single = Vec::new();
         let mut since: Option<DateTime<Utc>> = None;
         for t in self.lock_tracked().values() {
-            let fresh = t.confirmed.is_some_and(|c| now.duration_since(c) < stale_after);
+            let fresh = t
+                .confirmed
+                .is_some_and(|c| now.duration_since(c) < stale_after);
             match t.last_update {
                 Some(updated) if batching && fresh => {
                     since = Some(since.map_or(updated, |s| s.min(updated)));
@@ -326,7 +337,11 @@ impl Shared {
 }
 
 /// The run status for a job that ended, and the failure text to keep.
-fn final_status(job: &Job, cancel_accepted: bool, by_operator: bool) -> (RunStatus, Option<String>) {
+fn final_status(
+    job: &Job,
+    cancel_accepted: bool,
+    by_operator: bool,
+) -> (RunStatus, Option<String>) {
     match (&job.status, cancel_accepted) {
         (JobStatus::Succeeded, _) => (RunStatus::Succeeded, None),
         (JobStatus::Cancelled, _) if by_operator => (

@@ -71,10 +71,12 @@ impl SqliteStore {
     /// Applies pending migrations and reports how many there were.
     pub async fn migrate(path: &Path) -> Result<usize, StoreError> {
         let store = Self::connect(path, true).await?;
-        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'")
-            .fetch_one(&store.writer)
-            .await
-            .map_err(query_error)?;
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'",
+        )
+        .fetch_one(&store.writer)
+        .await
+        .map_err(query_error)?;
         let before = if applied > 0 {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations")
                 .fetch_one(&store.writer)
@@ -177,7 +179,11 @@ async fn claim_chunk(
          (connection, connection_id, trigger, scheduled_for, claimed_at, status, retry_of) VALUES ",
     );
     for i in 0..runs.len() {
-        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, 'pending', ?)" } else { ", (?, ?, ?, ?, ?, 'pending', ?)" });
+        sql.push_str(if i == 0 {
+            "(?, ?, ?, ?, ?, 'pending', ?)"
+        } else {
+            ", (?, ?, ?, ?, ?, 'pending', ?)"
+        });
     }
     // A rowid identifies each inserted row; which input it was for is found by
     // its (connection, scheduled_for, trigger), since RETURNING has no order.
@@ -393,22 +399,25 @@ impl Store for SqliteStore {
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Run>, StoreError> {
         let limit = i64::from(filter.limit.max(1));
-        let rows = match &filter.connection {
-            Some(connection) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE connection = ? ORDER BY id DESC LIMIT ?"
-            )))
-            .bind(connection)
-            .bind(limit)
-            .fetch_all(&self.readers)
-            .await,
-            None => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?"
-            )))
-            .bind(limit)
-            .fetch_all(&self.readers)
-            .await,
-        }
-        .map_err(query_error)?;
+        let rows =
+            match &filter.connection {
+                Some(connection) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE connection = ? ORDER BY id DESC LIMIT ?"
+                )))
+                .bind(connection)
+                .bind(limit)
+                .fetch_all(&self.readers)
+                .await,
+                None => {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?"
+                    )))
+                    .bind(limit)
+                    .fetch_all(&self.readers)
+                    .await
+                }
+            }
+            .map_err(query_error)?;
         read_runs(rows)
     }
 
@@ -614,7 +623,9 @@ mod tests {
 
     async fn fresh() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("history.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("history.db"))
+            .await
+            .unwrap();
         (dir, store)
     }
 
@@ -633,12 +644,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
         let store = SqliteStore::open(&path).await.unwrap();
-        assert!(store.claim(tick("orders", 1_800_000_000)).await.unwrap().is_some());
-        assert!(store.claim(tick("orders", 1_800_000_000)).await.unwrap().is_none());
+        assert!(
+            store
+                .claim(tick("orders", 1_800_000_000))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .claim(tick("orders", 1_800_000_000))
+                .await
+                .unwrap()
+                .is_none()
+        );
         store.close().await;
         let store = SqliteStore::open(&path).await.unwrap();
-        assert!(store.claim(tick("orders", 1_800_000_000)).await.unwrap().is_none());
-        assert!(store.claim(tick("customers", 1_800_000_000)).await.unwrap().is_some());
+        assert!(
+            store
+                .claim(tick("orders", 1_800_000_000))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .claim(tick("customers", 1_800_000_000))
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -653,7 +688,11 @@ mod tests {
     #[tokio::test]
     async fn a_run_goes_from_pending_to_running_to_its_outcome_once() {
         let (_dir, store) = fresh().await;
-        let run = store.claim(tick("orders", 1_800_000_000)).await.unwrap().unwrap();
+        let run = store
+            .claim(tick("orders", 1_800_000_000))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(store.open_runs().await.unwrap().len(), 1);
         store.mark_started(run.id, 42, Utc::now()).await.unwrap();
         let progress = Progress {
@@ -705,12 +744,19 @@ mod tests {
         ];
         let claimed = store.claim_many(batch).await.unwrap();
         assert_eq!(claimed.len(), 3);
-        assert_eq!(claimed[0].as_ref().unwrap().scheduled_for.timestamp(), 1_800_000_000);
+        assert_eq!(
+            claimed[0].as_ref().unwrap().scheduled_for.timestamp(),
+            1_800_000_000
+        );
         assert!(claimed[1].is_none());
         assert_eq!(claimed[2].as_ref().unwrap().connection, "customers");
         let ids: std::collections::HashSet<_> = claimed.iter().flatten().map(|r| r.id).collect();
         assert_eq!(ids.len(), 2);
-        let stored = store.run(claimed[2].as_ref().unwrap().id).await.unwrap().unwrap();
+        let stored = store
+            .run(claimed[2].as_ref().unwrap().id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.connection, "customers");
     }
 
@@ -718,8 +764,14 @@ mod tests {
     async fn history_lists_newest_first_and_filters_by_connection() {
         let (_dir, store) = fresh().await;
         for i in 0..5 {
-            store.claim(tick("orders", 1_800_000_000 + i)).await.unwrap();
-            store.claim(tick("customers", 1_800_000_000 + i)).await.unwrap();
+            store
+                .claim(tick("orders", 1_800_000_000 + i))
+                .await
+                .unwrap();
+            store
+                .claim(tick("customers", 1_800_000_000 + i))
+                .await
+                .unwrap();
         }
         let filter = HistoryFilter {
             connection: Some("orders".into()),
@@ -731,11 +783,10 @@ mod tests {
         assert!(runs[0].scheduled_for > runs[1].scheduled_for);
         let marks = store.marks().await.unwrap();
         assert_eq!(marks.len(), 2);
-        assert!(
-            marks
-                .iter()
-                .all(|m| m.last_tick.map(|t| t.timestamp()) == Some(1_800_000_004) && m.last_success.is_none())
-        );
+        assert!(marks.iter().all(
+            |m| m.last_tick.map(|t| t.timestamp()) == Some(1_800_000_004)
+                && m.last_success.is_none()
+        ));
     }
 
     #[cfg(unix)]
@@ -743,7 +794,10 @@ mod tests {
     async fn the_file_is_created_readable_by_its_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let (_dir, store) = fresh().await;
-        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

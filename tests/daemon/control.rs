@@ -44,12 +44,16 @@ async fn the_control_api_refuses_without_the_right_token() {
     let (status, _) = call(reqwest::Method::GET, &url, Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK);
     for open in ["/metrics", "/healthz"] {
-        let response = reqwest::get(format!("{}{open}", daemon.url())).await.unwrap();
+        let response = reqwest::get(format!("{}{open}", daemon.url()))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{open}");
     }
     daemon.stop().await;
 
-    let no_token = harness.start(harness.config(&connection_toml("a", id, "0 0 1 1 *"))).await;
+    let no_token = harness
+        .start(harness.config(&connection_toml("a", id, "0 0 1 1 *")))
+        .await;
     let (status, body) = call(
         reqwest::Method::GET,
         &format!("{}/api/v1/connections", no_token.url()),
@@ -57,7 +61,12 @@ async fn the_control_api_refuses_without_the_right_token() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(body["error"]["message"].as_str().unwrap().contains("[server].token"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[server].token")
+    );
     no_token.stop().await;
 }
 
@@ -66,10 +75,14 @@ async fn the_control_api_refuses_without_the_right_token() {
 #[tokio::test]
 async fn every_control_route_does_what_it_says() {
     let harness = Harness::new().await;
-    let quick = harness.connection("quick", JobPlan::succeeding(Duration::from_millis(300), 4, 40));
+    let quick = harness.connection(
+        "quick",
+        JobPlan::succeeding(Duration::from_millis(300), 4, 40),
+    );
     let hung = harness.connection("hung", JobPlan::hanging());
     let text = with_token(&harness.config_text(
-        &(connection_toml("quick", quick, "0 0 1 1 *") + &connection_toml("hung", hung, "0 0 1 1 *")),
+        &(connection_toml("quick", quick, "0 0 1 1 *")
+            + &connection_toml("hung", hung, "0 0 1 1 *")),
     ));
     let (daemon, _) = harness.start_from_file(&text).await;
     let api = format!("{}/api/v1", daemon.url());
@@ -87,49 +100,103 @@ async fn every_control_route_does_what_it_says() {
     assert!(body["connections"][0]["next_run"].is_string());
     assert_eq!(body["connections"][0]["paused"], false);
 
-    let (status, body) = call(Method::POST, &format!("{api}/connections/quick/trigger"), Some(TOKEN)).await;
+    let (status, body) = call(
+        Method::POST,
+        &format!("{api}/connections/quick/trigger"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(body["run"]["trigger"], "manual");
     harness
-        .wait_for(Duration::from_secs(10), "the manual run to succeed", |runs| {
-            runs.iter().any(|r| r.trigger == Trigger::Manual && r.status == RunStatus::Succeeded)
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            "the manual run to succeed",
+            |runs| {
+                runs.iter()
+                    .any(|r| r.trigger == Trigger::Manual && r.status == RunStatus::Succeeded)
+            },
+        )
         .await;
-    let (status, body) = call(Method::GET, &format!("{api}/connections/quick/runs?limit=5"), Some(TOKEN)).await;
+    let (status, body) = call(
+        Method::GET,
+        &format!("{api}/connections/quick/runs?limit=5"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["runs"][0]["status"], "succeeded");
     assert_eq!(body["runs"][0]["records_synced"], 4);
 
-    let (status, body) = call(Method::POST, &format!("{api}/connections/hung/trigger"), Some(TOKEN)).await;
+    let (status, body) = call(
+        Method::POST,
+        &format!("{api}/connections/hung/trigger"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let run_id = body["run"]["id"].as_i64().unwrap();
     harness
         .wait_for(Duration::from_secs(10), "the hung run to start", |runs| {
-            runs.iter().any(|r| r.id == run_id && r.status == RunStatus::Running)
+            runs.iter()
+                .any(|r| r.id == run_id && r.status == RunStatus::Running)
         })
         .await;
-    let (status, body) = call(Method::POST, &format!("{api}/runs/{run_id}/cancel"), Some(TOKEN)).await;
+    let (status, body) = call(
+        Method::POST,
+        &format!("{api}/runs/{run_id}/cancel"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["outcome"], "requested");
     let runs = harness
-        .wait_for(Duration::from_secs(10), "the cancelled run to end", |runs| {
-            runs.iter().any(|r| r.id == run_id && !r.status.is_open())
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            "the cancelled run to end",
+            |runs| runs.iter().any(|r| r.id == run_id && !r.status.is_open()),
+        )
         .await;
     let cancelled = runs.iter().find(|r| r.id == run_id).unwrap();
     assert_eq!(cancelled.status, RunStatus::Cancelled);
-    let (status, body) = call(Method::POST, &format!("{api}/runs/{run_id}/cancel"), Some(TOKEN)).await;
+    let (status, body) = call(
+        Method::POST,
+        &format!("{api}/runs/{run_id}/cancel"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "conflict");
 
-    let (status, body) = call(Method::POST, &format!("{api}/connections/quick/pause"), Some(TOKEN)).await;
-    assert_eq!((status, body["paused"].clone()), (StatusCode::OK, Value::Bool(true)));
+    let (status, body) = call(
+        Method::POST,
+        &format!("{api}/connections/quick/pause"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, body["paused"].clone()),
+        (StatusCode::OK, Value::Bool(true))
+    );
     let (_, body) = call(Method::GET, &format!("{api}/connections"), Some(TOKEN)).await;
     assert_eq!(body["connections"][0]["paused"], true);
-    let (status, body) = call(Method::POST, &format!("{api}/connections/quick/resume"), Some(TOKEN)).await;
-    assert_eq!((status, body["paused"].clone()), (StatusCode::OK, Value::Bool(false)));
+    let (status, body) = call(
+        Method::POST,
+        &format!("{api}/connections/quick/resume"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, body["paused"].clone()),
+        (StatusCode::OK, Value::Bool(false))
+    );
 
-    let (status, body) = call(Method::POST, &format!("{api}/connections/nope/trigger"), Some(TOKEN)).await;
+    let (status, body) = call(
+        Method::POST,
+        &format!("{api}/connections/nope/trigger"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
     let (status, body) = call(Method::GET, &format!("{api}/nowhere"), Some(TOKEN)).await;
@@ -143,7 +210,9 @@ async fn every_control_route_does_what_it_says() {
 async fn readyz_fails_while_airbyte_is_unreachable() {
     let harness = Harness::new().await;
     let id = harness.connection("a", JobPlan::default());
-    let daemon = harness.start(harness.config(&connection_toml("a", id, "0 0 1 1 *"))).await;
+    let daemon = harness
+        .start(harness.config(&connection_toml("a", id, "0 0 1 1 *")))
+        .await;
     let ready = format!("{}/readyz", daemon.url());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -155,10 +224,16 @@ async fn readyz_fails_while_airbyte_is_unreachable() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     daemon.stop().await;
-    harness.control().refuse_connections_for(Duration::from_secs(30));
-    let daemon = harness.start(harness.config(&connection_toml("a", id, "0 0 1 1 *"))).await;
+    harness
+        .control()
+        .refuse_connections_for(Duration::from_secs(30));
+    let daemon = harness
+        .start(harness.config(&connection_toml("a", id, "0 0 1 1 *")))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let response = reqwest::get(format!("{}/readyz", daemon.url())).await.unwrap();
+    let response = reqwest::get(format!("{}/readyz", daemon.url()))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["airbyte"], "unreachable");
@@ -172,8 +247,14 @@ async fn readyz_fails_while_airbyte_is_unreachable() {
 #[tokio::test]
 async fn a_reload_applies_a_valid_config_and_rejects_an_invalid_one() {
     let harness = Harness::new().await;
-    let leaving = harness.connection("leaving", JobPlan::succeeding(Duration::from_secs(2), 8, 80));
-    let joining = harness.connection("joining", JobPlan::succeeding(Duration::from_millis(200), 1, 1));
+    let leaving = harness.connection(
+        "leaving",
+        JobPlan::succeeding(Duration::from_secs(2), 8, 80),
+    );
+    let joining = harness.connection(
+        "joining",
+        JobPlan::succeeding(Duration::from_millis(200), 1, 1),
+    );
     let first = with_token(&harness.config_text(&connection_toml(
         "leaving",
         leaving,
@@ -181,18 +262,27 @@ async fn a_reload_applies_a_valid_config_and_rejects_an_invalid_one() {
     )));
     let (daemon, path) = harness.start_from_file(&first).await;
     harness
-        .wait_for(Duration::from_secs(10), "the leaving run to start", |runs| {
-            runs.iter().any(|r| r.status == RunStatus::Running)
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            "the leaving run to start",
+            |runs| runs.iter().any(|r| r.status == RunStatus::Running),
+        )
         .await;
 
     let api = format!("{}/api/v1", daemon.url());
     std::fs::write(&path, first.replace("[[connections]]", "[[connectoins]]")).unwrap();
     let (status, body) = call(reqwest::Method::POST, &format!("{api}/reload"), Some(TOKEN)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["error"]["message"].as_str().unwrap().contains("connectoins"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connectoins"),
+        "{body}"
+    );
 
-    let second = with_token(&harness.config_text(&connection_toml("joining", joining, "* * * * * *")));
+    let second =
+        with_token(&harness.config_text(&connection_toml("joining", joining, "* * * * * *")));
     std::fs::write(&path, &second).unwrap();
     let (status, body) = call(reqwest::Method::POST, &format!("{api}/reload"), Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -200,15 +290,34 @@ async fn a_reload_applies_a_valid_config_and_rejects_an_invalid_one() {
     assert_eq!(body["summary"]["removed"][0], "leaving");
 
     let runs = harness
-        .wait_for(Duration::from_secs(10), "the removed run to end and the new one to fire", |runs| {
-            runs.iter().any(|r| r.connection == "leaving" && r.status == RunStatus::Succeeded)
-                && runs.iter().any(|r| r.connection == "joining" && r.status == RunStatus::Succeeded)
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            "the removed run to end and the new one to fire",
+            |runs| {
+                runs.iter()
+                    .any(|r| r.connection == "leaving" && r.status == RunStatus::Succeeded)
+                    && runs
+                        .iter()
+                        .any(|r| r.connection == "joining" && r.status == RunStatus::Succeeded)
+            },
+        )
         .await;
     assert_eq!(runs.iter().filter(|r| r.connection == "leaving").count(), 1);
     let metrics = daemon.metrics().await;
-    assert_eq!(sample(&metrics, r#"cronbyte_config_reloads_total{outcome="applied"}"#), Some(1.0));
-    assert_eq!(sample(&metrics, r#"cronbyte_config_reloads_total{outcome="rejected"}"#), Some(1.0));
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"cronbyte_config_reloads_total{outcome="applied"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"cronbyte_config_reloads_total{outcome="rejected"}"#
+        ),
+        Some(1.0)
+    );
     daemon.stop().await;
 }
 
@@ -217,7 +326,11 @@ async fn a_reload_applies_a_valid_config_and_rejects_an_invalid_one() {
 #[tokio::test]
 async fn every_documented_route_exists() {
     let spec: Value = serde_norway::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/control-api.yaml")).unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/control-api.yaml"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let harness = Harness::new().await;
@@ -228,7 +341,11 @@ async fn every_documented_route_exists() {
     assert!(paths.len() >= 10);
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
-            let url = format!("{}{}", daemon.url(), path.replace("{name}", "a").replace("{id}", "999999"));
+            let url = format!(
+                "{}{}",
+                daemon.url(),
+                path.replace("{name}", "a").replace("{id}", "999999")
+            );
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = reqwest::Client::new()
                 .request(method.clone(), &url)

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use cronbyte::config::{self, Config, Format};
 use cronbyte::daemon::{Daemon, DaemonError};
-use cronbyte::engine::Clock;
 use cronbyte::emulator::{Emulator, EmulatorControl, EmulatorHandle, EmulatorOptions, JobPlan};
+use cronbyte::engine::Clock;
 use cronbyte::store::{HistoryFilter, Run, SqliteStore, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -37,9 +37,12 @@ pub struct Running {
 impl Harness {
     pub async fn new() -> Self {
         init_logs();
-        let emulator = Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default())
-            .await
-            .expect("emulator starts");
+        let emulator = Emulator::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            EmulatorOptions::default(),
+        )
+        .await
+        .expect("emulator starts");
         Self {
             emulator,
             dir: tempfile::tempdir().expect("temp dir"),
@@ -109,7 +112,10 @@ impl Harness {
 
     /// Starts the daemon with its engine on `clock`.
     pub async fn start_on(&self, config: Config, clock: Clock) -> Running {
-        let daemon = Daemon::build(config).await.expect("daemon builds").with_clock(clock);
+        let daemon = Daemon::build(config)
+            .await
+            .expect("daemon builds")
+            .with_clock(clock);
         let addr = daemon.local_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(daemon.run(shutdown.clone()));
@@ -136,7 +142,12 @@ impl Harness {
     }
 
     /// Waits until the history satisfies `done`, or fails the test after `within`.
-    pub async fn wait_for(&self, within: Duration, what: &str, done: impl Fn(&[Run]) -> bool) -> Vec<Run> {
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&[Run]) -> bool,
+    ) -> Vec<Run> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let runs = self.runs().await;
@@ -205,5 +216,7 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 /// The store file opened beside the daemon, as `cronbyte pause` opens it.
 pub async fn open_store(harness: &Harness) -> SqliteStore {
-    SqliteStore::open(&harness.store_path()).await.expect("store opens")
+    SqliteStore::open(&harness.store_path())
+        .await
+        .expect("store opens")
 }

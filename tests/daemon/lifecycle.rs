@@ -14,7 +14,10 @@ use crate::helpers::*;
 #[tokio::test]
 async fn a_job_in_flight_across_a_restart_is_recorded_once() {
     let harness = Harness::new().await;
-    let id = harness.connection("ecommerce", JobPlan::succeeding(Duration::from_secs(2), 500, 5_000));
+    let id = harness.connection(
+        "ecommerce",
+        JobPlan::succeeding(Duration::from_secs(2), 500, 5_000),
+    );
     let toml = connection_toml("ecommerce", id, &cron_at(soon(Duration::from_secs(1))));
     let first = harness.start(harness.config(&toml)).await;
     harness
@@ -35,10 +38,17 @@ async fn a_job_in_flight_across_a_restart_is_recorded_once() {
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(runs[0].status, RunStatus::Succeeded);
     assert_eq!(runs[0].records_synced, Some(500));
-    assert_eq!(harness.control().jobs().len(), 1, "no second job was started");
+    assert_eq!(
+        harness.control().jobs().len(),
+        1,
+        "no second job was started"
+    );
     let metrics = second.metrics().await;
     assert_eq!(
-        sample(&metrics, r#"cronbyte_syncs_total{connection="ecommerce",status="succeeded"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_syncs_total{connection="ecommerce",status="succeeded"}"#
+        ),
         Some(1.0)
     );
     second.stop().await;
@@ -49,7 +59,10 @@ async fn a_job_in_flight_across_a_restart_is_recorded_once() {
 #[tokio::test]
 async fn the_same_tick_is_never_triggered_twice() {
     let harness = Harness::new().await;
-    let id = harness.connection("fast", JobPlan::succeeding(Duration::from_millis(100), 1, 1));
+    let id = harness.connection(
+        "fast",
+        JobPlan::succeeding(Duration::from_millis(100), 1, 1),
+    );
     let toml = connection_toml("fast", id, "* * * * * *");
     let a = harness.start(harness.config(&toml)).await;
     let b = harness.start(harness.config(&toml)).await;
@@ -60,12 +73,26 @@ async fn the_same_tick_is_never_triggered_twice() {
     let runs = harness.runs().await;
     let ticks: HashSet<_> = runs.iter().map(|r| r.scheduled_for).collect();
     assert!(runs.len() >= 3, "{runs:#?}");
-    assert_eq!(ticks.len(), runs.len(), "a tick was claimed twice: {runs:#?}");
+    assert_eq!(
+        ticks.len(),
+        runs.len(),
+        "a tick was claimed twice: {runs:#?}"
+    );
     let started = runs.iter().filter(|r| r.job_id.is_some()).count();
-    let skipped = runs.iter().filter(|r| r.status == RunStatus::Skipped).count();
+    let skipped = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Skipped)
+        .count();
     // Each run either started its own job or met Airbyte's 409 because the
     // previous tick's job was still running: never two jobs for one tick.
-    assert_eq!(started + skipped, runs.len() - runs.iter().filter(|r| r.status == RunStatus::Pending).count());
+    assert_eq!(
+        started + skipped,
+        runs.len()
+            - runs
+                .iter()
+                .filter(|r| r.status == RunStatus::Pending)
+                .count()
+    );
     assert_eq!(harness.control().jobs().len(), started);
 }
 
@@ -76,7 +103,11 @@ async fn shutdown_leaves_airbyte_jobs_running_and_returns_quickly() {
     let harness = Harness::new().await;
     let id = harness.connection("long", JobPlan::hanging());
     let daemon = harness
-        .start(harness.config(&connection_toml("long", id, &cron_at(soon(Duration::from_secs(1))))))
+        .start(harness.config(&connection_toml(
+            "long",
+            id,
+            &cron_at(soon(Duration::from_secs(1))),
+        )))
         .await;
     harness
         .wait_for(Duration::from_secs(15), "the run to start", |runs| {

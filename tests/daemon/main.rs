@@ -1,8 +1,8 @@
 //! The daemon end to end against the emulator: a tick becomes a run row, a sync,
 //! a polled job, an outcome in the history and a counter on `/metrics`.
 
-mod helpers;
 mod control;
+mod helpers;
 mod lifecycle;
 mod observability;
 mod policies;

@@ -18,7 +18,10 @@ use crate::helpers::*;
 #[tokio::test]
 async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
     let harness = Harness::new().await;
-    let id = harness.connection("orders", JobPlan::succeeding(Duration::from_millis(200), 100, 1_000));
+    let id = harness.connection(
+        "orders",
+        JobPlan::succeeding(Duration::from_millis(200), 100, 1_000),
+    );
     let control = harness.control();
     control.push_plan(id, JobPlan::succeeding(Duration::from_millis(200), 0, 0));
     control.push_plan(id, JobPlan::failing(Duration::from_millis(200), "boom"));
@@ -35,7 +38,10 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
 
     let runs = harness.runs().await;
     let ended: Vec<_> = runs.iter().filter(|r| !r.status.is_open()).collect();
-    let succeeded = ended.iter().filter(|r| r.status == RunStatus::Succeeded).count() as f64;
+    let succeeded = ended
+        .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
+        .count() as f64;
     let records: u64 = ended.iter().filter_map(|r| r.records_synced).sum();
 
     let lines = text.lines().map(|l| Ok(l.to_owned()));
@@ -51,25 +57,86 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
                 _ => None,
             })
     };
-    assert_eq!(value("cronbyte_syncs_total", &[("connection", "orders"), ("status", "succeeded")]), Some(succeeded));
-    assert!(value("cronbyte_syncs_total", &[("connection", "orders"), ("status", "failed")]).is_some_and(|v| v >= 1.0));
-    assert_eq!(value("cronbyte_records_synced_total", &[("connection", "orders")]), Some(records as f64));
-    assert_eq!(value("cronbyte_zero_record_syncs_total", &[("connection", "orders")]), Some(1.0));
-    assert!(value("cronbyte_last_success_timestamp_seconds", &[("connection", "orders")]).is_some_and(|v| v > 1.7e9));
-    assert!(value("cronbyte_next_run_timestamp_seconds", &[("connection", "orders")]).is_some());
-    assert_eq!(value("cronbyte_expected_interval_seconds", &[("connection", "orders")]), Some(1.0));
-    assert_eq!(value("cronbyte_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
-    assert_eq!(value("cronbyte_syncs_in_flight", &[]).map(|v| v >= 0.0), Some(true));
+    assert_eq!(
+        value(
+            "cronbyte_syncs_total",
+            &[("connection", "orders"), ("status", "succeeded")]
+        ),
+        Some(succeeded)
+    );
+    assert!(
+        value(
+            "cronbyte_syncs_total",
+            &[("connection", "orders"), ("status", "failed")]
+        )
+        .is_some_and(|v| v >= 1.0)
+    );
+    assert_eq!(
+        value("cronbyte_records_synced_total", &[("connection", "orders")]),
+        Some(records as f64)
+    );
+    assert_eq!(
+        value(
+            "cronbyte_zero_record_syncs_total",
+            &[("connection", "orders")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        value(
+            "cronbyte_last_success_timestamp_seconds",
+            &[("connection", "orders")]
+        )
+        .is_some_and(|v| v > 1.7e9)
+    );
+    assert!(
+        value(
+            "cronbyte_next_run_timestamp_seconds",
+            &[("connection", "orders")]
+        )
+        .is_some()
+    );
+    assert_eq!(
+        value(
+            "cronbyte_expected_interval_seconds",
+            &[("connection", "orders")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "cronbyte_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("cronbyte_syncs_in_flight", &[]).map(|v| v >= 0.0),
+        Some(true)
+    );
     let consecutive = value("cronbyte_consecutive_failures", &[("connection", "orders")]).unwrap();
-    let last_counted = ended.iter().rev().find(|r| r.status != RunStatus::Skipped).unwrap();
-    assert_eq!(consecutive == 0.0, last_counted.status == RunStatus::Succeeded);
+    let last_counted = ended
+        .iter()
+        .rev()
+        .find(|r| r.status != RunStatus::Skipped)
+        .unwrap();
+    assert_eq!(
+        consecutive == 0.0,
+        last_counted.status == RunStatus::Succeeded
+    );
 
     for (name, help) in [
         ("cronbyte_syncs_total", "Runs that reached a final status"),
-        ("cronbyte_sync_duration_seconds", "Time from the sync request"),
+        (
+            "cronbyte_sync_duration_seconds",
+            "Time from the sync request",
+        ),
         ("cronbyte_schedule_lag_seconds", "scheduled instant"),
     ] {
-        let doc = scrape.docs.get(name).unwrap_or_else(|| panic!("no HELP for {name}"));
+        let doc = scrape
+            .docs
+            .get(name)
+            .unwrap_or_else(|| panic!("no HELP for {name}"));
         assert!(doc.contains(help), "{name}: {doc}");
     }
     for (name, kind) in [
@@ -82,7 +149,10 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
         ("cronbyte_airbyte_up", "gauge"),
         ("cronbyte_store_errors_total", "counter"),
     ] {
-        assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name} is a {kind}");
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}")),
+            "{name} is a {kind}"
+        );
     }
     // Bounded labels only: no job ids, no error texts.
     assert!(!text.contains("boom"));
@@ -97,13 +167,16 @@ async fn receiver() -> (SocketAddr, Inbox) {
     let kept = inbox.clone();
     let app = axum::Router::new().route(
         "/{*path}",
-        post(move |axum::extract::Path(path): axum::extract::Path<String>, Json(body): Json<Value>| {
-            let kept = kept.clone();
-            async move {
-                kept.lock().unwrap().push((path, body));
-                "ok"
-            }
-        }),
+        post(
+            move |axum::extract::Path(path): axum::extract::Path<String>,
+                  Json(body): Json<Value>| {
+                let kept = kept.clone();
+                async move {
+                    kept.lock().unwrap().push((path, body));
+                    "ok"
+                }
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -117,13 +190,22 @@ async fn receiver() -> (SocketAddr, Inbox) {
 async fn a_failure_and_its_recovery_are_noticed_at_webhooks() {
     let harness = Harness::new().await;
     let (addr, inbox) = receiver().await;
-    let id = harness.connection("billing", JobPlan::succeeding(Duration::from_millis(200), 5, 50));
-    harness
-        .control()
-        .push_plan(id, JobPlan::failing(Duration::from_millis(200), "relation \"invoices\" does not exist"));
+    let id = harness.connection(
+        "billing",
+        JobPlan::succeeding(Duration::from_millis(200), 5, 50),
+    );
+    harness.control().push_plan(
+        id,
+        JobPlan::failing(
+            Duration::from_millis(200),
+            "relation \"invoices\" does not exist",
+        ),
+    );
     let toml = connection_toml("billing", id, "* * * * * *")
         + &format!("\n[[notify]]\nurl = \"http://{addr}/generic\"\n")
-        + &format!("\n[[notify]]\nurl = \"http://{addr}/services/T0/B0/secret-part\"\nkind = \"slack\"\non = [\"failed\", \"recovered\"]\n");
+        + &format!(
+            "\n[[notify]]\nurl = \"http://{addr}/services/T0/B0/secret-part\"\nkind = \"slack\"\non = [\"failed\", \"recovered\"]\n"
+        );
     let daemon = harness.start(harness.config(&toml)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -135,15 +217,26 @@ async fn a_failure_and_its_recovery_are_noticed_at_webhooks() {
     }
     daemon.stop().await;
     let inbox = inbox.lock().unwrap().clone();
-    let generic: Vec<&Value> = inbox.iter().filter(|(p, _)| p == "generic").map(|(_, b)| b).collect();
-    let slack: Vec<&Value> = inbox.iter().filter(|(p, _)| p != "generic").map(|(_, b)| b).collect();
+    let generic: Vec<&Value> = inbox
+        .iter()
+        .filter(|(p, _)| p == "generic")
+        .map(|(_, b)| b)
+        .collect();
+    let slack: Vec<&Value> = inbox
+        .iter()
+        .filter(|(p, _)| p != "generic")
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(generic[0]["event"], "failed", "{inbox:#?}");
     assert_eq!(generic[0]["connection"], "billing");
     assert!(generic[0]["error"].as_str().unwrap().contains("invoices"));
     assert!(generic[0]["run_id"].is_i64() && generic[0]["job_id"].is_i64());
     assert_eq!(generic[1]["event"], "recovered");
     assert_eq!(generic[1]["records_synced"], 5);
-    assert!(slack[0]["text"].as_str().unwrap().contains("billing"), "{inbox:#?}");
+    assert!(
+        slack[0]["text"].as_str().unwrap().contains("billing"),
+        "{inbox:#?}"
+    );
     assert!(slack[1]["text"].as_str().unwrap().contains("recovered"));
     for (_, body) in &inbox {
         assert!(!body.to_string().contains("secret-part"));

@@ -21,15 +21,24 @@ fn assert_one_job_at_a_time(runs: &[Run]) {
     started.sort_by_key(|r| r.started_at);
     for pair in started.windows(2) {
         if let (Some(end), Some(next)) = (pair[0].finished_at, pair[1].started_at) {
-            assert!(next >= end, "run {} started before run {} ended", pair[1].id, pair[0].id);
+            assert!(
+                next >= end,
+                "run {} started before run {} ended",
+                pair[1].id,
+                pair[0].id
+            );
         }
     }
 }
 
 async fn overlap_under(policy: &str) -> (Harness, Vec<Run>) {
     let harness = Harness::new().await;
-    let id = harness.connection("long", JobPlan::succeeding(Duration::from_millis(2_500), 5, 50));
-    let block = connection_toml("long", id, "*/2 * * * * *") + &format!("on_overlap = \"{policy}\"\n");
+    let id = harness.connection(
+        "long",
+        JobPlan::succeeding(Duration::from_millis(2_500), 5, 50),
+    );
+    let block =
+        connection_toml("long", id, "*/2 * * * * *") + &format!("on_overlap = \"{policy}\"\n");
     let daemon = harness.start(harness.config(&block)).await;
     tokio::time::sleep(Duration::from_millis(6_500)).await;
     daemon.stop().await;
@@ -37,9 +46,14 @@ async fn overlap_under(policy: &str) -> (Harness, Vec<Run>) {
     assert!(runs.len() >= 3, "{runs:#?}");
     assert_one_job_at_a_time(&runs);
     let started = runs.iter().filter(|r| r.job_id.is_some()).count();
-    assert_eq!(harness.control().jobs().len(), started, "every job belongs to exactly one run");
+    assert_eq!(
+        harness.control().jobs().len(),
+        started,
+        "every job belongs to exactly one run"
+    );
     assert!(
-        runs.iter().all(|r| r.status != RunStatus::Failed && r.status != RunStatus::TriggerFailed),
+        runs.iter()
+            .all(|r| r.status != RunStatus::Failed && r.status != RunStatus::TriggerFailed),
         "an overlap is never a failure: {runs:#?}"
     );
     (harness, runs)
@@ -49,9 +63,17 @@ async fn overlap_under(policy: &str) -> (Harness, Vec<Run>) {
 #[tokio::test]
 async fn a_long_sync_under_overlap_skip_skips_the_ticks_it_covers() {
     let (_harness, runs) = overlap_under("skip").await;
-    let skipped: Vec<_> = runs.iter().filter(|r| r.status == RunStatus::Skipped).collect();
+    let skipped: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Skipped)
+        .collect();
     assert!(!skipped.is_empty(), "{runs:#?}");
-    assert!(skipped.iter().all(|r| r.error.as_deref().unwrap_or("").contains("on_overlap = skip")));
+    assert!(skipped.iter().all(|r| {
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("on_overlap = skip")
+    }));
 }
 
 /// `attach`: the tick is covered by the running job, which records its result
@@ -59,14 +81,25 @@ async fn a_long_sync_under_overlap_skip_skips_the_ticks_it_covers() {
 #[tokio::test]
 async fn a_long_sync_under_overlap_attach_records_its_job_once() {
     let (harness, runs) = overlap_under("attach").await;
-    let covered: Vec<_> = runs.iter().filter(|r| r.status == RunStatus::Skipped).collect();
+    let covered: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Skipped)
+        .collect();
     assert!(!covered.is_empty(), "{runs:#?}");
-    assert!(covered.iter().all(|r| r.error.as_deref().unwrap_or("").contains("covers this tick")));
+    assert!(covered.iter().all(|r| {
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("covers this tick")
+    }));
     let mut by_job: HashMap<i64, usize> = HashMap::new();
     for run in runs.iter().filter_map(|r| r.job_id) {
         *by_job.entry(run).or_default() += 1;
     }
-    assert!(by_job.values().all(|&n| n == 1), "a job was recorded twice: {runs:#?}");
+    assert!(
+        by_job.values().all(|&n| n == 1),
+        "a job was recorded twice: {runs:#?}"
+    );
     assert_eq!(by_job.len(), harness.control().jobs().len());
 }
 
@@ -80,17 +113,29 @@ async fn a_long_sync_under_overlap_queue_runs_the_waiting_tick_after_it() {
     assert!(started.len() >= 2, "the queued tick ran: {runs:#?}");
     let (first, second) = (started[0], started[1]);
     let gap = second.started_at.unwrap() - first.finished_at.unwrap();
-    assert!(gap < chrono::Duration::seconds(2), "the queued run started right after: {gap}");
-    assert!(second.scheduled_for < first.finished_at.unwrap(), "it was a tick that came during the first");
+    assert!(
+        gap < chrono::Duration::seconds(2),
+        "the queued run started right after: {gap}"
+    );
+    assert!(
+        second.scheduled_for < first.finished_at.unwrap(),
+        "it was a tick that came during the first"
+    );
 }
 
 async fn down_across_three_ticks(misfire: &str) -> (Vec<Run>, DateTime<Utc>, DateTime<Utc>) {
     let harness = Harness::new().await;
-    let id = harness.connection("hourly", JobPlan::succeeding(Duration::from_millis(100), 1, 1));
-    let block = connection_toml("hourly", id, "*/2 * * * * *") + &format!("misfire = \"{misfire}\"\n");
+    let id = harness.connection(
+        "hourly",
+        JobPlan::succeeding(Duration::from_millis(100), 1, 1),
+    );
+    let block =
+        connection_toml("hourly", id, "*/2 * * * * *") + &format!("misfire = \"{misfire}\"\n");
     let first = harness.start(harness.config(&block)).await;
     harness
-        .wait_for(Duration::from_secs(10), "a first run", |runs| !ended(runs).is_empty())
+        .wait_for(Duration::from_secs(10), "a first run", |runs| {
+            !ended(runs).is_empty()
+        })
         .await;
     first.stop().await;
     let stopped = Utc::now();
@@ -121,7 +166,8 @@ async fn a_daemon_down_across_three_ticks_catches_up_once_under_run_once() {
 async fn a_daemon_down_across_three_ticks_runs_none_of_them_under_skip() {
     let (runs, stopped, restarted) = down_across_three_ticks("skip").await;
     assert!(
-        runs.iter().all(|r| r.scheduled_for <= stopped || r.scheduled_for > restarted),
+        runs.iter()
+            .all(|r| r.scheduled_for <= stopped || r.scheduled_for > restarted),
         "{runs:#?}"
     );
 }
@@ -129,11 +175,17 @@ async fn a_daemon_down_across_three_ticks_runs_none_of_them_under_skip() {
 /// A `30 2 * * *` rule in Europe/Paris over a whole day, on an accelerated clock.
 async fn paris_half_past_two_on(day_start_utc: DateTime<Utc>) -> Vec<Run> {
     let harness = Harness::new().await;
-    let id = harness.connection("nightly", JobPlan::succeeding(Duration::from_millis(100), 1, 1));
+    let id = harness.connection(
+        "nightly",
+        JobPlan::succeeding(Duration::from_millis(100), 1, 1),
+    );
     let block = connection_toml("nightly", id, "30 2 * * *") + "timezone = \"Europe/Paris\"\n";
     // One real second is one hour: five hours pass in five seconds.
     let daemon = harness
-        .start_on(harness.config(&block), Clock::accelerated(day_start_utc, 3_600))
+        .start_on(
+            harness.config(&block),
+            Clock::accelerated(day_start_utc, 3_600),
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(5_000)).await;
     daemon.stop().await;
@@ -147,7 +199,10 @@ async fn a_paris_rule_at_half_past_two_runs_once_on_the_spring_forward_day() {
     let midnight = Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).unwrap();
     let runs = paris_half_past_two_on(midnight).await;
     assert_eq!(runs.len(), 1, "{runs:#?}");
-    assert_eq!(runs[0].scheduled_for, Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap());
+    assert_eq!(
+        runs[0].scheduled_for,
+        Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap()
+    );
 }
 
 /// Fall back: 02:30 happens twice in Paris on 2026-10-25; the rule runs once.
@@ -156,7 +211,10 @@ async fn a_paris_rule_at_half_past_two_runs_once_on_the_fall_back_day() {
     let midnight = Utc.with_ymd_and_hms(2026, 10, 24, 22, 0, 0).unwrap();
     let runs = paris_half_past_two_on(midnight).await;
     assert_eq!(runs.len(), 1, "{runs:#?}");
-    assert_eq!(runs[0].scheduled_for, Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap());
+    assert_eq!(
+        runs[0].scheduled_for,
+        Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap()
+    );
 }
 
 /// A hung sync is cancelled in Airbyte at its timeout, even when the first
@@ -165,7 +223,8 @@ async fn a_paris_rule_at_half_past_two_runs_once_on_the_fall_back_day() {
 async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
     let harness = Harness::new().await;
     let id = harness.connection("hung", JobPlan::hanging());
-    let block = connection_toml("hung", id, &cron_at(soon(Duration::from_secs(1)))) + "timeout = \"2s\"\n";
+    let block =
+        connection_toml("hung", id, &cron_at(soon(Duration::from_secs(1)))) + "timeout = \"2s\"\n";
     let daemon = harness.start(harness.config(&block)).await;
     harness
         .wait_for(Duration::from_secs(10), "the run to start", |runs| {
@@ -182,7 +241,9 @@ async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
     assert_eq!(harness.runs().await[0].status, RunStatus::Running);
     control.set_faults(Default::default());
     let runs = harness
-        .wait_for(Duration::from_secs(10), "the run to end", |runs| !ended(runs).is_empty())
+        .wait_for(Duration::from_secs(10), "the run to end", |runs| {
+            !ended(runs).is_empty()
+        })
         .await;
     assert_eq!(runs[0].status, RunStatus::TimedOut, "{runs:#?}");
     let jobs = control.jobs();
@@ -197,10 +258,19 @@ async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
 #[tokio::test]
 async fn a_sync_that_fails_twice_then_succeeds_is_retried_under_retries_2() {
     let harness = Harness::new().await;
-    let id = harness.connection("flaky", JobPlan::succeeding(Duration::from_millis(200), 9, 90));
+    let id = harness.connection(
+        "flaky",
+        JobPlan::succeeding(Duration::from_millis(200), 9, 90),
+    );
     let control = harness.control();
-    control.push_plan(id, JobPlan::failing(Duration::from_millis(200), "first failure"));
-    control.push_plan(id, JobPlan::failing(Duration::from_millis(200), "second failure"));
+    control.push_plan(
+        id,
+        JobPlan::failing(Duration::from_millis(200), "first failure"),
+    );
+    control.push_plan(
+        id,
+        JobPlan::failing(Duration::from_millis(200), "second failure"),
+    );
     let block = connection_toml("flaky", id, &cron_at(soon(Duration::from_secs(1))))
         + "retries = 2\nretry_backoff = \"500ms\"\nretry_backoff_max = \"1s\"\n";
     let daemon = harness.start(harness.config(&block)).await;
@@ -212,8 +282,17 @@ async fn a_sync_that_fails_twice_then_succeeds_is_retried_under_retries_2() {
     daemon.stop().await;
     assert_eq!(runs.len(), 3, "{runs:#?}");
     let first = &runs[0];
-    assert_eq!((first.trigger, first.status), (Trigger::Schedule, RunStatus::Failed));
-    assert!(first.error.as_deref().unwrap_or("").contains("first failure"));
+    assert_eq!(
+        (first.trigger, first.status),
+        (Trigger::Schedule, RunStatus::Failed)
+    );
+    assert!(
+        first
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("first failure")
+    );
     for retry in &runs[1..] {
         assert_eq!(retry.trigger, Trigger::Retry);
         assert_eq!(retry.retry_of, Some(first.id));
@@ -237,7 +316,9 @@ async fn peak_concurrency(
             .control()
             .jobs()
             .iter()
-            .filter(|j| among(j) && !["succeeded", "failed", "cancelled"].contains(&j.status.as_str()))
+            .filter(|j| {
+                among(j) && !["succeeded", "failed", "cancelled"].contains(&j.status.as_str())
+            })
             .count();
         peak = peak.max(running);
         if done(&harness.runs().await) || tokio::time::Instant::now() > deadline {
@@ -262,13 +343,20 @@ async fn fifty_connections_due_at_once_never_exceed_five_in_flight() {
     let mut config = harness.config(&toml);
     config.workers.max_concurrent_syncs = 5;
     let daemon = harness.start(config).await;
-    let peak = peak_concurrency(&harness, |_| true, |runs| {
-        runs.len() == 50 && runs.iter().all(|r| r.status == RunStatus::Succeeded)
-    })
+    let peak = peak_concurrency(
+        &harness,
+        |_| true,
+        |runs| runs.len() == 50 && runs.iter().all(|r| r.status == RunStatus::Succeeded),
+    )
     .await;
     daemon.stop().await;
     let runs = harness.runs().await;
-    assert_eq!(runs.iter().filter(|r| r.status == RunStatus::Succeeded).count(), 50);
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .count(),
+        50
+    );
     assert!(peak <= 5, "peak {peak}");
     assert!(peak >= 2, "the cap was used: peak {peak}");
 }
@@ -287,9 +375,11 @@ async fn a_group_limit_caps_its_connections() {
         toml.push_str(&(connection_toml(&name, id, &at) + "group = \"warehouse\"\n"));
     }
     let daemon = harness.start(harness.config(&toml)).await;
-    let peak = peak_concurrency(&harness, |j| warehouse.contains(&j.connection_id), |runs| {
-        runs.len() == 8 && runs.iter().all(|r| r.status == RunStatus::Succeeded)
-    })
+    let peak = peak_concurrency(
+        &harness,
+        |j| warehouse.contains(&j.connection_id),
+        |runs| runs.len() == 8 && runs.iter().all(|r| r.status == RunStatus::Succeeded),
+    )
     .await;
     daemon.stop().await;
     assert!(peak <= 2, "peak {peak}");
@@ -305,8 +395,12 @@ async fn a_two_step_dependency_chain_runs_in_order() {
     let silver = harness.connection("silver", plan());
     let gold = harness.connection("gold", plan());
     let toml = connection_toml("bronze", bronze, &cron_at(soon(Duration::from_secs(1))))
-        + &format!("\n[[connections]]\nname = \"silver\"\nconnection_id = \"{silver}\"\nafter = [\"bronze\"]\n")
-        + &format!("\n[[connections]]\nname = \"gold\"\nconnection_id = \"{gold}\"\nafter = [\"silver\"]\n");
+        + &format!(
+            "\n[[connections]]\nname = \"silver\"\nconnection_id = \"{silver}\"\nafter = [\"bronze\"]\n"
+        )
+        + &format!(
+            "\n[[connections]]\nname = \"gold\"\nconnection_id = \"{gold}\"\nafter = [\"silver\"]\n"
+        );
     let daemon = harness.start(harness.config(&toml)).await;
     let runs = harness
         .wait_for(Duration::from_secs(20), "three succeeded runs", |runs| {
@@ -326,12 +420,17 @@ async fn a_two_step_dependency_chain_runs_in_order() {
 #[tokio::test]
 async fn a_paused_connection_claims_no_ticks_and_catches_up_once_on_resume() {
     let harness = Harness::new().await;
-    let id = harness.connection("pausable", JobPlan::succeeding(Duration::from_millis(100), 1, 1));
+    let id = harness.connection(
+        "pausable",
+        JobPlan::succeeding(Duration::from_millis(100), 1, 1),
+    );
     let daemon = harness
         .start(harness.config(&connection_toml("pausable", id, "* * * * * *")))
         .await;
     harness
-        .wait_for(Duration::from_secs(10), "a first run", |runs| !ended(runs).is_empty())
+        .wait_for(Duration::from_secs(10), "a first run", |runs| {
+            !ended(runs).is_empty()
+        })
         .await;
     let store = open_store(&harness).await;
     assert!(store.set_paused("pausable", true).await.unwrap());
@@ -339,19 +438,31 @@ async fn a_paused_connection_claims_no_ticks_and_catches_up_once_on_resume() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let before = harness.runs().await.len();
     tokio::time::sleep(Duration::from_millis(3_000)).await;
-    assert_eq!(harness.runs().await.len(), before, "a paused connection claims nothing");
+    assert_eq!(
+        harness.runs().await.len(),
+        before,
+        "a paused connection claims nothing"
+    );
 
     let resumed = Utc::now();
     assert!(store.set_paused("pausable", false).await.unwrap());
     let runs = harness
-        .wait_for(Duration::from_secs(10), "runs after resuming", |runs| runs.len() >= before + 2)
+        .wait_for(Duration::from_secs(10), "runs after resuming", |runs| {
+            runs.len() >= before + 2
+        })
         .await;
     daemon.stop().await;
     let catch_up = &runs[before];
-    assert!(catch_up.scheduled_for <= resumed + chrono::Duration::seconds(3), "{runs:#?}");
+    assert!(
+        catch_up.scheduled_for <= resumed + chrono::Duration::seconds(3),
+        "{runs:#?}"
+    );
     let during: Vec<_> = runs[before..]
         .iter()
         .filter(|r| r.scheduled_for < catch_up.scheduled_for)
         .collect();
-    assert!(during.is_empty(), "only one catch-up for the paused ticks: {runs:#?}");
+    assert!(
+        during.is_empty(),
+        "only one catch-up for the paused ticks: {runs:#?}"
+    );
 }

@@ -45,7 +45,12 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.claim_many(runs).await
     }
-    async fn mark_started(&self, run_id: i64, job_id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn mark_started(
+        &self,
+        run_id: i64,
+        job_id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.check()?;
         self.inner.mark_started(run_id, job_id, at).await
     }
@@ -112,7 +117,10 @@ impl Store for FlakyStore {
 #[tokio::test]
 async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() {
     let harness = Harness::new().await;
-    let id = harness.connection("steady", JobPlan::succeeding(Duration::from_millis(300), 7, 70));
+    let id = harness.connection(
+        "steady",
+        JobPlan::succeeding(Duration::from_millis(300), 7, 70),
+    );
     let config = harness.config(&connection_toml("steady", id, "* * * * * *"));
     let store = Arc::new(FlakyStore {
         inner: SqliteStore::open(&harness.store_path()).await.unwrap(),
@@ -177,21 +185,33 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
         });
         let all_recorded = ended_jobs.iter().all(|j| {
             by_job.get(&j.id).is_some_and(|rs| {
-                rs.len() == 1 && rs[0].status == RunStatus::Succeeded && rs[0].records_synced == Some(7)
+                rs.len() == 1
+                    && rs[0].status == RunStatus::Succeeded
+                    && rs[0].records_synced == Some(7)
             })
         });
         if all_recorded && engine.store_backlog() == 0 && ended_jobs.len() >= 5 {
-            let ticks: std::collections::HashSet<_> = runs.iter().map(|r| r.scheduled_for).collect();
+            let ticks: std::collections::HashSet<_> =
+                runs.iter().map(|r| r.scheduled_for).collect();
             assert_eq!(ticks.len(), runs.len(), "no tick claimed twice");
             let during = runs
                 .iter()
                 .filter(|r| r.scheduled_for > outage_began && r.scheduled_for < outage_ended)
                 .count();
-            assert!(during >= 2, "ticks that fell in the outage were claimed afterwards: {runs:#?}");
-            assert!(by_job.values().all(|rs| rs.len() == 1), "no job recorded twice");
+            assert!(
+                during >= 2,
+                "ticks that fell in the outage were claimed afterwards: {runs:#?}"
+            );
+            assert!(
+                by_job.values().all(|rs| rs.len() == 1),
+                "no job recorded twice"
+            );
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the owed writes were not all written: {runs:#?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the owed writes were not all written: {runs:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     shutdown.cancel();

@@ -42,19 +42,31 @@ async fn a_cron_fired_sync_lands_in_the_history_and_on_metrics() {
 
     let metrics = daemon.metrics().await;
     assert_eq!(
-        sample(&metrics, r#"cronbyte_syncs_total{connection="ecommerce",status="succeeded"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_syncs_total{connection="ecommerce",status="succeeded"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&metrics, r#"cronbyte_records_synced_total{connection="ecommerce"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_records_synced_total{connection="ecommerce"}"#
+        ),
         Some(1_234.0)
     );
     assert_eq!(
-        sample(&metrics, r#"cronbyte_bytes_synced_total{connection="ecommerce"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_bytes_synced_total{connection="ecommerce"}"#
+        ),
         Some(56_789.0)
     );
     assert_eq!(
-        sample(&metrics, r#"cronbyte_sync_success_ratio{connection="ecommerce"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_sync_success_ratio{connection="ecommerce"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(sample(&metrics, "cronbyte_syncs_in_flight"), Some(0.0));
@@ -67,10 +79,17 @@ async fn a_failed_job_is_recorded_with_its_reason() {
     let harness = Harness::new().await;
     let id = harness.connection(
         "crm",
-        JobPlan::failing(Duration::from_millis(300), "Could not connect to crm.internal:5432"),
+        JobPlan::failing(
+            Duration::from_millis(300),
+            "Could not connect to crm.internal:5432",
+        ),
     );
     let daemon = harness
-        .start(harness.config(&connection_toml("crm", id, &cron_at(soon(Duration::from_secs(1))))))
+        .start(harness.config(&connection_toml(
+            "crm",
+            id,
+            &cron_at(soon(Duration::from_secs(1))),
+        )))
         .await;
     let runs = harness
         .wait_for(Duration::from_secs(15), "a failed run", |runs| {
@@ -82,7 +101,10 @@ async fn a_failed_job_is_recorded_with_its_reason() {
     assert!(error.contains("crm.internal:5432"), "{error}");
     let metrics = daemon.metrics().await;
     assert_eq!(
-        sample(&metrics, r#"cronbyte_syncs_total{connection="crm",status="failed"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_syncs_total{connection="crm",status="failed"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(
@@ -97,11 +119,16 @@ async fn a_failed_job_is_recorded_with_its_reason() {
 #[tokio::test]
 async fn an_incomplete_job_is_followed_to_its_next_attempt() {
     let harness = Harness::new().await;
-    let plan = JobPlan::failing(Duration::from_millis(400), "transient")
-        .then(cronbyte::emulator::AttemptPlan::succeeding(Duration::from_millis(400), 10, 100));
+    let plan = JobPlan::failing(Duration::from_millis(400), "transient").then(
+        cronbyte::emulator::AttemptPlan::succeeding(Duration::from_millis(400), 10, 100),
+    );
     let id = harness.connection("retrying", plan);
     let daemon = harness
-        .start(harness.config(&connection_toml("retrying", id, &cron_at(soon(Duration::from_secs(1))))))
+        .start(harness.config(&connection_toml(
+            "retrying",
+            id,
+            &cron_at(soon(Duration::from_secs(1))),
+        )))
         .await;
     let runs = harness
         .wait_for(Duration::from_secs(15), "the run to end", |runs| {
@@ -120,7 +147,10 @@ async fn an_incomplete_job_is_followed_to_its_next_attempt() {
 async fn a_409_under_on_overlap_skip_is_recorded_as_skipped() {
     let harness = Harness::new().await;
     let id = harness.connection("busy", JobPlan::hanging());
-    let running = outside_client(&harness).trigger_sync(&id.to_string()).await.unwrap();
+    let running = outside_client(&harness)
+        .trigger_sync(&id.to_string())
+        .await
+        .unwrap();
 
     let block = connection_toml("busy", id, &cron_at(soon(Duration::from_secs(1))))
         + "on_overlap = \"skip\"\n";
@@ -133,16 +163,29 @@ async fn a_409_under_on_overlap_skip_is_recorded_as_skipped() {
     assert_eq!(runs[0].status, RunStatus::Skipped);
     assert_eq!(runs[0].job_id, None);
     let reason = runs[0].error.as_deref().unwrap_or_default();
-    assert!(reason.contains("already running") && reason.contains("409"), "{reason}");
-    assert_eq!(harness.control().jobs().len(), 1, "only the outside job exists");
+    assert!(
+        reason.contains("already running") && reason.contains("409"),
+        "{reason}"
+    );
+    assert_eq!(
+        harness.control().jobs().len(),
+        1,
+        "only the outside job exists"
+    );
     assert_eq!(harness.control().jobs()[0].id, running.id);
     let metrics = daemon.metrics().await;
     assert_eq!(
-        sample(&metrics, r#"cronbyte_syncs_total{connection="busy",status="skipped"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_syncs_total{connection="busy",status="skipped"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&metrics, r#"cronbyte_syncs_total{connection="busy",status="failed"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_syncs_total{connection="busy",status="failed"}"#
+        ),
         None
     );
     daemon.stop().await;
@@ -153,10 +196,20 @@ async fn a_409_under_on_overlap_skip_is_recorded_as_skipped() {
 #[tokio::test]
 async fn a_409_under_attach_follows_the_running_job_to_its_end() {
     let harness = Harness::new().await;
-    let id = harness.connection("shared", JobPlan::succeeding(Duration::from_secs(3), 321, 4_321));
-    let outside = outside_client(&harness).trigger_sync(&id.to_string()).await.unwrap();
+    let id = harness.connection(
+        "shared",
+        JobPlan::succeeding(Duration::from_secs(3), 321, 4_321),
+    );
+    let outside = outside_client(&harness)
+        .trigger_sync(&id.to_string())
+        .await
+        .unwrap();
     let daemon = harness
-        .start(harness.config(&connection_toml("shared", id, &cron_at(soon(Duration::from_secs(1))))))
+        .start(harness.config(&connection_toml(
+            "shared",
+            id,
+            &cron_at(soon(Duration::from_secs(1))),
+        )))
         .await;
     let runs = harness
         .wait_for(Duration::from_secs(15), "the run to end", |runs| {
@@ -166,12 +219,20 @@ async fn a_409_under_attach_follows_the_running_job_to_its_end() {
     assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:#?}");
     assert_eq!(runs[0].job_id, Some(outside.id));
     assert_eq!(runs[0].records_synced, Some(321));
-    assert_eq!(harness.control().jobs().len(), 1, "no second job was started");
+    assert_eq!(
+        harness.control().jobs().len(),
+        1,
+        "no second job was started"
+    );
     daemon.stop().await;
 }
 
 fn outside_client(harness: &Harness) -> Client {
-    Client::new(ClientSettings::new(harness.emulator.config_api_base(), ApiKind::Config)).unwrap()
+    Client::new(ClientSettings::new(
+        harness.emulator.config_api_base(),
+        ApiKind::Config,
+    ))
+    .unwrap()
 }
 
 /// While Airbyte answers nothing but errors, a running sync stays `running`;
@@ -179,9 +240,16 @@ fn outside_client(harness: &Harness) -> Client {
 #[tokio::test]
 async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers() {
     let harness = Harness::new().await;
-    let id = harness.connection("orders", JobPlan::succeeding(Duration::from_secs(2), 77, 7_700));
+    let id = harness.connection(
+        "orders",
+        JobPlan::succeeding(Duration::from_secs(2), 77, 7_700),
+    );
     let daemon = harness
-        .start(harness.config(&connection_toml("orders", id, &cron_at(soon(Duration::from_secs(1))))))
+        .start(harness.config(&connection_toml(
+            "orders",
+            id,
+            &cron_at(soon(Duration::from_secs(1))),
+        )))
         .await;
     harness
         .wait_for(Duration::from_secs(15), "the run to start", |runs| {
@@ -198,7 +266,11 @@ async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers(
     // Long enough for the job to end inside the outage and for many polls to fail.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = harness.runs().await;
-    assert_eq!(during[0].status, RunStatus::Running, "an outage is not a failure");
+    assert_eq!(
+        during[0].status,
+        RunStatus::Running,
+        "an outage is not a failure"
+    );
     control.refuse_connections_for(Duration::from_secs(1));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(harness.runs().await[0].status, RunStatus::Running);
@@ -257,9 +329,13 @@ async fn many_jobs_in_flight_are_followed_through_one_listing_per_round() {
 #[tokio::test]
 async fn a_sync_request_whose_answer_was_lost_follows_the_job_it_started() {
     let harness = Harness::new().await;
-    let id = harness.connection("lossy", JobPlan::succeeding(Duration::from_secs(2), 42, 420));
+    let id = harness.connection(
+        "lossy",
+        JobPlan::succeeding(Duration::from_secs(2), 42, 420),
+    );
     let mut config = harness.config(
-        &(connection_toml("lossy", id, &cron_at(soon(Duration::from_secs(1)))) + "on_overlap = \"skip\"\n"),
+        &(connection_toml("lossy", id, &cron_at(soon(Duration::from_secs(1))))
+            + "on_overlap = \"skip\"\n"),
     );
     config.airbyte.request_timeout = Duration::from_millis(400);
     let control = harness.control();
@@ -270,7 +346,10 @@ async fn a_sync_request_whose_answer_was_lost_follows_the_job_it_started() {
     let daemon = harness.start(config).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while control.jobs().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the sync request never arrived");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sync request never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -26,7 +26,10 @@ pub fn binary() -> anyhow::Result<PathBuf> {
         .context("the bench binary has no directory")?
         .join("cronbyte");
     if !path.exists() {
-        bail!("{} does not exist: build it first (cargo build --release)", path.display());
+        bail!(
+            "{} does not exist: build it first (cargo build --release)",
+            path.display()
+        );
     }
     Ok(path)
 }

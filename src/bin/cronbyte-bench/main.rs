@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand};
 use scenarios::Row;
 
 #[derive(Parser)]
-#[command(name = "cronbyte-bench", about = "Measures cronbyte against the emulator")]
+#[command(
+    name = "cronbyte-bench",
+    about = "Measures cronbyte against the emulator"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
@@ -79,10 +82,19 @@ fn print(rows: &[Row], json: bool) {
                 Some(false) => "NO",
                 None => "-",
             };
-            vec![r.scenario.to_owned(), r.measure.clone(), r.value.clone(), r.target.to_owned(), met.to_owned()]
+            vec![
+                r.scenario.to_owned(),
+                r.measure.clone(),
+                r.value.clone(),
+                r.target.to_owned(),
+                met.to_owned(),
+            ]
         })
         .collect();
-    print!("{}", cronbyte::commands::table(&["SCENARIO", "MEASURE", "VALUE", "TARGET", "MET"], &cells));
+    print!(
+        "{}",
+        cronbyte::commands::table(&["SCENARIO", "MEASURE", "VALUE", "TARGET", "MET"], &cells)
+    );
 }
 
 #[tokio::main]
@@ -97,9 +109,20 @@ async fn main() -> ExitCode {
     };
     let path = dir.path();
     let result = match cli.scenario {
-        Scenario::Idle { connections, seconds } => scenarios::idle(path, connections, seconds).await,
-        Scenario::Burst { connections, job, poll } => scenarios::burst(path, connections, job, poll).await,
-        Scenario::Polling { connections, job, poll } => scenarios::polling(path, connections, job, poll).await,
+        Scenario::Idle {
+            connections,
+            seconds,
+        } => scenarios::idle(path, connections, seconds).await,
+        Scenario::Burst {
+            connections,
+            job,
+            poll,
+        } => scenarios::burst(path, connections, job, poll).await,
+        Scenario::Polling {
+            connections,
+            job,
+            poll,
+        } => scenarios::polling(path, connections, job, poll).await,
         Scenario::History { runs } => scenarios::history(path, runs).await,
         Scenario::Scrape { connections } => scenarios::scrape_and_startup(path, connections).await,
         Scenario::All => all().await,
@@ -121,8 +144,24 @@ async fn all() -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let fresh = || tempfile::tempdir();
     rows.extend(scenarios::idle(fresh()?.path(), 10_000, 60).await?);
-    rows.extend(scenarios::burst(fresh()?.path(), 1_000, Duration::from_secs(5), Duration::from_secs(1)).await?);
-    rows.extend(scenarios::polling(fresh()?.path(), 1_000, Duration::from_secs(60), Duration::from_secs(10)).await?);
+    rows.extend(
+        scenarios::burst(
+            fresh()?.path(),
+            1_000,
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+        )
+        .await?,
+    );
+    rows.extend(
+        scenarios::polling(
+            fresh()?.path(),
+            1_000,
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        )
+        .await?,
+    );
     rows.extend(scenarios::history(fresh()?.path(), 1_000_000).await?);
     rows.extend(scenarios::scrape_and_startup(fresh()?.path(), 10_000).await?);
     Ok(rows)

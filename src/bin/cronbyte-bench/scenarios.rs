@@ -26,7 +26,14 @@ pub struct Row {
     pub number: f64,
 }
 
-fn row(scenario: &'static str, measure: &str, value: String, number: f64, target: &'static str, met: Option<bool>) -> Row {
+fn row(
+    scenario: &'static str,
+    measure: &str,
+    value: String,
+    number: f64,
+    target: &'static str,
+    met: Option<bool>,
+) -> Row {
     Row {
         scenario,
         measure: measure.to_owned(),
@@ -42,7 +49,11 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 async fn emulator() -> anyhow::Result<EmulatorHandle> {
-    Ok(Emulator::bind(SocketAddr::from(([127, 0, 0, 1], 0)), EmulatorOptions::default()).await?)
+    Ok(Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await?)
 }
 
 /// A config with `connections` (name, id, rule) and the given worker settings.
@@ -60,7 +71,10 @@ fn write_config(
         dir.join("history.db").display()
     );
     for (name, id, cron) in connections {
-        let _ = write!(text, "\n[[connections]]\nname = \"{name}\"\nconnection_id = \"{id}\"\ncron = \"{cron}\"\n");
+        let _ = write!(
+            text,
+            "\n[[connections]]\nname = \"{name}\"\nconnection_id = \"{id}\"\ncron = \"{cron}\"\n"
+        );
     }
     let path = dir.join("cronbyte.toml");
     std::fs::write(&path, text)?;
@@ -116,8 +130,19 @@ pub async fn idle(dir: &Path, connections: usize, seconds: u64) -> anyhow::Resul
     let emulator = emulator().await?;
     let ids = add_connections(&emulator, connections, &JobPlan::default());
     let rules = assorted_quiet_rules(connections, Duration::from_secs(seconds));
-    let list: Vec<_> = ids.into_iter().zip(rules).map(|((n, i), r)| (n, i, r)).collect();
-    let config = write_config(dir, &emulator.config_api_base(), free_port()?, "10s", 100, &list)?;
+    let list: Vec<_> = ids
+        .into_iter()
+        .zip(rules)
+        .map(|((n, i), r)| (n, i, r))
+        .collect();
+    let config = write_config(
+        dir,
+        &emulator.config_api_base(),
+        free_port()?,
+        "10s",
+        100,
+        &list,
+    )?;
     let daemon = Daemon::start(&config, dir)?;
     // Let start-up work settle before measuring the idle state.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -132,35 +157,76 @@ pub async fn idle(dir: &Path, connections: usize, seconds: u64) -> anyhow::Resul
         bail!("{triggered} syncs were triggered in an idle window");
     }
     Ok(vec![
-        row("idle", &format!("RSS, {connections} connections"), format!("{rss:.1} MiB"), rss, "< 50 MiB", Some(rss < 50.0)),
-        row("idle", &format!("CPU over {seconds} s"), format!("{cpu:.2} % of a core"), cpu, "< 1 %", Some(cpu < 1.0)),
+        row(
+            "idle",
+            &format!("RSS, {connections} connections"),
+            format!("{rss:.1} MiB"),
+            rss,
+            "< 50 MiB",
+            Some(rss < 50.0),
+        ),
+        row(
+            "idle",
+            &format!("CPU over {seconds} s"),
+            format!("{cpu:.2} % of a core"),
+            cpu,
+            "< 1 %",
+            Some(cpu < 1.0),
+        ),
     ])
 }
 
 /// Burst: every connection due on the same second.
-pub async fn burst(dir: &Path, connections: usize, job: Duration, poll: Duration) -> anyhow::Result<Vec<Row>> {
+pub async fn burst(
+    dir: &Path,
+    connections: usize,
+    job: Duration,
+    poll: Duration,
+) -> anyhow::Result<Vec<Row>> {
     let emulator = emulator().await?;
     let plan = JobPlan::succeeding(job, 100, 10_000).pending_for(Duration::ZERO);
     let ids = add_connections(&emulator, connections, &plan);
     let lead = Duration::from_secs(3 + connections as u64 / 500);
-    let at = (Utc::now() + chrono::Duration::from_std(lead)?).with_nanosecond(0).context("time")?;
+    let at = (Utc::now() + chrono::Duration::from_std(lead)?)
+        .with_nanosecond(0)
+        .context("time")?;
     let rule = at_second(at);
-    let list: Vec<_> = ids.iter().map(|(n, i)| (n.clone(), *i, rule.clone())).collect();
+    let list: Vec<_> = ids
+        .iter()
+        .map(|(n, i)| (n.clone(), *i, rule.clone()))
+        .collect();
     let poll_text = format!("{}ms", poll.as_millis());
-    let config = write_config(dir, &emulator.config_api_base(), free_port()?, &poll_text, connections, &list)?;
+    let config = write_config(
+        dir,
+        &emulator.config_api_base(),
+        free_port()?,
+        &poll_text,
+        connections,
+        &list,
+    )?;
     let daemon = Daemon::start(&config, dir)?;
     let store = wait_for_terminal(dir, connections, job * 4 + Duration::from_secs(60)).await?;
     daemon.stop()?;
 
     let runs = store
-        .history(&HistoryFilter { connection: None, limit: u32::MAX })
+        .history(&HistoryFilter {
+            connection: None,
+            limit: u32::MAX,
+        })
         .await?;
-    let jobs: std::collections::HashMap<i64, _> =
-        emulator.control().jobs().into_iter().map(|j| (j.id, j)).collect();
+    let jobs: std::collections::HashMap<i64, _> = emulator
+        .control()
+        .jobs()
+        .into_iter()
+        .map(|j| (j.id, j))
+        .collect();
     let mut lag: Vec<f64> = Vec::new();
     let mut detection: Vec<f64> = Vec::new();
     for run in &runs {
-        let job = run.job_id.and_then(|id| jobs.get(&id)).context("a run without its job")?;
+        let job = run
+            .job_id
+            .and_then(|id| jobs.get(&id))
+            .context("a run without its job")?;
         // The emulator saw the request when it created the job.
         lag.push((job.created_at_ms - run.scheduled_for.timestamp_millis()) as f64);
         let ended = job.ended_at_ms.context("a job that did not end")?;
@@ -174,29 +240,77 @@ pub async fn burst(dir: &Path, connections: usize, job: Duration, poll: Duration
     let p99_detect = percentile(&detection, 99.0);
     let detect_target = poll.as_secs_f64() * 1000.0 + 200.0;
     Ok(vec![
-        row("burst", &format!("lag p50 / p99, {connections} due at once"), format!("{:.0} / {p99_lag:.0} ms", percentile(&lag, 50.0)), p99_lag, "p99 < 250 ms", Some(p99_lag < 250.0)),
-        row("burst", "last sync request after the instant", format!("{last:.0} ms"), last, "< 1 s", Some(last < 1000.0)),
-        row("burst", &format!("detection p50 / p99, poll {poll:?}"), format!("{:.0} / {p99_detect:.0} ms", percentile(&detection, 50.0)), p99_detect, "p99 < poll + 200 ms", Some(p99_detect < detect_target)),
-        row("burst", "runs recorded", runs.len().to_string(), runs.len() as f64, "all", Some(runs.len() == connections)),
+        row(
+            "burst",
+            &format!("lag p50 / p99, {connections} due at once"),
+            format!("{:.0} / {p99_lag:.0} ms", percentile(&lag, 50.0)),
+            p99_lag,
+            "p99 < 250 ms",
+            Some(p99_lag < 250.0),
+        ),
+        row(
+            "burst",
+            "last sync request after the instant",
+            format!("{last:.0} ms"),
+            last,
+            "< 1 s",
+            Some(last < 1000.0),
+        ),
+        row(
+            "burst",
+            &format!("detection p50 / p99, poll {poll:?}"),
+            format!("{:.0} / {p99_detect:.0} ms", percentile(&detection, 50.0)),
+            p99_detect,
+            "p99 < poll + 200 ms",
+            Some(p99_detect < detect_target),
+        ),
+        row(
+            "burst",
+            "runs recorded",
+            runs.len().to_string(),
+            runs.len() as f64,
+            "all",
+            Some(runs.len() == connections),
+        ),
     ])
 }
 
 /// Polling: many long jobs in flight; Airbyte requests per completed sync.
-pub async fn polling(dir: &Path, connections: usize, job: Duration, poll: Duration) -> anyhow::Result<Vec<Row>> {
+pub async fn polling(
+    dir: &Path,
+    connections: usize,
+    job: Duration,
+    poll: Duration,
+) -> anyhow::Result<Vec<Row>> {
     let emulator = emulator().await?;
     let plan = JobPlan::succeeding(job, 100, 10_000).pending_for(Duration::ZERO);
     let ids = add_connections(&emulator, connections, &plan);
     let lead = Duration::from_secs(3 + connections as u64 / 500);
-    let at = (Utc::now() + chrono::Duration::from_std(lead)?).with_nanosecond(0).context("time")?;
+    let at = (Utc::now() + chrono::Duration::from_std(lead)?)
+        .with_nanosecond(0)
+        .context("time")?;
     let rule = at_second(at);
-    let list: Vec<_> = ids.iter().map(|(n, i)| (n.clone(), *i, rule.clone())).collect();
+    let list: Vec<_> = ids
+        .iter()
+        .map(|(n, i)| (n.clone(), *i, rule.clone()))
+        .collect();
     let poll_text = format!("{}ms", poll.as_millis());
-    let config = write_config(dir, &emulator.config_api_base(), free_port()?, &poll_text, connections, &list)?;
+    let config = write_config(
+        dir,
+        &emulator.config_api_base(),
+        free_port()?,
+        &poll_text,
+        connections,
+        &list,
+    )?;
     let daemon = Daemon::start(&config, dir)?;
     let store = wait_for_terminal(dir, connections, job * 3 + Duration::from_secs(60)).await?;
     daemon.stop()?;
     let succeeded = store
-        .history(&HistoryFilter { connection: None, limit: u32::MAX })
+        .history(&HistoryFilter {
+            connection: None,
+            limit: u32::MAX,
+        })
         .await?
         .iter()
         .filter(|r| r.status == RunStatus::Succeeded)
@@ -206,9 +320,14 @@ pub async fn polling(dir: &Path, connections: usize, job: Duration, poll: Durati
     let counted = requests.total - requests.get("health");
     let per_sync = counted as f64 / succeeded.max(1) as f64;
     let polls = counted.saturating_sub(requests.get("connections/sync"));
-    Ok(vec![
-        row("polling", &format!("requests per completed sync, {connections} jobs of {job:?}, poll {poll:?}"), format!("{per_sync:.3} ({counted} requests, {polls} of them polls, {succeeded} syncs)"), per_sync, "<= 1.1", Some(per_sync <= 1.1)),
-    ])
+    Ok(vec![row(
+        "polling",
+        &format!("requests per completed sync, {connections} jobs of {job:?}, poll {poll:?}"),
+        format!("{per_sync:.3} ({counted} requests, {polls} of them polls, {succeeded} syncs)"),
+        per_sync,
+        "<= 1.1",
+        Some(per_sync <= 1.1),
+    )])
 }
 
 /// Waits until the store holds `n` runs, all ended.
@@ -217,7 +336,10 @@ async fn wait_for_terminal(dir: &Path, n: usize, within: Duration) -> anyhow::Re
     loop {
         if let Ok(store) = SqliteStore::open_read_only(&dir.join("history.db")).await {
             let runs = store
-                .history(&HistoryFilter { connection: None, limit: u32::MAX })
+                .history(&HistoryFilter {
+                    connection: None,
+                    limit: u32::MAX,
+                })
                 .await?;
             if runs.len() >= n && runs.iter().all(|r| !r.status.is_open()) {
                 return Ok(store);
@@ -265,7 +387,9 @@ async fn fill_store(path: &Path, runs: usize, connections: usize) -> anyhow::Res
         .await?;
     }
     tx.commit().await?;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok(())
 }
@@ -298,7 +422,11 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     let outcome = |_| Outcome {
         status: RunStatus::Succeeded,
         finished_at: Utc::now(),
-        progress: Progress { attempts: 1, records_synced: Some(10), bytes_synced: Some(100) },
+        progress: Progress {
+            attempts: 1,
+            records_synced: Some(10),
+            bytes_synced: Some(100),
+        },
         error: None,
     };
     let started = Instant::now();
@@ -318,7 +446,10 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     for i in 0..20 {
         let started = Instant::now();
         let rows = store
-            .history(&HistoryFilter { connection: Some(format!("conn-{:05}", i * 37 % connections)), limit: 100 })
+            .history(&HistoryFilter {
+                connection: Some(format!("conn-{:05}", i * 37 % connections)),
+                limit: 100,
+            })
             .await?;
         history_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         if rows.len() != 100 {
@@ -329,7 +460,9 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     let mut ratio_ms = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();
-        store.ended_since(Utc::now() - chrono::Duration::hours(24)).await?;
+        store
+            .ended_since(Utc::now() - chrono::Duration::hours(24))
+            .await?;
         store.totals().await?;
         ratio_ms.push(started.elapsed().as_secs_f64() * 1000.0);
     }
@@ -338,11 +471,46 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     let rate = batched_rate;
     let median = |v: &[f64]| percentile(v, 50.0);
     Ok(vec![
-        row("history", "terminal updates, batches of 200 (a poll round)", format!("{batched_rate:.0}/s"), rate, ">= 10,000/s", Some(rate >= 10_000.0)),
-        row("history", "terminal updates, one per transaction", format!("{single_rate:.0}/s"), single_rate, "(for comparison)", None),
-        row("history", &format!("history --connection X --limit 100, {runs} runs"), format!("{:.2} ms (median of 20)", median(&history_ms)), median(&history_ms), "< 10 ms", Some(median(&history_ms) < 10.0)),
-        row("history", "success ratio and totals for all connections (start-up queries)", format!("{:.0} ms (median of 5)", median(&ratio_ms)), median(&ratio_ms), "< 200 ms", Some(median(&ratio_ms) < 200.0)),
-        row("history", "bytes on disk per run", format!("{per_run:.0} B"), per_run, "< 300 B", Some(per_run < 300.0)),
+        row(
+            "history",
+            "terminal updates, batches of 200 (a poll round)",
+            format!("{batched_rate:.0}/s"),
+            rate,
+            ">= 10,000/s",
+            Some(rate >= 10_000.0),
+        ),
+        row(
+            "history",
+            "terminal updates, one per transaction",
+            format!("{single_rate:.0}/s"),
+            single_rate,
+            "(for comparison)",
+            None,
+        ),
+        row(
+            "history",
+            &format!("history --connection X --limit 100, {runs} runs"),
+            format!("{:.2} ms (median of 20)", median(&history_ms)),
+            median(&history_ms),
+            "< 10 ms",
+            Some(median(&history_ms) < 10.0),
+        ),
+        row(
+            "history",
+            "success ratio and totals for all connections (start-up queries)",
+            format!("{:.0} ms (median of 5)", median(&ratio_ms)),
+            median(&ratio_ms),
+            "< 200 ms",
+            Some(median(&ratio_ms) < 200.0),
+        ),
+        row(
+            "history",
+            "bytes on disk per run",
+            format!("{per_run:.0} B"),
+            per_run,
+            "< 300 B",
+            Some(per_run < 300.0),
+        ),
     ])
 }
 
@@ -351,7 +519,11 @@ pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Resul
     let emulator = emulator().await?;
     let ids = add_connections(&emulator, connections, &JobPlan::default());
     let rules = assorted_quiet_rules(connections, Duration::from_secs(300));
-    let list: Vec<_> = ids.into_iter().zip(rules).map(|((n, i), r)| (n, i, r)).collect();
+    let list: Vec<_> = ids
+        .into_iter()
+        .zip(rules)
+        .map(|((n, i), r)| (n, i, r))
+        .collect();
     let port = free_port()?;
     let config = write_config(dir, &emulator.config_api_base(), port, "10s", 100, &list)?;
     fill_store(&dir.join("history.db"), connections * 3, connections).await?;
@@ -384,8 +556,32 @@ pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Resul
     times.sort_by(f64::total_cmp);
     let scrape = percentile(&times, 50.0);
     Ok(vec![
-        row("scrape", &format!("/metrics, {connections} connections"), format!("{scrape:.1} ms (median of 10), {:.1} MiB body", size as f64 / 1048576.0), scrape, "< 50 ms", Some(scrape < 50.0)),
-        row("startup", &format!("cronbyte check, {connections} connections"), format!("{check_time:.0} ms"), check_time, "< 1 s", Some(check_time < 1000.0)),
-        row("startup", &format!("spawn to READY=1, {connections} connections"), format!("{ready:.0} ms"), ready, "< 1 s", Some(ready < 1000.0)),
+        row(
+            "scrape",
+            &format!("/metrics, {connections} connections"),
+            format!(
+                "{scrape:.1} ms (median of 10), {:.1} MiB body",
+                size as f64 / 1048576.0
+            ),
+            scrape,
+            "< 50 ms",
+            Some(scrape < 50.0),
+        ),
+        row(
+            "startup",
+            &format!("cronbyte check, {connections} connections"),
+            format!("{check_time:.0} ms"),
+            check_time,
+            "< 1 s",
+            Some(check_time < 1000.0),
+        ),
+        row(
+            "startup",
+            &format!("spawn to READY=1, {connections} connections"),
+            format!("{ready:.0} ms"),
+            ready,
+            "< 1 s",
+            Some(ready < 1000.0),
+        ),
     ])
 }
