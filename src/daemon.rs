@@ -153,7 +153,7 @@ impl Daemon {
         .await?;
         let airbyte_up = Arc::new(AtomicBool::new(false));
         let health = tokio::spawn(watch_health(
-            airbyte,
+            airbyte.clone(),
             metrics.clone(),
             airbyte_up.clone(),
             shutdown.clone(),
@@ -162,6 +162,7 @@ impl Daemon {
             config_path,
             engine.clone(),
             metrics.clone(),
+            airbyte.clone(),
             config.clone(),
         ));
         let hangups = tokio::spawn(reload_on_hangup(reloader.clone(), shutdown.clone()));
@@ -210,7 +211,7 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, shutdown: CancellationToken) 
                         return;
                     }
                     // The outcome is logged and counted by the reloader itself.
-                    let _ = reloader.reload();
+                    let _ = reloader.reload().await;
                 }
             }
         }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::airbyte::Client;
 use crate::config::{self, Config};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ pub struct Reloader {
     path: Option<PathBuf>,
     engine: Engine,
     metrics: Arc<Metrics>,
+    /// To find declared connections by name, as at start.
+    airbyte: Client,
     current: Mutex<Config>,
 }
 
@@ -35,24 +38,26 @@ impl Reloader {
         path: Option<PathBuf>,
         engine: Engine,
         metrics: Arc<Metrics>,
+        airbyte: Client,
         current: Config,
     ) -> Self {
         Self {
             path,
             engine,
             metrics,
+            airbyte,
             current: Mutex::new(current),
         }
     }
 
     /// Reads the file again and applies it, or explains (one problem a line)
     /// why it was rejected.
-    pub fn reload(&self) -> Result<ReloadSummary, String> {
+    pub async fn reload(&self) -> Result<ReloadSummary, String> {
         let Some(path) = &self.path else {
             self.metrics.reloaded("rejected");
             return Err("this daemon was not started from a config file".into());
         };
-        let new = match config::load(path) {
+        let mut new = match config::load(path) {
             Ok(new) => new,
             Err(errors) => {
                 self.metrics.reloaded("rejected");
@@ -61,6 +66,14 @@ impl Reloader {
                 return Err(errors.to_string());
             }
         };
+        // Declared connections are found by name in Airbyte, as at start; one that
+        // cannot be found rejects the reload rather than leaving it without an id.
+        if let Err(e) = crate::pipeline::resolve_connection_ids(&self.airbyte, &mut new).await {
+            self.metrics.reloaded("rejected");
+            tracing::error!(config = %path.display(), error = %e,
+                "config reload rejected; the config in force stays");
+            return Err(e.to_string());
+        }
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let summary = compare(&current, &new);
         self.engine

@@ -239,7 +239,7 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Re
 }
 
 async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
-    match state.reloader.reload() {
+    match state.reloader.reload().await {
         Ok(summary) => Ok(Json(json!({ "reloaded": true, "summary": summary })).into_response()),
         Err(problems) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
