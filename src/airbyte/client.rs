@@ -132,6 +132,10 @@ struct Call<'a> {
     subject: Subject<'a>,
     /// Whether failures that may pass are retried within the policy.
     retried: bool,
+    /// Whether it is sent again after a failure that Airbyte may have acted on
+    /// (a timeout, a lost answer). Not for starting a sync: that caller must
+    /// first look for the job the lost request may have started.
+    resend_when_lost: bool,
 }
 
 impl<'a> Call<'a> {
@@ -144,6 +148,7 @@ impl<'a> Call<'a> {
             body: Some(body),
             subject: Subject::Other,
             retried: true,
+            resend_when_lost: true,
         }
     }
 
@@ -156,6 +161,7 @@ impl<'a> Call<'a> {
             body: None,
             subject: Subject::Other,
             retried: true,
+            resend_when_lost: true,
         }
     }
 
@@ -227,21 +233,24 @@ impl Client {
     // -----------------------------------------------------------------------
     // What the engine uses, for either API.
 
-    /// Starts a sync of `connection_id`. Retried on transport errors and 5xx like
-    /// any call; should a retry then meet a 409, the error says
-    /// `after_lost_answer`: the job running may be the one an earlier try started.
+    /// Starts a sync of `connection_id`. Sent again only after failures that
+    /// cannot have reached Airbyte (a refused connection); after one it may have
+    /// acted on (a timeout, a lost answer) the error is returned, so the caller can
+    /// look for the job that request started before asking again.
     pub async fn trigger_sync(&self, connection_id: &str) -> Result<Job, Error> {
         let subject = Subject::Sync { connection_id };
         match self.inner.api {
             ApiKind::Config => {
-                let call = Call::post("connections/sync", json!({ "connectionId": connection_id }))
+                let mut call = Call::post("connections/sync", json!({ "connectionId": connection_id }))
                     .about(subject);
+                call.resend_when_lost = false;
                 Ok(self.send::<JobInfoRead>(call).await?.into_job())
             }
             ApiKind::Public => {
                 let body = json!({ "connectionId": connection_id, "jobType": "sync" });
                 let mut call = Call::post("jobs/create", body).about(subject);
                 call.path = "/jobs".into();
+                call.resend_when_lost = false;
                 Ok(self.send::<JobResponse>(call).await?.into_job())
             }
         }
@@ -637,6 +646,7 @@ impl Client {
                 Err(err) => {
                     let pause = policy.backoff(retries);
                     let out_of_budget = !call.retried
+                        || (err.answer_was_lost() && !call.resend_when_lost)
                         || retries >= policy.max_retries
                         || started.elapsed() + pause > policy.max_elapsed;
                     if !err.is_retryable() || out_of_budget {
@@ -689,7 +699,7 @@ impl Client {
         }
         serde_json::from_str(&text).map_err(|e| Error::Decode {
             endpoint,
-            detail: e.to_string(),
+            detail: excerpt(&e.to_string()),
             excerpt: excerpt(&text),
         })
     }
@@ -755,8 +765,10 @@ impl Client {
         if !status.is_success() {
             let err = classify(&token_endpoint, status, &text, Subject::Other);
             tracing::warn!(for_endpoint = endpoint, error = %err, "could not obtain an Airbyte access token");
-            // A refused secret is an auth failure whatever 4xx the server chose.
-            return Err(if status.is_client_error() {
+            // A refused secret is an auth failure whatever 4xx the server chose;
+            // a throttled or timed-out request (408, 429) is not a refusal.
+            let throttled = matches!(status.as_u16(), 408 | 429);
+            return Err(if status.is_client_error() && !throttled {
                 Error::Auth {
                     endpoint: token_endpoint,
                     status: status.as_u16(),
@@ -768,7 +780,7 @@ impl Client {
         }
         let answer: TokenAnswer = serde_json::from_str(&text).map_err(|e| Error::Decode {
             endpoint: token_endpoint.clone(),
-            detail: e.to_string(),
+            detail: excerpt(&e.to_string()),
             // Never echo a token body: it may hold a valid token.
             excerpt: "(token answer withheld)".into(),
         })?;

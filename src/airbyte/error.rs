@@ -93,7 +93,10 @@ impl Error {
     /// no usable answer came back.
     pub(crate) fn answer_was_lost(&self) -> bool {
         match self {
-            Self::Timeout { .. } | Self::Decode { .. } | Self::Unavailable { .. } => true,
+            // 408, 429 and 503 say the request was not taken; a 500, a 502 or a
+            // gateway timeout may come after the server acted.
+            Self::Unavailable { status, .. } => !matches!(status, 408 | 429 | 503),
+            Self::Timeout { .. } | Self::Decode { .. } => true,
             // A refused connection never delivered the request; a reset mid-answer may have.
             Self::Transport { detail, .. } => !detail.contains("connect"),
             _ => false,
@@ -180,10 +183,12 @@ impl ErrorBody {
             .or_else(|| self.detail.clone())
             .or_else(|| self.message.clone())
             .or_else(|| self.title.clone());
+        // Bounded: an answer may carry a huge message, and errors are logged.
+        let message = message.map(|m| excerpt(&m));
         match (message, &self.error_id) {
-            (Some(m), Some(id)) => format!("{m} (errorId {id})"),
+            (Some(m), Some(id)) => format!("{m} (errorId {})", excerpt(id)),
             (Some(m), None) => m,
-            (None, Some(id)) => format!("errorId {id}"),
+            (None, Some(id)) => format!("errorId {}", excerpt(id)),
             (None, None) => "no message".to_owned(),
         }
     }

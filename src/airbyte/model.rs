@@ -225,10 +225,10 @@ fn normalize(job: JobRead, attempts: Vec<AttemptRead>) -> Job {
                     .and_then(|s| s.bytes_committed)
                     .or(attempt.bytes_synced);
                 if let Some(r) = r {
-                    records = Some(records.unwrap_or(0) + r);
+                    records = Some(records.unwrap_or(0u64).saturating_add(r));
                 }
                 if let Some(b) = b {
-                    bytes = Some(bytes.unwrap_or(0) + b);
+                    bytes = Some(bytes.unwrap_or(0u64).saturating_add(b));
                 }
             }
             (records, bytes)

@@ -99,6 +99,8 @@ pub enum EmulatorAuth {
 pub struct Faults {
     /// Share of API requests (health checks excepted) answered 500, 502 or 503.
     pub error_rate: f64,
+    /// The one status those errors have, instead of a random one of the three.
+    pub error_status: Option<u16>,
     /// Share of those errors whose body is an HTML page, as a proxy in front would send.
     pub html_share: f64,
     /// Added to every request before it is answered.

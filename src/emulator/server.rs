@@ -302,11 +302,14 @@ fn injected_fault(state: &Data, route: &Route) -> Option<Response> {
     if rng.random::<f64>() >= faults.error_rate {
         return None;
     }
-    let status = [
-        StatusCode::INTERNAL_SERVER_ERROR,
-        StatusCode::BAD_GATEWAY,
-        StatusCode::SERVICE_UNAVAILABLE,
-    ][rng.random_range(0..3)];
+    let status = match faults.error_status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        Some(status) => status,
+        None => [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ][rng.random_range(0..3)],
+    };
     if rng.random::<f64>() < faults.html_share {
         return Some(proxy_html(status));
     }

@@ -291,6 +291,15 @@ impl Shared {
         // Whether any earlier request may have reached Airbyte unanswered.
         let mut maybe_delivered = false;
         loop {
+            // A request Airbyte may have acted on is not sent again before looking
+            // for the job it started: that job may even have ended already.
+            if maybe_delivered
+                && let Some(job) = self.job_started_since(connection_id, run.claimed_at).await
+            {
+                tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                    "found the job a request with a lost answer started");
+                return Triggered::Started(job);
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Triggered::Failed(format!(
                     "Airbyte did not start the sync within {}",
@@ -318,7 +327,7 @@ impl Shared {
                         }
                         OnOverlap::Attach => {
                             if let Some(job) = self.running_job(connection_id).await {
-                                if let Ok(Some(other)) = self.store.run_following(job.id).await {
+                                if let Ok(Some(other)) = self.store.run_with_job(job.id).await {
                                     return Triggered::Skipped(format!(
                                         "run {other} follows the sync already running (job {}); its outcome is recorded there",
                                         job.id
@@ -390,8 +399,23 @@ impl Shared {
             }
         };
         let since_second = since.timestamp();
-        jobs.into_iter()
+        let mut candidates: Vec<Job> = jobs
+            .into_iter()
             .filter(|j| j.created_at.is_some_and(|c| c.timestamp() >= since_second))
-            .max_by_key(|j| j.id)
+            .collect();
+        candidates.sort_by_key(|j| std::cmp::Reverse(j.id));
+        // A job another run already follows is that run's, not this one's (a queued
+        // run taken up after a restart must not adopt its predecessor's job).
+        for job in candidates {
+            match self.store.run_with_job(job.id).await {
+                Ok(None) => return Some(job),
+                Ok(Some(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(connection_id, error = %e, "could not tell whether a job is followed");
+                    return None;
+                }
+            }
+        }
+        None
     }
 }

@@ -254,9 +254,9 @@ pub trait Store: Send + Sync + 'static {
     /// Per connection with any run: its newest tick, claim and success.
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError>;
 
-    /// The open run following Airbyte job `job_id`, if any (so two runs, of two
-    /// replicas say, never both record one job).
-    async fn run_following(&self, job_id: i64) -> Result<Option<i64>, StoreError>;
+    /// The run that follows or recorded Airbyte job `job_id`, if any, so no two
+    /// runs (after a restart, or of two replicas) ever record one job.
+    async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError>;
 
     /// How many retries the run `first` has had.
     async fn retries_of(&self, first: i64) -> Result<u32, StoreError>;

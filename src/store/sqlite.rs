@@ -468,9 +468,9 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn run_following(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
+    async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
         sqlx::query_scalar(
-            "SELECT id FROM runs WHERE job_id = ? AND status IN ('pending', 'running') LIMIT 1",
+            "SELECT id FROM runs WHERE job_id = ? LIMIT 1",
         )
         .bind(job_id)
         .fetch_optional(&self.readers)

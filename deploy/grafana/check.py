@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Checks that cronbyte.json imports into Grafana and that every panel can show data.
+
+    check.py [DASHBOARD] [--rules-out FILE]
+
+Grafana accepts a dashboard with a panel that has no query, or a query against a data
+source the import never asked for, and shows an empty box: those are what this checks
+(JSON, the DS_PROMETHEUS input, the connection variable, each panel's data source and
+queries, the layout). --rules-out writes every query as a recording rule, with Grafana's
+variables replaced by plain values, so that `promtool check rules FILE` parses the PromQL.
+
+Exits 1 with one line per problem, 0 when all is well. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+DS_INPUT = "DS_PROMETHEUS"
+DS_REF = "${" + DS_INPUT + "}"
+VARIABLE = "connection"
+VARIABLE_QUERY = "label_values(cronbyte_syncs_total, connection)"
+
+# What Grafana substitutes before a query reaches Prometheus, with values that keep the
+# PromQL valid for a syntax check.
+SUBSTITUTIONS = [
+    (re.compile(r"\$__(range|rate_interval|interval)\b"), "5m"),
+    (re.compile(r"\$\{?" + VARIABLE + r"\}?"), ".*"),
+]
+
+
+def datasource_ok(ds) -> bool:
+    return isinstance(ds, dict) and ds.get("type") == "prometheus" and ds.get("uid") == DS_REF
+
+
+def panels_of(dashboard):
+    """Every panel, including those inside collapsed rows."""
+    for panel in dashboard.get("panels") or []:
+        yield panel
+        yield from panel.get("panels") or []
+
+
+def check(dashboard, problems: list[str]) -> list[tuple[str, str]]:
+    """Appends problems; returns (panel title, expr) for every query."""
+    queries: list[tuple[str, str]] = []
+    if not isinstance(dashboard.get("schemaVersion"), int) or dashboard["schemaVersion"] < 36:
+        problems.append(f"schemaVersion {dashboard.get('schemaVersion')!r}: expected 36 or later")
+    if not dashboard.get("uid") or not dashboard.get("title"):
+        problems.append("uid and title are required for a stable import")
+
+    inputs = {i.get("name"): i for i in dashboard.get("__inputs") or []}
+    ds_input = inputs.get(DS_INPUT)
+    if (
+        not ds_input
+        or ds_input.get("type") != "datasource"
+        or ds_input.get("pluginId") != "prometheus"
+    ):
+        problems.append(f"__inputs must declare {DS_INPUT} as a prometheus datasource")
+
+    variables = {v.get("name"): v for v in dig_list(dashboard, "templating", "list")}
+    var = variables.get(VARIABLE)
+    if var is None:
+        problems.append(f"templating has no {VARIABLE!r} variable")
+    else:
+        query = var.get("query")
+        query = query.get("query") if isinstance(query, dict) else query
+        if query != VARIABLE_QUERY:
+            problems.append(f"variable {VARIABLE!r} queries {query!r}, expected {VARIABLE_QUERY!r}")
+        if not (var.get("multi") and var.get("includeAll")):
+            problems.append(f"variable {VARIABLE!r} must allow several values and All")
+        if not datasource_ok(var.get("datasource")):
+            problems.append(f"variable {VARIABLE!r} must use the {DS_INPUT} datasource")
+
+    ids: set[int] = set()
+    occupied: dict[tuple[int, int], str] = {}
+    for panel in panels_of(dashboard):
+        title = panel.get("title") or f"panel {panel.get('id')}"
+        pid = panel.get("id")
+        if pid in ids:
+            problems.append(f"{title}: id {pid} is used twice")
+        ids.add(pid)
+
+        grid = panel.get("gridPos") or {}
+        try:
+            x, y, w, h = (int(grid[k]) for k in ("x", "y", "w", "h"))
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{title}: gridPos needs x, y, w and h")
+        else:
+            if x < 0 or w < 1 or x + w > 24 or h < 1:
+                problems.append(f"{title}: gridPos {grid} leaves the 24-column grid")
+            for cell in ((cx, cy) for cx in range(x, x + w) for cy in range(y, y + h)):
+                if cell in occupied:
+                    problems.append(f"{title}: overlaps {occupied[cell]!r}")
+                    break
+                occupied[cell] = title
+
+        if panel.get("type") == "row":
+            continue
+        if not datasource_ok(panel.get("datasource")):
+            problems.append(f"{title}: datasource must be the {DS_INPUT} input")
+        targets = panel.get("targets") or []
+        exprs = [t.get("expr", "").strip() for t in targets]
+        if not any(exprs):
+            problems.append(f"{title}: no target with a non-empty expr")
+        for target, expr in zip(targets, exprs):
+            if "datasource" in target and not datasource_ok(target["datasource"]):
+                problems.append(f"{title}: target {target.get('refId')} has another datasource")
+            if not expr:
+                problems.append(f"{title}: target {target.get('refId')} has an empty expr")
+                continue
+            queries.append((title, expr))
+    return queries
+
+
+def dig_list(obj, *path):
+    for step in path:
+        obj = obj.get(step) if isinstance(obj, dict) else None
+    return obj if isinstance(obj, list) else []
+
+
+def as_rules(queries: list[tuple[str, str]]) -> str:
+    """A Prometheus rules file (JSON is valid YAML) recording every query once."""
+    rules = []
+    for i, (title, expr) in enumerate(queries):
+        for pattern, value in SUBSTITUTIONS:
+            expr = pattern.sub(value, expr)
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr, "labels": {"panel": title}})
+    return json.dumps({"groups": [{"name": "cronbyte-dashboard", "rules": rules}]}, indent=1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "dashboard", nargs="?", default=str(Path(__file__).resolve().parent / "cronbyte.json")
+    )
+    parser.add_argument("--rules-out", type=Path)
+    args = parser.parse_args()
+
+    try:
+        dashboard = json.loads(Path(args.dashboard).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"FAIL {args.dashboard}: {e}")
+        return 1
+    problems: list[str] = []
+    queries = check(dashboard, problems)
+    if problems:
+        for p in problems:
+            print(f"FAIL {args.dashboard}: {p}")
+        return 1
+    if args.rules_out is not None:
+        args.rules_out.write_text(as_rules(queries))
+    panels = sum(1 for p in panels_of(dashboard) if p.get("type") != "row")
+    print(f"{args.dashboard}: {panels} panels, {len(queries)} queries, all with a datasource")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
