@@ -241,8 +241,9 @@ impl Client {
         let subject = Subject::Sync { connection_id };
         match self.inner.api {
             ApiKind::Config => {
-                let mut call = Call::post("connections/sync", json!({ "connectionId": connection_id }))
-                    .about(subject);
+                let mut call =
+                    Call::post("connections/sync", json!({ "connectionId": connection_id }))
+                        .about(subject);
                 call.resend_when_lost = false;
                 Ok(self.send::<JobInfoRead>(call).await?.into_job())
             }

@@ -302,7 +302,10 @@ fn injected_fault(state: &Data, route: &Route) -> Option<Response> {
     if rng.random::<f64>() >= faults.error_rate {
         return None;
     }
-    let status = match faults.error_status.and_then(|s| StatusCode::from_u16(s).ok()) {
+    let status = match faults
+        .error_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+    {
         Some(status) => status,
         None => [
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -469,13 +469,11 @@ impl Store for SqliteStore {
     }
 
     async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT id FROM runs WHERE job_id = ? LIMIT 1",
-        )
-        .bind(job_id)
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(query_error)
+        sqlx::query_scalar("SELECT id FROM runs WHERE job_id = ? LIMIT 1")
+            .bind(job_id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(query_error)
     }
 
     async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {

@@ -80,8 +80,8 @@ impl Store for FlakyStore {
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
         self.inner.marks().await
     }
-    async fn run_following(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
-        self.inner.run_following(job_id).await
+    async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.run_with_job(job_id).await
     }
     async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {
         self.inner.retries_of(first).await
