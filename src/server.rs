@@ -185,7 +185,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn list_connections(State(state): State<AppState>) -> Result<Response, ApiError> {
     let connections = state.engine.connections().await?;
-    Ok(Json(json!({ "connections": connections })).into_response())
+    let airbyte_objects = state.engine.airbyte_objects().await?;
+    Ok(
+        Json(json!({ "connections": connections, "airbyte_objects": airbyte_objects }))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]

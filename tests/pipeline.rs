@@ -558,7 +558,34 @@ async fn the_daemon_finds_declared_connections_by_name_once_applied() {
             .iter()
             .all(|c| !c.connection_id.is_empty())
     );
-    Daemon::build(config).await.expect("the daemon builds");
+    // `cronbyte status` shows what the names were resolved to.
+    let mut config = config;
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.token = Some(secrecy::SecretString::from("status-token"));
+    let daemon = Daemon::build(config).await.expect("the daemon builds");
+    let url = format!("http://{}/api/v1/connections", daemon.local_addr());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    let status: Value = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth("status-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recorded = status["airbyte_objects"]
+        .as_array()
+        .expect("objects listed");
+    assert!(
+        recorded.iter().any(|o| o["kind"] == "connection"
+            && o["name"] == "ecommerce-to-bronze"
+            && o["airbyte_id"] == bronze.connection_id.as_str()),
+        "{status}"
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Engine, EngineError, Shared, outcome};
-use crate::store::{HistoryFilter, Progress, Run, RunStatus};
+use crate::store::{AirbyteObject, HistoryFilter, Progress, Run, RunStatus};
 
 /// One connection as the control API shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -65,6 +65,11 @@ impl Engine {
                 last_run: latest.iter().find(|r| r.connection == c.name).cloned(),
             })
             .collect())
+    }
+
+    /// The Airbyte objects `cronbyte apply` resolved declared names to.
+    pub async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, EngineError> {
+        Ok(self.shared.store.airbyte_objects().await?)
     }
 
     /// The connection's newest runs, newest first.

@@ -217,3 +217,59 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
     shutdown.cancel();
     engine.stopped().await;
 }
+
+/// Readers in a loop (`cronbyte history` beside the daemon) during a burst of
+/// syncs: WAL lets them read while the daemon writes, and no write is lost to
+/// SQLite's `busy`.
+#[tokio::test]
+async fn readers_in_a_loop_during_a_burst_lose_no_write() {
+    let harness = Harness::new().await;
+    let at = cron_at(soon(Duration::from_secs(1)));
+    let mut toml = String::new();
+    for i in 0..30 {
+        let name = format!("busy-{i:02}");
+        let id = harness.connection(
+            &name,
+            JobPlan::succeeding(Duration::from_millis(300), 3, 30),
+        );
+        toml.push_str(&connection_toml(&name, id, &at));
+    }
+    let daemon = harness.start(harness.config(&toml)).await;
+    let path = harness.store_path();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let mut reads = 0;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+                while tokio::time::Instant::now() < deadline {
+                    if let Ok(store) = SqliteStore::open_read_only(&path).await {
+                        let filter = HistoryFilter {
+                            connection: None,
+                            limit: 100,
+                        };
+                        store
+                            .history(&filter)
+                            .await
+                            .expect("a read beside the writer succeeds");
+                        store.close().await;
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    let runs = harness
+        .wait_for(Duration::from_secs(20), "30 succeeded runs", |runs| {
+            runs.len() == 30 && runs.iter().all(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+    for reader in readers {
+        assert!(reader.await.unwrap() > 5, "the readers did read");
+    }
+    assert!(runs.iter().all(|r| r.records_synced == Some(3)));
+    let metrics = daemon.metrics().await;
+    assert_eq!(sample(&metrics, "cronbyte_store_errors_total"), Some(0.0));
+    daemon.stop().await;
+}
