@@ -176,16 +176,19 @@ pub async fn idle(dir: &Path, connections: usize, seconds: u64) -> anyhow::Resul
     ])
 }
 
-/// Burst: every connection due on the same second.
-pub async fn burst(
+/// Starts the daemon with `connections` all due on one second, jobs of `job`,
+/// and waits until every run ended; returns the emulator and the history.
+async fn all_due_at_once(
     dir: &Path,
     connections: usize,
     job: Duration,
     poll: Duration,
-) -> anyhow::Result<Vec<Row>> {
+    patience: Duration,
+) -> anyhow::Result<(EmulatorHandle, SqliteStore)> {
     let emulator = emulator().await?;
     let plan = JobPlan::succeeding(job, 100, 10_000).pending_for(Duration::ZERO);
     let ids = add_connections(&emulator, connections, &plan);
+    // Time to load and start before the instant: more connections, more time.
     let lead = Duration::from_secs(3 + connections as u64 / 500);
     let at = (Utc::now() + chrono::Duration::from_std(lead)?)
         .with_nanosecond(0)
@@ -205,8 +208,19 @@ pub async fn burst(
         &list,
     )?;
     let daemon = Daemon::start(&config, dir)?;
-    let store = wait_for_terminal(dir, connections, job * 4 + Duration::from_secs(60)).await?;
+    let store = wait_for_terminal(dir, connections, patience + Duration::from_secs(60)).await?;
     daemon.stop()?;
+    Ok((emulator, store))
+}
+
+/// Burst: every connection due on the same second.
+pub async fn burst(
+    dir: &Path,
+    connections: usize,
+    job: Duration,
+    poll: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let (emulator, store) = all_due_at_once(dir, connections, job, poll, job * 4).await?;
 
     let runs = store
         .history(&HistoryFilter {
@@ -282,30 +296,7 @@ pub async fn polling(
     job: Duration,
     poll: Duration,
 ) -> anyhow::Result<Vec<Row>> {
-    let emulator = emulator().await?;
-    let plan = JobPlan::succeeding(job, 100, 10_000).pending_for(Duration::ZERO);
-    let ids = add_connections(&emulator, connections, &plan);
-    let lead = Duration::from_secs(3 + connections as u64 / 500);
-    let at = (Utc::now() + chrono::Duration::from_std(lead)?)
-        .with_nanosecond(0)
-        .context("time")?;
-    let rule = at_second(at);
-    let list: Vec<_> = ids
-        .iter()
-        .map(|(n, i)| (n.clone(), *i, rule.clone()))
-        .collect();
-    let poll_text = format!("{}ms", poll.as_millis());
-    let config = write_config(
-        dir,
-        &emulator.config_api_base(),
-        free_port()?,
-        &poll_text,
-        connections,
-        &list,
-    )?;
-    let daemon = Daemon::start(&config, dir)?;
-    let store = wait_for_terminal(dir, connections, job * 3 + Duration::from_secs(60)).await?;
-    daemon.stop()?;
+    let (emulator, store) = all_due_at_once(dir, connections, job, poll, job * 3).await?;
     let succeeded = store
         .history(&HistoryFilter {
             connection: None,
