@@ -4,7 +4,11 @@
 //! The path of a sync: [`config`] says what to run, [`cron`] when; the [`engine`]
 //! claims each tick in the [`store`], triggers it through the [`airbyte`] client
 //! and follows the job to its end; [`metrics`] and the [`server`] show the result.
-//! [`daemon`] wires them together; [`emulator`] stands in for Airbyte in tests.
+//! [`daemon`] wires them together, with [`notify`] (failure notices), [`reload`]
+//! (SIGHUP) and [`systemd`] (the notify protocol) beside it. [`pipeline`] sets
+//! sources, destinations and connections up from the config; [`commands`] and
+//! [`remote`] are the CLI's side; [`emulator`] stands in for Airbyte in tests,
+//! benchmarks and the demo.
 
 #![forbid(unsafe_code)]
 
