@@ -10,7 +10,7 @@ use cronbyte::config::{self, Config, Format};
 use cronbyte::daemon::{Daemon, DaemonError};
 use cronbyte::emulator::{Emulator, EmulatorControl, EmulatorHandle, EmulatorOptions, JobPlan};
 use cronbyte::engine::Clock;
-use cronbyte::store::{HistoryFilter, Run, SqliteStore, Store};
+use cronbyte::store::{HistoryFilter, Run, RunStatus, SqliteStore, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -139,6 +139,29 @@ impl Harness {
         store.close().await;
         runs.reverse();
         runs
+    }
+
+    /// Starts the daemon with one connection whose rule fires once, a second from now.
+    pub async fn start_firing_once(&self, name: &str, id: Uuid) -> Running {
+        let rule = cron_at(soon(Duration::from_secs(1)));
+        self.start(self.config(&connection_toml(name, id, &rule)))
+            .await
+    }
+
+    /// Waits until some run is following its job, and returns the history.
+    pub async fn wait_until_running(&self) -> Vec<Run> {
+        self.wait_for(Duration::from_secs(15), "a run to start", |runs| {
+            runs.iter().any(|r| r.status == RunStatus::Running)
+        })
+        .await
+    }
+
+    /// Waits until some run has ended, and returns the history.
+    pub async fn wait_until_ended(&self) -> Vec<Run> {
+        self.wait_for(Duration::from_secs(15), "a run to end", |runs| {
+            runs.iter().any(|r| !r.status.is_open())
+        })
+        .await
     }
 
     /// Waits until the history satisfies `done`, or fails the test after `within`.

@@ -20,21 +20,13 @@ async fn a_job_in_flight_across_a_restart_is_recorded_once() {
     );
     let toml = connection_toml("ecommerce", id, &cron_at(soon(Duration::from_secs(1))));
     let first = harness.start(harness.config(&toml)).await;
-    harness
-        .wait_for(Duration::from_secs(15), "the run to start", |runs| {
-            runs.iter().any(|r| r.status == RunStatus::Running)
-        })
-        .await;
+    harness.wait_until_running().await;
     let took = first.stop().await;
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     assert_eq!(harness.runs().await[0].status, RunStatus::Running);
 
     let second = harness.start(harness.config(&toml)).await;
-    let runs = harness
-        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
-            runs.iter().any(|r| !r.status.is_open())
-        })
-        .await;
+    let runs = harness.wait_until_ended().await;
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(runs[0].status, RunStatus::Succeeded);
     assert_eq!(runs[0].records_synced, Some(500));
@@ -102,18 +94,8 @@ async fn the_same_tick_is_never_triggered_twice() {
 async fn shutdown_leaves_airbyte_jobs_running_and_returns_quickly() {
     let harness = Harness::new().await;
     let id = harness.connection("long", JobPlan::hanging());
-    let daemon = harness
-        .start(harness.config(&connection_toml(
-            "long",
-            id,
-            &cron_at(soon(Duration::from_secs(1))),
-        )))
-        .await;
-    harness
-        .wait_for(Duration::from_secs(15), "the run to start", |runs| {
-            runs.iter().any(|r| r.status == RunStatus::Running)
-        })
-        .await;
+    let daemon = harness.start_firing_once("long", id).await;
+    harness.wait_until_running().await;
     let took = daemon.stop().await;
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     let jobs = harness.control().jobs();

@@ -226,11 +226,7 @@ async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
     let block =
         connection_toml("hung", id, &cron_at(soon(Duration::from_secs(1)))) + "timeout = \"2s\"\n";
     let daemon = harness.start(harness.config(&block)).await;
-    harness
-        .wait_for(Duration::from_secs(10), "the run to start", |runs| {
-            runs.iter().any(|r| r.status == RunStatus::Running)
-        })
-        .await;
+    harness.wait_until_running().await;
     // Airbyte fails every request around the deadline: the cancel must be retried.
     let control = harness.control();
     control.set_faults(cronbyte::emulator::Faults {

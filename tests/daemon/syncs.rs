@@ -84,18 +84,8 @@ async fn a_failed_job_is_recorded_with_its_reason() {
             "Could not connect to crm.internal:5432",
         ),
     );
-    let daemon = harness
-        .start(harness.config(&connection_toml(
-            "crm",
-            id,
-            &cron_at(soon(Duration::from_secs(1))),
-        )))
-        .await;
-    let runs = harness
-        .wait_for(Duration::from_secs(15), "a failed run", |runs| {
-            runs.iter().any(|r| !r.status.is_open())
-        })
-        .await;
+    let daemon = harness.start_firing_once("crm", id).await;
+    let runs = harness.wait_until_ended().await;
     assert_eq!(runs[0].status, RunStatus::Failed);
     let error = runs[0].error.as_deref().unwrap_or_default();
     assert!(error.contains("crm.internal:5432"), "{error}");
@@ -123,18 +113,8 @@ async fn an_incomplete_job_is_followed_to_its_next_attempt() {
         cronbyte::emulator::AttemptPlan::succeeding(Duration::from_millis(400), 10, 100),
     );
     let id = harness.connection("retrying", plan);
-    let daemon = harness
-        .start(harness.config(&connection_toml(
-            "retrying",
-            id,
-            &cron_at(soon(Duration::from_secs(1))),
-        )))
-        .await;
-    let runs = harness
-        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
-            runs.iter().any(|r| !r.status.is_open())
-        })
-        .await;
+    let daemon = harness.start_firing_once("retrying", id).await;
+    let runs = harness.wait_until_ended().await;
     assert_eq!(runs[0].status, RunStatus::Succeeded);
     assert_eq!(runs[0].attempts, 2);
     assert_eq!(runs[0].records_synced, Some(10));
@@ -155,11 +135,7 @@ async fn a_409_under_on_overlap_skip_is_recorded_as_skipped() {
     let block = connection_toml("busy", id, &cron_at(soon(Duration::from_secs(1))))
         + "on_overlap = \"skip\"\n";
     let daemon = harness.start(harness.config(&block)).await;
-    let runs = harness
-        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
-            runs.iter().any(|r| !r.status.is_open())
-        })
-        .await;
+    let runs = harness.wait_until_ended().await;
     assert_eq!(runs[0].status, RunStatus::Skipped);
     assert_eq!(runs[0].job_id, None);
     let reason = runs[0].error.as_deref().unwrap_or_default();
@@ -204,18 +180,8 @@ async fn a_409_under_attach_follows_the_running_job_to_its_end() {
         .trigger_sync(&id.to_string())
         .await
         .unwrap();
-    let daemon = harness
-        .start(harness.config(&connection_toml(
-            "shared",
-            id,
-            &cron_at(soon(Duration::from_secs(1))),
-        )))
-        .await;
-    let runs = harness
-        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
-            runs.iter().any(|r| !r.status.is_open())
-        })
-        .await;
+    let daemon = harness.start_firing_once("shared", id).await;
+    let runs = harness.wait_until_ended().await;
     assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:#?}");
     assert_eq!(runs[0].job_id, Some(outside.id));
     assert_eq!(runs[0].records_synced, Some(321));
@@ -244,18 +210,8 @@ async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers(
         "orders",
         JobPlan::succeeding(Duration::from_secs(2), 77, 7_700),
     );
-    let daemon = harness
-        .start(harness.config(&connection_toml(
-            "orders",
-            id,
-            &cron_at(soon(Duration::from_secs(1))),
-        )))
-        .await;
-    harness
-        .wait_for(Duration::from_secs(15), "the run to start", |runs| {
-            runs.iter().any(|r| r.status == RunStatus::Running)
-        })
-        .await;
+    let daemon = harness.start_firing_once("orders", id).await;
+    harness.wait_until_running().await;
 
     let control = harness.control();
     control.set_faults(Faults {
@@ -276,11 +232,7 @@ async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers(
     assert_eq!(harness.runs().await[0].status, RunStatus::Running);
     control.set_faults(Faults::default());
 
-    let runs = harness
-        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
-            runs.iter().any(|r| !r.status.is_open())
-        })
-        .await;
+    let runs = harness.wait_until_ended().await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Succeeded);
     assert_eq!(runs[0].records_synced, Some(77));
@@ -355,11 +307,7 @@ async fn a_sync_request_whose_answer_was_lost_follows_the_job_it_started() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     control.set_faults(Faults::default());
 
-    let runs = harness
-        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
-            runs.iter().any(|r| !r.status.is_open())
-        })
-        .await;
+    let runs = harness.wait_until_ended().await;
     let jobs = control.jobs();
     assert_eq!(jobs.len(), 1, "no second job");
     assert_eq!(runs.len(), 1);
