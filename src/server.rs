@@ -141,14 +141,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     // runtime's workers, so ticks and polls don't wait behind a scrape.
     let metrics = state.metrics.clone();
     match tokio::task::spawn_blocking(move || metrics.render()).await {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics",

@@ -202,13 +202,16 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
+    /// The `/metrics` body, after checking it is served as OpenMetrics text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.addr))
+        let response = reqwest::get(format!("http://{}/metrics", self.addr))
             .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("metrics body")
+            .expect("metrics answer");
+        assert_eq!(
+            response.headers()["content-type"],
+            cronbyte::metrics::CONTENT_TYPE
+        );
+        response.text().await.expect("metrics body")
     }
 }
 

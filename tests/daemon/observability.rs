@@ -125,8 +125,9 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
         last_counted.status == RunStatus::Succeeded
     );
 
+    // OpenMetrics names a counter's family without `_total`; its samples keep it.
     for (name, help) in [
-        ("cronbyte_syncs_total", "Runs that reached a final status"),
+        ("cronbyte_syncs", "Runs that reached a final status"),
         (
             "cronbyte_sync_duration_seconds",
             "Time from the sync request",
@@ -140,20 +141,28 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
         assert!(doc.contains(help), "{name}: {doc}");
     }
     for (name, kind) in [
-        ("cronbyte_syncs_total", "counter"),
+        ("cronbyte_syncs", "counter"),
         ("cronbyte_sync_success_ratio", "gauge"),
         ("cronbyte_sync_duration_seconds", "histogram"),
         ("cronbyte_sync_attempts", "histogram"),
         ("cronbyte_schedule_lag_seconds", "histogram"),
-        ("cronbyte_airbyte_requests_total", "counter"),
+        ("cronbyte_airbyte_requests", "counter"),
         ("cronbyte_airbyte_up", "gauge"),
-        ("cronbyte_store_errors_total", "counter"),
+        ("cronbyte_store_errors", "counter"),
+        ("cronbyte_build", "info"),
     ] {
         assert!(
             text.contains(&format!("# TYPE {name} {kind}")),
             "{name} is a {kind}"
         );
     }
+    // The dashboards chart the process's own memory and CPU.
+    assert!(value("process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
+    assert!(value("process_cpu_seconds_total", &[]).is_some());
+    assert!(
+        text.ends_with("# EOF\n"),
+        "an OpenMetrics exposition ends with # EOF"
+    );
     // Bounded labels only: no job ids, no error texts.
     assert!(!text.contains("boom"));
     assert!(!text.contains("job_id"));
