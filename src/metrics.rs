@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,7 +109,8 @@ pub struct Metrics {
     syncs: Family<ByStatus, Counter>,
     records: PerConnection<Counter>,
     bytes: PerConnection<Counter>,
-    duration: Histograms<ByConnection>,
+    duration: Histogram,
+    last_success_duration: PerConnection<Gauge<f64, AtomicU64>>,
     in_flight: Gauge,
     waiting: Gauge,
     lag: Histogram,
@@ -193,6 +194,11 @@ impl Collector for SuccessRatios {
     }
 }
 
+/// Seconds from `started` to `finished`, to the millisecond, never negative.
+fn seconds_between(started: DateTime<Utc>, finished: DateTime<Utc>) -> f64 {
+    (finished - started).num_milliseconds().max(0) as f64 / 1000.0
+}
+
 /// Whether a final status counts in the success ratio, and as what. Skipped runs
 /// and operator cancellations say nothing about the pipeline's health.
 fn counts_toward_ratio(status: RunStatus) -> Option<bool> {
@@ -208,10 +214,6 @@ where
     L: Clone + std::hash::Hash + Eq,
 {
     Family::new_with_constructor(buckets)
-}
-
-fn sync_durations() -> Histogram {
-    Histogram::new(SYNC_DURATION_BUCKETS)
 }
 
 fn request_durations() -> Histogram {
@@ -230,7 +232,8 @@ impl Metrics {
             syncs: Family::default(),
             records: Family::default(),
             bytes: Family::default(),
-            duration: histograms(sync_durations),
+            duration: Histogram::new(SYNC_DURATION_BUCKETS),
+            last_success_duration: Family::default(),
             in_flight: Gauge::default(),
             waiting: Gauge::default(),
             lag: Histogram::new(LAG_BUCKETS),
@@ -275,8 +278,13 @@ impl Metrics {
         r.register_collector(Box::new(SuccessRatios(window)));
         r.register(
             "cronbyte_sync_duration_seconds",
-            "Time from the sync request to the job's end",
+            "Time from the sync request to the job's end, over every connection",
             self.duration.clone(),
+        );
+        r.register(
+            "cronbyte_last_success_duration_seconds",
+            "How long the connection's newest succeeded sync took, from the sync request to the job's end",
+            self.last_success_duration.clone(),
         );
         r.register(
             "cronbyte_syncs_in_flight",
@@ -401,6 +409,11 @@ impl Metrics {
             self.last_run.get_or_create(&labels).set(at);
             if ended.status == RunStatus::Succeeded {
                 self.last_success.get_or_create(&labels).set(at);
+                if let Some(started) = ended.started_at {
+                    self.last_success_duration
+                        .get_or_create(&labels)
+                        .set(seconds_between(started, ended.finished_at));
+                }
             }
             if let Some(ok) = counts_toward_ratio(ended.status) {
                 window.push(&ended.connection, ended.finished_at, ok);
@@ -445,9 +458,11 @@ impl Metrics {
             self.bytes.get_or_create(&labels).inc_by(bytes);
         }
         let finished = run.finished_at.unwrap_or_else(Utc::now);
-        if let Some(started) = run.started_at {
-            let took = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
-            self.duration.get_or_create(&labels).observe(took);
+        let took = run
+            .started_at
+            .map(|started| seconds_between(started, finished));
+        if let Some(took) = took {
+            self.duration.observe(took);
         }
         self.last_run
             .get_or_create(&labels)
@@ -456,6 +471,9 @@ impl Metrics {
             self.last_success
                 .get_or_create(&labels)
                 .set(finished.timestamp());
+            if let Some(took) = took {
+                self.last_success_duration.get_or_create(&labels).set(took);
+            }
         }
         if let Some(ok) = counts_toward_ratio(run.status) {
             self.window.lock().unwrap_or_else(|p| p.into_inner()).push(
@@ -515,6 +533,7 @@ impl Metrics {
         ] {
             gauge.remove(&labels);
         }
+        self.last_success_duration.remove(&labels);
         self.window
             .lock()
             .unwrap_or_else(|p| p.into_inner())

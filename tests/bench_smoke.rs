@@ -72,6 +72,8 @@ fn the_idle_and_scrape_scenarios_run_a_daemon_with_many_connections() {
     let rows = bench(&["idle", "--connections", "200", "--seconds", "1"]);
     assert!(number(&rows, "RSS") > 0.0);
     let rows = bench(&["scrape", "--connections", "200"]);
-    assert!(number(&rows, "/metrics") > 0.0);
+    assert!(number(&rows, "/metrics, 200 connections, as started") > 0.0);
+    // Every connection synced through the control API before the second scrape.
+    assert!(number(&rows, "/metrics, 200 connections, each synced since start") > 0.0);
     assert!(number(&rows, "spawn to READY=1") > 0.0);
 }

@@ -195,6 +195,8 @@ pub struct ConnectionTotals {
 pub struct Ended {
     pub connection: String,
     pub status: RunStatus,
+    /// When the sync was requested; `None` for a run that never reached Airbyte.
+    pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
 }
 

@@ -545,7 +545,7 @@ impl Store for SqliteStore {
 
     async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError> {
         let rows = sqlx::query(
-            "SELECT connection, status, finished_at FROM runs \
+            "SELECT connection, status, started_at, finished_at FROM runs \
              WHERE finished_at >= ? ORDER BY finished_at",
         )
         .bind(ms(since))
@@ -557,6 +557,11 @@ impl Store for SqliteStore {
                 Ok(Ended {
                     connection: row.try_get("connection").map_err(query_error)?,
                     status: RunStatus::from_str(row.try_get("status").map_err(query_error)?)?,
+                    started_at: row
+                        .try_get::<Option<i64>, _>("started_at")
+                        .map_err(query_error)?
+                        .map(from_ms)
+                        .transpose()?,
                     finished_at: from_ms(row.try_get("finished_at").map_err(query_error)?)?,
                 })
             })

@@ -96,6 +96,14 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
         )
         .is_some()
     );
+    // Jobs of 200 ms, polled: the newest success took a moment, not minutes.
+    assert!(
+        value(
+            "cronbyte_last_success_duration_seconds",
+            &[("connection", "orders")]
+        )
+        .is_some_and(|v| v > 0.0 && v < 60.0)
+    );
     assert_eq!(
         value(
             "cronbyte_expected_interval_seconds",

@@ -44,6 +44,9 @@ fn row(
     }
 }
 
+/// The control API token of every daemon the bench starts.
+const BENCH_TOKEN: &str = "bench-token";
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -66,7 +69,7 @@ fn write_config(
     connections: &[(String, Uuid, String)],
 ) -> anyhow::Result<std::path::PathBuf> {
     let mut text = format!(
-        "[airbyte]\nbase_url = \"{base_url}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n\
+        "[airbyte]\nbase_url = \"{base_url}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{BENCH_TOKEN}\"\n\
          [workers]\npoll_interval = \"{poll}\"\nmax_concurrent_syncs = {cap}\npoll_concurrency = 16\n[log]\nlevel = \"warn\"\n",
         dir.join("history.db").display()
     );
@@ -507,10 +510,15 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Scrape and start-up with many connections, each with some history.
+/// Scrape and start-up with many connections, each with some history. `/metrics`
+/// is measured twice: as started (counters seeded from the history), and once every
+/// connection has synced since, which adds a duration histogram per connection:
+/// what a long-running daemon serves.
 pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> {
     let emulator = emulator().await?;
-    let ids = add_connections(&emulator, connections, &JobPlan::default());
+    let plan =
+        JobPlan::succeeding(Duration::from_millis(500), 100, 10_000).pending_for(Duration::ZERO);
+    let ids = add_connections(&emulator, connections, &plan);
     let rules = assorted_quiet_rules(connections, Duration::from_secs(300));
     let list: Vec<_> = ids
         .into_iter()
@@ -518,7 +526,14 @@ pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Resul
         .map(|((n, i), r)| (n, i, r))
         .collect();
     let port = free_port()?;
-    let config = write_config(dir, &emulator.config_api_base(), port, "10s", 100, &list)?;
+    let config = write_config(
+        dir,
+        &emulator.config_api_base(),
+        port,
+        "1s",
+        connections,
+        &list,
+    )?;
     fill_store(&dir.join("history.db"), connections * 3, connections).await?;
 
     let started = Instant::now();
@@ -533,25 +548,16 @@ pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Resul
     let daemon = Daemon::start(&config, dir)?;
     let ready = daemon.ready_after.as_secs_f64() * 1000.0;
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let mut times = Vec::new();
-    let mut size = 0;
-    for _ in 0..10 {
-        let started = Instant::now();
-        let body = client.get(&url).send().await?.text().await?;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        size = body.len();
-        if !body.contains("cronbyte_syncs_total{connection=\"conn-00000\"") {
-            bail!("the scrape lacks the seeded counters");
-        }
-    }
+    let base = format!("http://127.0.0.1:{port}");
+    let (as_started, started_size) = time_scrapes(&client, &base).await?;
+    sync_every_connection_once(&client, &base, &dir.join("history.db"), connections).await?;
+    let (synced, synced_size) = time_scrapes(&client, &base).await?;
     daemon.stop()?;
-    times.sort_by(f64::total_cmp);
-    let scrape = percentile(&times, 50.0);
-    Ok(vec![
+    let scrape_row = |measure: String, times: Vec<f64>, size: usize| {
+        let scrape = percentile(&times, 50.0);
         row(
             "scrape",
-            &format!("/metrics, {connections} connections"),
+            &measure,
             format!(
                 "{scrape:.1} ms (median of 10), {:.1} MiB body",
                 size as f64 / 1048576.0
@@ -559,6 +565,18 @@ pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Resul
             scrape,
             "< 50 ms",
             Some(scrape < 50.0),
+        )
+    };
+    Ok(vec![
+        scrape_row(
+            format!("/metrics, {connections} connections, as started"),
+            as_started,
+            started_size,
+        ),
+        scrape_row(
+            format!("/metrics, {connections} connections, each synced since start"),
+            synced,
+            synced_size,
         ),
         row(
             "startup",
@@ -577,4 +595,73 @@ pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Resul
             Some(ready < 1000.0),
         ),
     ])
+}
+
+/// Ten scrapes of `/metrics`, one after the other: their times, sorted, and the
+/// body's size.
+async fn time_scrapes(client: &reqwest::Client, base: &str) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let body = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        size = body.len();
+        if !body.contains("cronbyte_syncs_total{connection=\"conn-00000\"") {
+            bail!("the scrape lacks the seeded counters");
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times, size))
+}
+
+/// Triggers every connection through the control API and waits until each
+/// manual run has ended.
+async fn sync_every_connection_once(
+    client: &reqwest::Client,
+    base: &str,
+    history: &Path,
+    connections: usize,
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let mut answers = futures::stream::iter(0..connections)
+        .map(|i| {
+            client
+                .post(format!("{base}/api/v1/connections/conn-{i:05}/trigger"))
+                .bearer_auth(BENCH_TOKEN)
+                .send()
+        })
+        .buffer_unordered(32);
+    while let Some(answer) = answers.next().await {
+        let status = answer?.status();
+        if !status.is_success() {
+            bail!("a manual trigger was answered {status}");
+        }
+    }
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(history))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(120 + connections as u64 / 50);
+    loop {
+        let (ended,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM runs WHERE trigger = 'manual' AND finished_at IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if ended as usize >= connections {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{ended} of {connections} manual runs ended in time");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    pool.close().await;
+    Ok(())
 }
