@@ -3,6 +3,8 @@
 //! An invalid file is rejected with the same messages as `cronbyte check`, and
 //! the config in force stays.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +32,45 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// To find declared connections by name, as at start.
     airbyte: Client,
-    current: Mutex<Config>,
+    /// The config in force, as much of it as a reload compares against.
+    current: Mutex<Fingerprint>,
+}
+
+/// What a reload compares against, kept instead of a second copy of the config:
+/// at 10,000 connections that copy is megabytes, these hashes a few hundred KB.
+struct Fingerprint {
+    /// Each connection's name and a hash of its settings, as configured.
+    connections: Vec<(String, u64)>,
+    /// A hash of each section a reload cannot apply.
+    sections: [(&'static str, u64); 5],
+}
+
+/// A hash of `value`'s Debug form. Settings hold parsed rules and durations, and
+/// secrets print redacted but with their presence; two settings have the same
+/// Debug form exactly when they are the same.
+fn fingerprint_of(value: &impl std::fmt::Debug) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    format!("{value:?}").hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Fingerprint {
+    fn of(config: &Config) -> Self {
+        Self {
+            connections: config
+                .connections
+                .iter()
+                .map(|c| (c.name.clone(), fingerprint_of(c)))
+                .collect(),
+            sections: [
+                ("airbyte", fingerprint_of(&config.airbyte)),
+                ("store", fingerprint_of(&config.store)),
+                ("server", fingerprint_of(&config.server)),
+                ("workers", fingerprint_of(&config.workers)),
+                ("log", fingerprint_of(&config.log)),
+            ],
+        }
+    }
 }
 
 impl Reloader {
@@ -39,14 +79,14 @@ impl Reloader {
         engine: Engine,
         metrics: Arc<Metrics>,
         airbyte: Client,
-        current: Config,
+        current: &Config,
     ) -> Self {
         Self {
             path,
             engine,
             metrics,
             airbyte,
-            current: Mutex::new(current),
+            current: Mutex::new(Fingerprint::of(current)),
         }
     }
 
@@ -74,65 +114,99 @@ impl Reloader {
                 "config reload rejected; the config in force stays");
             return Err(e.to_string());
         }
+        let fingerprint = Fingerprint::of(&new);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let summary = compare(&current, &new);
-        self.engine
-            .reload(new.connections.clone(), new.groups.clone());
+        let summary = compare(&current, &fingerprint);
+        self.engine.reload(new.connections, new.groups);
         self.metrics.reloaded("applied");
         tracing::info!(config = %path.display(), added = ?summary.added, removed = ?summary.removed,
             changed = ?summary.changed, needs_restart = ?summary.needs_restart, "config reloaded");
-        *current = new;
+        *current = fingerprint;
         Ok(summary)
     }
 }
 
 /// Connections added, removed and changed, and the sections a reload cannot apply.
-fn compare(old: &Config, new: &Config) -> ReloadSummary {
+fn compare(old: &Fingerprint, new: &Fingerprint) -> ReloadSummary {
+    let before: HashMap<&str, u64> = old
+        .connections
+        .iter()
+        .map(|(name, hash)| (name.as_str(), *hash))
+        .collect();
+    let after: HashMap<&str, u64> = new
+        .connections
+        .iter()
+        .map(|(name, hash)| (name.as_str(), *hash))
+        .collect();
     let mut summary = ReloadSummary::default();
-    for connection in &new.connections {
-        match old.connections.iter().find(|c| c.name == connection.name) {
-            None => summary.added.push(connection.name.clone()),
-            // Settings hold parsed rules and durations; their Debug forms are
-            // equal exactly when the settings are.
-            Some(before) if format!("{before:?}") != format!("{connection:?}") => {
-                summary.changed.push(connection.name.clone());
-            }
+    for (name, hash) in &new.connections {
+        match before.get(name.as_str()) {
+            None => summary.added.push(name.clone()),
+            Some(old_hash) if old_hash != hash => summary.changed.push(name.clone()),
             Some(_) => {}
         }
     }
     summary.removed = old
         .connections
         .iter()
-        .filter(|c| !new.connections.iter().any(|n| n.name == c.name))
-        .map(|c| c.name.clone())
+        .filter(|(name, _)| !after.contains_key(name.as_str()))
+        .map(|(name, _)| name.clone())
         .collect();
-    let sections: [(&'static str, String, String); 5] = [
-        (
-            "airbyte",
-            format!("{:?}", old.airbyte),
-            format!("{:?}", new.airbyte),
-        ),
-        (
-            "store",
-            format!("{:?}", old.store),
-            format!("{:?}", new.store),
-        ),
-        (
-            "server",
-            format!("{:?}", old.server),
-            format!("{:?}", new.server),
-        ),
-        (
-            "workers",
-            format!("{:?}", old.workers),
-            format!("{:?}", new.workers),
-        ),
-        ("log", format!("{:?}", old.log), format!("{:?}", new.log)),
-    ];
-    summary.needs_restart = sections
-        .into_iter()
-        .filter(|(_, a, b)| a != b)
-        .map(|(name, _, _)| name)
+    summary.needs_restart = old
+        .sections
+        .iter()
+        .zip(&new.sections)
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, _), _)| *name)
         .collect();
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Format, from_str};
+
+    fn config(connections: &[(&str, &str)], poll: &str) -> Config {
+        let mut text = format!(
+            "[airbyte]\nbase_url = \"http://localhost:8000/api/v1\"\n[workers]\npoll_interval = \"{poll}\"\n"
+        );
+        for (name, cron) in connections {
+            // One id per name, the same in both configs.
+            let id = name.len() * 1000 + usize::from(name.as_bytes()[0]);
+            text.push_str(&format!(
+                "[[connections]]\nname = \"{name}\"\nconnection_id = \"4b5c6d7e-0000-4000-8000-{id:012}\"\ncron = \"{cron}\"\n"
+            ));
+        }
+        from_str(&text, Format::Toml).expect("a valid config")
+    }
+
+    #[test]
+    fn a_reload_tells_added_removed_and_changed_connections_and_sections_needing_a_restart() {
+        let old = config(
+            &[("a", "0 * * * *"), ("b", "0 * * * *"), ("c", "0 * * * *")],
+            "10s",
+        );
+        let new = config(
+            &[("b", "0 * * * *"), ("c", "30 * * * *"), ("d", "0 * * * *")],
+            "20s",
+        );
+        let summary = compare(&Fingerprint::of(&old), &Fingerprint::of(&new));
+        assert_eq!(
+            summary,
+            ReloadSummary {
+                added: vec!["d".to_owned()],
+                removed: vec!["a".to_owned()],
+                changed: vec!["c".to_owned()],
+                needs_restart: vec!["workers"],
+            }
+        );
+    }
+
+    #[test]
+    fn reloading_the_same_config_changes_nothing() {
+        let config = config(&[("a", "0 * * * *")], "10s");
+        let summary = compare(&Fingerprint::of(&config), &Fingerprint::of(&config.clone()));
+        assert_eq!(summary, ReloadSummary::default());
+    }
 }
