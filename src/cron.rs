@@ -74,11 +74,23 @@ pub enum CronError {
 /// 1-5000) and takes some 30 µs to build, so identical rules share one parsed form:
 /// ten thousand connections on a few hundred distinct rules cost a few hundred of
 /// them, and cloning a rule (the config is cloned on reload) costs nothing.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CronRule {
     expr: String,
     tz: Tz,
     cron: Arc<Cron>,
+}
+
+/// The rule as written and its zone: the parsed form follows from them, and its
+/// Debug form (kilobytes of bitmaps) would make the reloader's comparison of
+/// 10,000 connections take a second.
+impl std::fmt::Debug for CronRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CronRule")
+            .field("expr", &self.expr)
+            .field("tz", &self.tz)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parsed forms by rule text, shared while any rule uses them.
