@@ -45,9 +45,9 @@ struct Fingerprint {
     sections: [(&'static str, u64); 5],
 }
 
-/// A hash of `value`'s Debug form. Settings hold parsed rules and durations, and
-/// secrets print redacted but with their presence; two settings have the same
-/// Debug form exactly when they are the same.
+/// A hash of `value`'s Debug form. Settings print their rules (text and zone) and
+/// durations, so two differ exactly when their Debug forms do, with one exception:
+/// secrets print redacted, so a changed secret alone is not reported.
 fn fingerprint_of(value: &impl std::fmt::Debug) -> u64 {
     let mut hasher = DefaultHasher::new();
     format!("{value:?}").hash(&mut hasher);

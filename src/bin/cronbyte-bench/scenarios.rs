@@ -512,8 +512,8 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
 
 /// Scrape and start-up with many connections, each with some history. `/metrics`
 /// is measured twice: as started (counters seeded from the history), and once every
-/// connection has synced since, which adds a duration histogram per connection:
-/// what a long-running daemon serves.
+/// connection has synced since, which adds its duration gauge and sets the ones
+/// seeded empty: what a long-running daemon serves.
 pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> {
     let emulator = emulator().await?;
     let plan =
