@@ -642,41 +642,26 @@ mod tests {
         }
     }
 
+    /// Whether `store` claims the tick of `connection` at 1,800,000,000.
+    async fn claims(store: &SqliteStore, connection: &str) -> bool {
+        store
+            .claim(tick(connection, 1_800_000_000))
+            .await
+            .unwrap()
+            .is_some()
+    }
+
     #[tokio::test]
     async fn a_tick_is_claimed_once_even_after_reopening_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
         let store = SqliteStore::open(&path).await.unwrap();
-        assert!(
-            store
-                .claim(tick("orders", 1_800_000_000))
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            store
-                .claim(tick("orders", 1_800_000_000))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(claims(&store, "orders").await);
+        assert!(!claims(&store, "orders").await);
         store.close().await;
         let store = SqliteStore::open(&path).await.unwrap();
-        assert!(
-            store
-                .claim(tick("orders", 1_800_000_000))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .claim(tick("customers", 1_800_000_000))
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(!claims(&store, "orders").await);
+        assert!(claims(&store, "customers").await);
     }
 
     #[tokio::test]
