@@ -97,7 +97,13 @@ impl Shared {
                 return;
             }
             if self.owed_count() == 0 {
-                tracing::info!("the history store works again; every owed write is written");
+                match self.store.ping().await {
+                    Ok(()) => {
+                        tracing::info!("the history store works again; every owed write is written")
+                    }
+                    Err(e) => tracing::error!(error = %e,
+                        "the owed writes were written, but the store does not show them yet"),
+                }
             }
         }
     }

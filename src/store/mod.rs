@@ -250,7 +250,7 @@ pub trait Store: Send + Sync + 'static {
     /// Each connection's newest run.
     async fn latest_runs(&self) -> Result<Vec<Run>, StoreError>;
 
-    /// Whether the store answers at all.
+    /// Whether the store takes a write that another connection then sees.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Per connection with any run: its newest tick, claim and success.

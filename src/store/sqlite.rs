@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::*;
 
@@ -135,10 +136,53 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        // The single writer connection makes every transaction effectively
-        // `BEGIN IMMEDIATE`: no read-then-write upgrade can meet SQLITE_BUSY_SNAPSHOT.
-        self.writer.begin().await.map_err(query_error)
+    /// Lends the writer connection for one write. The single writer makes every
+    /// transaction effectively `BEGIN IMMEDIATE`: no read-then-write upgrade can
+    /// meet SQLITE_BUSY_SNAPSHOT.
+    async fn writer(&self) -> Result<Writer, StoreError> {
+        let conn = self.writer.acquire().await.map_err(query_error)?;
+        Ok(Writer { conn, done: false })
+    }
+}
+
+/// The writer connection, lent for one write. Unless the write says it is
+/// [`done`](Writer::done), the connection is closed when this is dropped (a
+/// statement or `COMMIT` failed, or the write was abandoned half-way), and the
+/// pool opens a fresh one for the next write. After SQLITE_FULL, IOERR, BUSY or
+/// NOMEM, SQLite may keep the failed transaction open on its connection; every
+/// later write on it would then nest inside that transaction and never be
+/// committed. Closing the connection rolls that transaction back for certain.
+struct Writer {
+    conn: PoolConnection<Sqlite>,
+    done: bool,
+}
+
+impl Writer {
+    /// The write was committed: the connection goes back to the pool as it is.
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::debug!("a write on the store failed; replacing its connection");
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl std::ops::Deref for Writer {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
     }
 }
 
@@ -170,7 +214,7 @@ const CLAIM_CHUNK: usize = 400;
 /// Inserts the runs not claimed before; returns each one's new id, or `None`
 /// where its (connection, tick) was already claimed.
 async fn claim_chunk(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     runs: &[NewRun],
     now: DateTime<Utc>,
 ) -> Result<Vec<Option<i64>>, StoreError> {
@@ -268,13 +312,15 @@ impl Store for SqliteStore {
     async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
         let now = Utc::now();
         let mut ids: Vec<Option<i64>> = Vec::with_capacity(runs.len());
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin().await.map_err(query_error)?;
         // Rows per statement: a thousand ticks due together are a few statements,
         // not a thousand round trips to SQLite's thread.
         for chunk in runs.chunks(CLAIM_CHUNK) {
             ids.extend(claim_chunk(&mut tx, chunk, now).await?);
         }
         tx.commit().await.map_err(query_error)?;
+        writer.done();
         runs.into_iter()
             .zip(ids)
             .map(|(run, id)| {
@@ -309,6 +355,7 @@ impl Store for SqliteStore {
         job_id: i64,
         started_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let mut writer = self.writer().await?;
         sqlx::query(
             "UPDATE runs SET status = 'running', job_id = ?, started_at = ? \
              WHERE id = ? AND status IN ('pending', 'running')",
@@ -316,9 +363,10 @@ impl Store for SqliteStore {
         .bind(job_id)
         .bind(ms(started_at))
         .bind(run_id)
-        .execute(&self.writer)
+        .execute(&mut *writer)
         .await
         .map_err(query_error)?;
+        writer.done();
         Ok(())
     }
 
@@ -326,7 +374,8 @@ impl Store for SqliteStore {
         if updates.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin().await.map_err(query_error)?;
         for (run_id, progress) in updates {
             sqlx::query(
                 "UPDATE runs SET attempts = ?, records_synced = coalesce(?, records_synced), \
@@ -341,7 +390,9 @@ impl Store for SqliteStore {
             .await
             .map_err(query_error)?;
         }
-        tx.commit().await.map_err(query_error)
+        tx.commit().await.map_err(query_error)?;
+        writer.done();
+        Ok(())
     }
 
     async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError> {
@@ -349,7 +400,8 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let mut closed = Vec::with_capacity(outcomes.len());
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin().await.map_err(query_error)?;
         for (run_id, outcome) in outcomes {
             let done = sqlx::query(
                 "UPDATE runs SET status = ?, finished_at = ?, \
@@ -373,6 +425,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await.map_err(query_error)?;
+        writer.done();
         Ok(closed)
     }
 
@@ -432,11 +485,30 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.writer)
+        let token: i64 = rand::random();
+        let mut writer = self.writer().await?;
+        sqlx::query(
+            "INSERT INTO store_checks (id, token) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token",
+        )
+        .bind(token)
+        .execute(&mut *writer)
+        .await
+        .map_err(query_error)?;
+        writer.done();
+        // A write the writer calls committed may still sit in a transaction SQLite
+        // kept open; only another connection can tell.
+        let seen: Option<i64> = sqlx::query_scalar("SELECT token FROM store_checks WHERE id = 1")
+            .fetch_optional(&self.readers)
             .await
             .map_err(query_error)?;
-        Ok(())
+        if seen == Some(token) {
+            Ok(())
+        } else {
+            Err(StoreError::Query(
+                "a write to the store is not visible to other connections".into(),
+            ))
+        }
     }
 
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
@@ -486,19 +558,21 @@ impl Store for SqliteStore {
     }
 
     async fn set_paused(&self, connection: &str, paused: bool) -> Result<bool, StoreError> {
+        let mut writer = self.writer().await?;
         let done = if paused {
             sqlx::query("INSERT OR IGNORE INTO pauses (connection, paused_at) VALUES (?, ?)")
                 .bind(connection)
                 .bind(ms(Utc::now()))
-                .execute(&self.writer)
+                .execute(&mut *writer)
                 .await
         } else {
             sqlx::query("DELETE FROM pauses WHERE connection = ?")
                 .bind(connection)
-                .execute(&self.writer)
+                .execute(&mut *writer)
                 .await
         }
         .map_err(query_error)?;
+        writer.done();
         Ok(done.rows_affected() > 0)
     }
 
@@ -573,7 +647,8 @@ impl Store for SqliteStore {
         objects: &[AirbyteObject],
         forget: &[(String, String)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin().await.map_err(query_error)?;
         for object in objects {
             sqlx::query(
                 "INSERT INTO airbyte_objects (kind, name, airbyte_id, updated_at) \
@@ -597,7 +672,9 @@ impl Store for SqliteStore {
                 .await
                 .map_err(query_error)?;
         }
-        tx.commit().await.map_err(query_error)
+        tx.commit().await.map_err(query_error)?;
+        writer.done();
+        Ok(())
     }
 
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {
@@ -775,6 +852,122 @@ mod tests {
             |m| m.last_tick.map(|t| t.timestamp()) == Some(1_800_000_004)
                 && m.last_success.is_none()
         ));
+    }
+
+    /// Caps the file at its current size, so SQLite answers the next write that
+    /// needs a page with SQLITE_FULL, as on a full disk; `None` lifts the cap.
+    async fn cap_the_file(store: &SqliteStore, cap: Option<i64>) {
+        let pages: i64 = match cap {
+            Some(extra) => {
+                let now: i64 = sqlx::query_scalar("PRAGMA page_count")
+                    .fetch_one(&store.writer)
+                    .await
+                    .unwrap();
+                now + extra
+            }
+            None => 1 << 30,
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(&store.writer)
+        .await
+        .unwrap();
+    }
+
+    fn outcome(status: RunStatus) -> Outcome {
+        Outcome {
+            status,
+            finished_at: Utc::now(),
+            progress: Progress {
+                attempts: 1,
+                records_synced: Some(7),
+                bytes_synced: Some(70),
+            },
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_made_after_the_disk_was_full_for_a_moment_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let before = store
+            .claim(tick("orders", 1_700_000_000))
+            .await
+            .unwrap()
+            .unwrap();
+
+        // The disk fills. First a write whose COMMIT cannot reach the disk: SQLite
+        // ends such a transaction itself (a trigger of the writer connection's own
+        // does the same here, without filling a disk).
+        sqlx::query(
+            "CREATE TEMP TRIGGER full_disk BEFORE INSERT ON runs WHEN NEW.connection = 'doomed' \
+             BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        let refused = store
+            .claim(tick("doomed", 1_700_000_000))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("full"), "{refused}");
+        // Then a write that finds no free page: SQLite undoes the statement and
+        // keeps the transaction open.
+        cap_the_file(&store, Some(0)).await;
+        let crowd: Vec<NewRun> = (0..2_000)
+            .map(|i| tick(&format!("{}-{i}", "x".repeat(200)), 1_700_000_000))
+            .collect();
+        let refused = store.claim_many(crowd.clone()).await.unwrap_err();
+        assert!(refused.to_string().contains("full"), "{refused}");
+
+        // Space comes back; every later write is committed.
+        cap_the_file(&store, None).await;
+        let after = store
+            .claim(tick("orders", 1_700_000_060))
+            .await
+            .unwrap()
+            .unwrap();
+        store.mark_started(after.id, 99, Utc::now()).await.unwrap();
+        let closed = store
+            .finish(&[(after.id, outcome(RunStatus::Succeeded))])
+            .await
+            .unwrap();
+        assert_eq!(closed, vec![after.id]);
+        assert!(store.set_paused("orders", true).await.unwrap());
+        assert_eq!(
+            store.claim_many(crowd[..10].to_vec()).await.unwrap().len(),
+            10
+        );
+
+        // Another connection sees them while the writer is still open...
+        let reader = SqliteStore::open_read_only(&path).await.unwrap();
+        let seen = |store: SqliteStore| async move {
+            let run = store
+                .run(after.id)
+                .await
+                .unwrap()
+                .expect("the run after the outage");
+            assert_eq!(run.status, RunStatus::Succeeded);
+            assert_eq!(run.job_id, Some(99));
+            assert!(store.run(before.id).await.unwrap().is_some());
+            assert_eq!(store.paused().await.unwrap(), vec!["orders".to_owned()]);
+            let all = store
+                .history(&HistoryFilter {
+                    connection: None,
+                    limit: 1000,
+                })
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 12);
+            store.close().await;
+        };
+        seen(reader).await;
+        // ...and so does the file after a restart.
+        store.close().await;
+        seen(SqliteStore::open(&path).await.unwrap()).await;
     }
 
     #[cfg(unix)]
