@@ -294,6 +294,12 @@ impl EmulatorControl {
         self.shared.lock().faults = faults;
     }
 
+    /// Puts the emulator's clock `by` behind the real one: every time it reports from
+    /// now on (a job's `createdAt`, `updatedAt`, ...) is that much earlier.
+    pub fn set_clock_behind(&self, by: Duration) {
+        self.shared.lock().clock.set_behind(by);
+    }
+
     /// Closes the listening socket for `duration`, so connects are refused, and breaks
     /// open connections; the same port is bound again afterwards.
     pub fn refuse_connections_for(&self, duration: Duration) {

@@ -21,6 +21,8 @@ pub(crate) const DEFAULT_ORGANIZATION: Uuid = Uuid::nil();
 pub(crate) struct Clock {
     base: Instant,
     base_ms: i64,
+    /// How far this Airbyte's clock is behind the real one (negative: ahead).
+    behind_ms: i64,
 }
 
 impl Clock {
@@ -33,11 +35,17 @@ impl Clock {
         Self {
             base: Instant::now(),
             base_ms,
+            behind_ms: 0,
         }
     }
 
+    /// Sets the clock `by` behind the real one, as on a server whose clock drifted.
+    pub(crate) fn set_behind(&mut self, by: Duration) {
+        self.behind_ms = millis(by);
+    }
+
     pub(crate) fn epoch_ms(&self, at: Instant) -> i64 {
-        self.base_ms + millis(at.saturating_duration_since(self.base))
+        self.base_ms + millis(at.saturating_duration_since(self.base)) - self.behind_ms
     }
 
     pub(crate) fn epoch_secs(&self, at: Instant) -> i64 {

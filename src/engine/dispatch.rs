@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use super::owed::Owed;
-use super::{SHUTDOWN_GRACE, Shared, outcome};
+use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job};
 use crate::config::OnOverlap;
 use crate::store::{Progress, Run, RunStatus};
@@ -384,8 +384,9 @@ impl Shared {
         }
     }
 
-    /// The newest job of the connection created at or after `since` (to the
-    /// second, as Airbyte stores it), if Airbyte can say.
+    /// The newest job of the connection that no other run owns and that Airbyte
+    /// says it created at or after `since`, give or take its clock being behind
+    /// ours (`CLOCK_ALLOWANCE`), if Airbyte can say.
     async fn job_started_since(&self, connection_id: &str, since: DateTime<Utc>) -> Option<Job> {
         let jobs = match self
             .airbyte
@@ -398,14 +399,20 @@ impl Shared {
                 return None;
             }
         };
-        let since_second = since.timestamp();
+        let earliest = since - CLOCK_ALLOWANCE;
+        // Jobs followed here whose runs' rows do not say so yet (the store refused
+        // the write and owes it).
+        let followed: std::collections::HashSet<i64> =
+            self.lock_tracked().values().map(|t| t.job_id).collect();
         let mut candidates: Vec<Job> = jobs
             .into_iter()
-            .filter(|j| j.created_at.is_some_and(|c| c.timestamp() >= since_second))
+            .filter(|j| j.created_at.is_some_and(|c| c >= earliest))
+            .filter(|j| !followed.contains(&j.id))
             .collect();
         candidates.sort_by_key(|j| std::cmp::Reverse(j.id));
         // A job another run already follows is that run's, not this one's (a queued
-        // run taken up after a restart must not adopt its predecessor's job).
+        // run taken up after a restart must not adopt its predecessor's job): the
+        // allowance may reach back to an earlier run's job, which its row claims.
         for job in candidates {
             match self.store.run_with_job(job.id).await {
                 Ok(None) => return Some(job),

@@ -39,6 +39,12 @@ pub use tracker::Tracked;
 /// themselves run on; the next start takes them up again from the history.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How far behind ours Airbyte's clock may be, for its times (a job's
+/// `createdAt`, `updatedAt`) to be compared with ours: listings and the search for
+/// a job a lost answer started reach this far back. It also covers Airbyte's
+/// one-second timestamps.
+const CLOCK_ALLOWANCE: chrono::Duration = chrono::Duration::seconds(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]

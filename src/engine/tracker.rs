@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{SHUTDOWN_GRACE, Shared, outcome};
+use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job, JobStatus};
 use crate::store::{Progress, Run, RunStatus};
 
@@ -30,10 +30,6 @@ const PAGE_SIZE: u32 = 200;
 
 /// At most this many pages per round: beyond, the rest is read job by job.
 const MAX_PAGES: u32 = 50;
-
-/// How far behind our clock a listing reaches back, for Airbyte's clock being
-/// behind ours and for its one-second timestamps.
-const CLOCK_ALLOWANCE: chrono::Duration = chrono::Duration::seconds(60);
 
 /// A run whose job is being followed.
 #[derive(Debug)]
