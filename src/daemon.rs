@@ -137,6 +137,7 @@ impl Daemon {
         );
         metrics.seed_marks(&store.marks().await?);
 
+        let notifier = Notifier::start(config.notify.clone(), shutdown.clone());
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
@@ -146,7 +147,7 @@ impl Daemon {
                 groups: config.groups.clone(),
                 connections: config.connections.clone(),
                 clock: clock.clone(),
-                notifier: Notifier::start(config.notify.clone(), shutdown.clone()),
+                notifier: notifier.clone(),
             },
             shutdown.clone(),
         )
@@ -162,6 +163,7 @@ impl Daemon {
             config_path,
             engine.clone(),
             metrics.clone(),
+            notifier,
             airbyte.clone(),
             &config,
         ));

@@ -3,12 +3,13 @@
 //! failing connection recovers. Notices queue to a background task and are
 //! retried there; a slow or dead receiver never holds the engine up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::SecondsFormat;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Run, RunStatus};
@@ -80,29 +81,57 @@ pub struct NotifySettings {
 }
 
 /// Queues notices for the sender task. Cheap to clone; with no receivers
-/// configured it does nothing.
-#[derive(Clone, Debug, Default)]
+/// configured it queues nothing.
+#[derive(Clone, Debug)]
 pub struct Notifier {
-    queue: Option<mpsc::Sender<(NotifyEvent, Run)>>,
+    queue: mpsc::Sender<(NotifyEvent, Run)>,
+    /// The receivers in force; a reload replaces them, and the sender task reads
+    /// them for each notice.
+    receivers: Arc<watch::Sender<Arc<Vec<NotifySettings>>>>,
+}
+
+impl Default for Notifier {
+    /// A notifier with no receivers and no sender task, for an engine that sends no
+    /// notices (tests); receivers set on it later would find the queue closed.
+    fn default() -> Self {
+        let (queue, _) = mpsc::channel(1);
+        let (receivers, _) = watch::channel(Arc::new(Vec::new()));
+        Self {
+            queue,
+            receivers: Arc::new(receivers),
+        }
+    }
 }
 
 impl Notifier {
     /// Starts the sender task for `receivers`; it stops at `shutdown`.
     pub fn start(receivers: Vec<NotifySettings>, shutdown: CancellationToken) -> Self {
-        if receivers.is_empty() {
-            return Self::default();
-        }
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send_all(receivers, rx, shutdown));
-        Self { queue: Some(tx) }
+        let (receivers, watched) = watch::channel(Arc::new(receivers));
+        tokio::spawn(send_all(watched, rx, shutdown));
+        Self {
+            queue: tx,
+            receivers: Arc::new(receivers),
+        }
+    }
+
+    /// Sends later notices to `receivers` instead; notices queued before go to
+    /// the receivers in force when they are sent.
+    pub fn set_receivers(&self, receivers: Vec<NotifySettings>) {
+        self.receivers.send_replace(Arc::new(receivers));
     }
 
     /// Queues a notice about `run`, never waiting.
     pub fn notify(&self, event: NotifyEvent, run: &Run) {
-        let Some(queue) = &self.queue else {
+        if !self
+            .receivers
+            .borrow()
+            .iter()
+            .any(|r| r.on.contains(&event))
+        {
             return;
-        };
-        if queue.try_send((event, run.clone())).is_err() {
+        }
+        if self.queue.try_send((event, run.clone())).is_err() {
             tracing::warn!(connection = %run.connection, run_id = run.id, event = event.as_str(),
                 "notice dropped: the notice queue is full or closed");
         }
@@ -110,7 +139,7 @@ impl Notifier {
 }
 
 async fn send_all(
-    receivers: Vec<NotifySettings>,
+    receivers: watch::Receiver<Arc<Vec<NotifySettings>>>,
     mut queue: mpsc::Receiver<(NotifyEvent, Run)>,
     shutdown: CancellationToken,
 ) {
@@ -129,6 +158,7 @@ async fn send_all(
                 None => return,
             },
         };
+        let receivers = Arc::clone(&receivers.borrow());
         for receiver in receivers.iter().filter(|r| r.on.contains(&event)) {
             deliver(
                 &http,

@@ -1,5 +1,8 @@
 //! Live reload: the config file is read again (on SIGHUP or `POST /api/v1/reload`)
-//! and, if it validates, its connections and groups replace the running ones.
+//! and, if it validates, what can change live replaces what runs: connections,
+//! groups, defaults and notice receivers. Every other section that changed is
+//! named in the answer as needing a restart (or, for declarations, `cronbyte
+//! apply`), so a reload never leaves an operator guessing what took effect.
 //! An invalid file is rejected with the same messages as `cronbyte check`, and
 //! the config in force stays.
 
@@ -8,21 +11,30 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::airbyte::Client;
-use crate::config::{self, Config};
+use crate::airbyte::{Auth, Client};
+use crate::config::{self, ActorSettings, Config};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 
 /// What a reload changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ReloadSummary {
+    /// Connections that start firing.
     pub added: Vec<String>,
+    /// Connections that stop firing (runs in flight are still followed).
     pub removed: Vec<String>,
+    /// Connections whose settings changed, then the sections applied live that
+    /// changed (`[[groups]]`, `[defaults]`, `[[notify]]`).
     pub changed: Vec<String>,
-    /// Sections that changed but only take effect after a restart.
+    /// Sections that changed but only take effect after a restart (`[airbyte]`, ...).
     pub needs_restart: Vec<&'static str>,
+    /// Declarations that changed, which the daemon does not use: `cronbyte apply`
+    /// carries them to Airbyte.
+    pub needs_apply: Vec<&'static str>,
 }
 
 pub struct Reloader {
@@ -30,10 +42,23 @@ pub struct Reloader {
     path: Option<PathBuf>,
     engine: Engine,
     metrics: Arc<Metrics>,
+    /// Where failure notices go; its receivers are replaced on reload.
+    notifier: Notifier,
     /// To find declared connections by name, as at start.
     airbyte: Client,
     /// The config in force, as much of it as a reload compares against.
     current: Mutex<Fingerprint>,
+}
+
+/// When a changed section takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    /// At once: the reload applies it.
+    Live,
+    /// At the next start of the daemon.
+    Restart,
+    /// When `cronbyte apply` runs: the daemon does not use it.
+    Apply,
 }
 
 /// What a reload compares against, kept instead of a second copy of the config:
@@ -41,33 +66,108 @@ pub struct Reloader {
 struct Fingerprint {
     /// Each connection's name and a hash of its settings, as configured.
     connections: Vec<(String, u64)>,
-    /// A hash of each section a reload cannot apply.
-    sections: [(&'static str, u64); 5],
+    /// Every other section: its key path, when a change takes effect, its hash.
+    sections: Vec<(&'static str, Effect, u64)>,
 }
 
-/// A hash of `value`'s Debug form. Settings print their rules (text and zone) and
-/// durations, so two differ exactly when their Debug forms do, with one exception:
-/// secrets print redacted, so a changed secret alone is not reported.
-fn fingerprint_of(value: &impl std::fmt::Debug) -> u64 {
+/// A hash of `value`'s Debug form, and of the secrets it holds. Settings print
+/// their rules (text and zone) and durations, so two differ exactly when their
+/// Debug forms or their secrets do. Secrets print redacted, so they are hashed
+/// apart: a rotated password is a change like any other. The hash never leaves
+/// this process.
+fn fingerprint_of(
+    value: &impl std::fmt::Debug,
+    secrets: impl IntoIterator<Item = impl AsRef<str>>,
+) -> u64 {
     let mut hasher = DefaultHasher::new();
     format!("{value:?}").hash(&mut hasher);
+    for secret in secrets {
+        secret.as_ref().hash(&mut hasher);
+    }
     hasher.finish()
+}
+
+fn exposed(secret: &SecretString) -> &str {
+    secret.expose_secret()
+}
+
+fn auth_secrets(auth: &Auth) -> Vec<&str> {
+    match auth {
+        Auth::None => Vec::new(),
+        Auth::Basic { password, .. } => vec![exposed(password)],
+        Auth::Bearer { token } => vec![exposed(token)],
+        Auth::ClientCredentials { client_secret, .. } => vec![exposed(client_secret)],
+    }
+}
+
+/// A declaration's configuration whole: its Debug form shows only the top-level keys.
+fn declaration_secrets(actors: &[ActorSettings]) -> impl Iterator<Item = String> {
+    actors.iter().map(|a| a.configuration.expose().to_string())
 }
 
 impl Fingerprint {
     fn of(config: &Config) -> Self {
+        // Named field by field, so a section added to `Config` cannot be forgotten here.
+        let Config {
+            airbyte,
+            store,
+            server,
+            workers,
+            defaults,
+            metrics,
+            log,
+            groups,
+            notify,
+            connections,
+            sources,
+            destinations,
+        } = config;
+        let none = std::iter::empty::<&str>;
         Self {
-            connections: config
-                .connections
+            connections: connections
                 .iter()
-                .map(|c| (c.name.clone(), fingerprint_of(c)))
+                .map(|c| (c.name.clone(), fingerprint_of(c, none())))
                 .collect(),
-            sections: [
-                ("airbyte", fingerprint_of(&config.airbyte)),
-                ("store", fingerprint_of(&config.store)),
-                ("server", fingerprint_of(&config.server)),
-                ("workers", fingerprint_of(&config.workers)),
-                ("log", fingerprint_of(&config.log)),
+            sections: vec![
+                ("[[groups]]", Effect::Live, fingerprint_of(groups, none())),
+                ("[defaults]", Effect::Live, fingerprint_of(defaults, none())),
+                (
+                    "[[notify]]",
+                    Effect::Live,
+                    fingerprint_of(notify, notify.iter().map(|n| exposed(&n.url))),
+                ),
+                (
+                    "[airbyte]",
+                    Effect::Restart,
+                    fingerprint_of(airbyte, auth_secrets(&airbyte.auth)),
+                ),
+                ("[store]", Effect::Restart, fingerprint_of(store, none())),
+                (
+                    "[server]",
+                    Effect::Restart,
+                    fingerprint_of(server, server.token.as_ref().map(exposed)),
+                ),
+                (
+                    "[workers]",
+                    Effect::Restart,
+                    fingerprint_of(workers, none()),
+                ),
+                (
+                    "[metrics]",
+                    Effect::Restart,
+                    fingerprint_of(metrics, none()),
+                ),
+                ("[log]", Effect::Restart, fingerprint_of(log, none())),
+                (
+                    "[[sources]]",
+                    Effect::Apply,
+                    fingerprint_of(sources, declaration_secrets(sources)),
+                ),
+                (
+                    "[[destinations]]",
+                    Effect::Apply,
+                    fingerprint_of(destinations, declaration_secrets(destinations)),
+                ),
             ],
         }
     }
@@ -78,6 +178,7 @@ impl Reloader {
         path: Option<PathBuf>,
         engine: Engine,
         metrics: Arc<Metrics>,
+        notifier: Notifier,
         airbyte: Client,
         current: &Config,
     ) -> Self {
@@ -85,6 +186,7 @@ impl Reloader {
             path,
             engine,
             metrics,
+            notifier,
             airbyte,
             current: Mutex::new(Fingerprint::of(current)),
         }
@@ -118,9 +220,11 @@ impl Reloader {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let summary = compare(&current, &fingerprint);
         self.engine.reload(new.connections, new.groups);
+        self.notifier.set_receivers(new.notify);
         self.metrics.reloaded("applied");
         tracing::info!(config = %path.display(), added = ?summary.added, removed = ?summary.removed,
-            changed = ?summary.changed, needs_restart = ?summary.needs_restart, "config reloaded");
+            changed = ?summary.changed, needs_restart = ?summary.needs_restart,
+            needs_apply = ?summary.needs_apply, "config reloaded");
         *current = fingerprint;
         Ok(summary)
     }
@@ -152,13 +256,16 @@ fn compare(old: &Fingerprint, new: &Fingerprint) -> ReloadSummary {
         .filter(|(name, _)| !after.contains_key(name.as_str()))
         .map(|(name, _)| name.clone())
         .collect();
-    summary.needs_restart = old
-        .sections
-        .iter()
-        .zip(&new.sections)
-        .filter(|((_, a), (_, b))| a != b)
-        .map(|((name, _), _)| *name)
-        .collect();
+    for ((section, effect, before), (_, _, after)) in old.sections.iter().zip(&new.sections) {
+        if before == after {
+            continue;
+        }
+        match effect {
+            Effect::Live => summary.changed.push((*section).to_owned()),
+            Effect::Restart => summary.needs_restart.push(section),
+            Effect::Apply => summary.needs_apply.push(section),
+        }
+    }
     summary
 }
 
@@ -198,9 +305,129 @@ mod tests {
                 added: vec!["d".to_owned()],
                 removed: vec!["a".to_owned()],
                 changed: vec!["c".to_owned()],
-                needs_restart: vec!["workers"],
+                needs_restart: vec!["[workers]"],
+                needs_apply: vec![],
             }
         );
+    }
+
+    /// A config with every section given, `edit` applied to its text first.
+    fn every_section(edit: &dyn Fn(String) -> String) -> Config {
+        let text = r#"
+[airbyte]
+base_url = "http://localhost:8000/api/v1"
+[airbyte.auth]
+kind = "basic"
+username = "airbyte"
+password = "first-password"
+[store]
+path = "history.db"
+[server]
+listen = "127.0.0.1:9464"
+token = "first-token"
+[workers]
+poll_interval = "10s"
+[defaults]
+timeout = "2h"
+[metrics]
+success_ratio_window = "24h"
+[log]
+level = "info"
+[[groups]]
+name = "warehouse"
+max_concurrent = 2
+[[notify]]
+url = "https://hooks.example.com/first"
+[[sources]]
+name = "pg"
+definition = "Postgres"
+configuration = { host = "db", password = "first-secret" }
+[[destinations]]
+name = "lake"
+definition = "S3"
+configuration = { bucket = "lake" }
+[[connections]]
+name = "orders"
+connection_id = "4b5c6d7e-0000-4000-8000-000000000001"
+cron = "0 * * * *"
+timeout = "1h"
+"#;
+        from_str(&edit(text.to_owned()), Format::Toml).expect("a valid config")
+    }
+
+    #[test]
+    fn every_section_of_the_config_is_reported_as_applied_or_needing_a_restart_or_apply() {
+        // One change per section, and where the reload says it took effect.
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("first-password", "rotated", "needs_restart", "[airbyte]"),
+            ("history.db", "other.db", "needs_restart", "[store]"),
+            ("first-token", "rotated-token", "needs_restart", "[server]"),
+            ("\"10s\"", "\"20s\"", "needs_restart", "[workers]"),
+            ("\"24h\"", "\"1h\"", "needs_restart", "[metrics]"),
+            ("\"info\"", "\"debug\"", "needs_restart", "[log]"),
+            (
+                "timeout = \"2h\"",
+                "timeout = \"3h\"",
+                "changed",
+                "[defaults]",
+            ),
+            (
+                "max_concurrent = 2",
+                "max_concurrent = 3",
+                "changed",
+                "[[groups]]",
+            ),
+            (
+                "example.com/first",
+                "example.com/second",
+                "changed",
+                "[[notify]]",
+            ),
+            (
+                "first-secret",
+                "second-secret",
+                "needs_apply",
+                "[[sources]]",
+            ),
+            (
+                "bucket = \"lake\"",
+                "bucket = \"pond\"",
+                "needs_apply",
+                "[[destinations]]",
+            ),
+        ];
+        let old = Fingerprint::of(&every_section(&|t| t));
+        assert_eq!(
+            cases.len(),
+            old.sections.len(),
+            "one case for each section a reload compares"
+        );
+        for (from, to, list, section) in cases {
+            let new = every_section(&|t: String| {
+                assert!(t.contains(from), "{from} is in the test config");
+                t.replacen(from, to, 1)
+            });
+            let summary = compare(&old, &Fingerprint::of(&new));
+            let expected = ReloadSummary {
+                changed: if *list == "changed" {
+                    vec![(*section).to_owned()]
+                } else {
+                    vec![]
+                },
+                needs_restart: if *list == "needs_restart" {
+                    vec![*section]
+                } else {
+                    vec![]
+                },
+                needs_apply: if *list == "needs_apply" {
+                    vec![*section]
+                } else {
+                    vec![]
+                },
+                ..ReloadSummary::default()
+            };
+            assert_eq!(summary, expected, "changing {from} to {to}");
+        }
     }
 
     #[test]

@@ -174,9 +174,36 @@ pub async fn run(
         },
         Action::Pause(name) => println!("{name}: paused"),
         Action::Resume(name) => println!("{name}: resumed"),
-        Action::Reload => println!("config reloaded: {}", answer["summary"]),
+        Action::Reload => print!("{}", reload_text(&answer["summary"])),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a reload did, a line for each kind of change it made or could not make.
+fn reload_text(summary: &Value) -> String {
+    let mut text = String::from("config reloaded\n");
+    for (key, label) in [
+        ("added", "added"),
+        ("removed", "removed"),
+        ("changed", "changed (applied)"),
+        ("needs_restart", "changed, applied at the next restart"),
+        (
+            "needs_apply",
+            "changed, for `cronbyte apply` to carry to Airbyte",
+        ),
+    ] {
+        let names: Vec<&str> = summary[key]
+            .as_array()
+            .map(|items| items.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !names.is_empty() {
+            text.push_str(&format!("  {label}: {}\n", names.join(", ")));
+        }
+    }
+    if text.lines().count() == 1 {
+        text.push_str("  nothing changed\n");
+    }
+    text
 }
 
 fn status_table(answer: &Value) -> String {
@@ -243,4 +270,30 @@ fn encode(name: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_is_told_a_line_per_kind_of_change() {
+        let summary = serde_json::json!({
+            "added": ["orders"],
+            "removed": [],
+            "changed": ["customers", "[[notify]]"],
+            "needs_restart": ["[workers]"],
+            "needs_apply": ["[[sources]]"],
+        });
+        assert_eq!(
+            reload_text(&summary),
+            "config reloaded\n  added: orders\n  changed (applied): customers, [[notify]]\n  \
+             changed, applied at the next restart: [workers]\n  \
+             changed, for `cronbyte apply` to carry to Airbyte: [[sources]]\n"
+        );
+        assert_eq!(
+            reload_text(&serde_json::json!({})),
+            "config reloaded\n  nothing changed\n"
+        );
+    }
 }

@@ -259,3 +259,60 @@ async fn a_failure_and_its_recovery_are_noticed_at_webhooks() {
         assert!(!body.to_string().contains("secret-part"));
     }
 }
+
+/// `[[notify]]` receivers added by a reload get the next failure at once, and
+/// the reload says it applied them.
+#[tokio::test]
+async fn receivers_added_by_a_reload_get_the_next_failure() {
+    let harness = Harness::new().await;
+    let (addr, inbox) = receiver().await;
+    let id = harness.connection(
+        "billing",
+        JobPlan::failing(Duration::from_millis(100), "disk quota exceeded"),
+    );
+    let first = harness
+        .config_text(&connection_toml("billing", id, "* * * * * *"))
+        .replacen("[server]\n", "[server]\ntoken = \"reload-token\"\n", 1);
+    let (daemon, path) = harness.start_from_file(&first).await;
+    harness
+        .wait_for(Duration::from_secs(10), "a failed run", |runs| {
+            runs.iter().any(|r| r.status == RunStatus::Failed)
+        })
+        .await;
+    assert!(inbox.lock().unwrap().is_empty(), "no receiver yet");
+
+    std::fs::write(
+        &path,
+        first + &format!("\n[[notify]]\nurl = \"http://{addr}/added\"\n"),
+    )
+    .unwrap();
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/reload", daemon.url()))
+        .bearer_auth("reload-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["summary"]["changed"],
+        serde_json::json!(["[[notify]]"]),
+        "{answer}"
+    );
+    assert_eq!(answer["summary"]["needs_restart"], serde_json::json!([]));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while inbox.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no notice reached the receiver the reload added"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop().await;
+    let (path, body) = inbox.lock().unwrap()[0].clone();
+    assert_eq!(path, "added");
+    assert_eq!(body["event"], "failed");
+    assert_eq!(body["connection"], "billing");
+}
