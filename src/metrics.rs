@@ -415,13 +415,20 @@ impl Metrics {
         }
     }
 
-    /// Seeds the freshness gauges from the whole history, beyond the window.
+    /// Seeds the freshness gauges and failure streaks from the whole history, beyond
+    /// the window.
     pub fn seed_marks(&self, marks: &[ConnectionMarks]) {
         for mark in marks {
             if let Some(at) = mark.last_success {
                 self.last_success
                     .get_or_create(&by(&mark.connection))
                     .set(at.timestamp());
+            }
+            // The whole streak, where the window saw only its tail.
+            if mark.failures > 0 {
+                self.consecutive_failures
+                    .get_or_create(&by(&mark.connection))
+                    .set(i64::from(mark.failures));
             }
         }
     }

@@ -181,6 +181,9 @@ impl Engine {
                     last_tick: marks.last_tick,
                     last_claimed: marks.last_claimed,
                     last_success: marks.last_success,
+                    // From the store, so the first success after a restart is still
+                    // noticed as a recovery.
+                    failing: marks.failures > 0,
                     ..ConnState::default()
                 },
             );

@@ -131,6 +131,9 @@ pub struct ConnectionMarks {
     pub last_claimed: Option<DateTime<Utc>>,
     /// When its newest succeeded run ended.
     pub last_success: Option<DateTime<Utc>>,
+    /// Runs that ended `failed`, `timed_out` or `trigger_failed` since its last
+    /// success: non-zero while the connection is failing.
+    pub failures: u32,
 }
 
 /// A run as the history holds it.
@@ -253,7 +256,8 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store takes a write that another connection then sees.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Per connection with any run: its newest tick, claim and success.
+    /// Per connection with any run: its newest tick, claim and success, and the
+    /// failures since that success.
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError>;
 
     /// The run that follows or recorded Airbyte job `job_id`, if any, so no two

@@ -512,12 +512,10 @@ impl Store for SqliteStore {
     }
 
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
+        // Kept by triggers as runs are claimed and end (migration `connection_marks`).
         let rows = sqlx::query(
-            "SELECT connection, \
-                 max(CASE WHEN trigger = 'schedule' THEN scheduled_for END) AS last_tick, \
-                 max(claimed_at) AS last_claimed, \
-                 max(CASE WHEN status = 'succeeded' THEN finished_at END) AS last_success \
-             FROM runs GROUP BY connection",
+            "SELECT connection, last_tick, last_claimed, last_success, failures \
+             FROM connection_marks ORDER BY connection",
         )
         .fetch_all(&self.readers)
         .await
@@ -535,6 +533,10 @@ impl Store for SqliteStore {
                     last_tick: time("last_tick")?,
                     last_claimed: time("last_claimed")?,
                     last_success: time("last_success")?,
+                    failures: u32::try_from(
+                        row.try_get::<i64, _>("failures").map_err(query_error)?,
+                    )
+                    .unwrap_or(u32::MAX),
                 })
             })
             .collect()
@@ -968,6 +970,83 @@ mod tests {
         // ...and so does the file after a restart.
         store.close().await;
         seen(SqliteStore::open(&path).await.unwrap()).await;
+    }
+
+    /// Claims a tick of `connection` at `at` and ends it with `status` at `at` + 60 s.
+    async fn ended(store: &SqliteStore, connection: &str, at: i64, status: RunStatus) {
+        let run = store.claim(tick(connection, at)).await.unwrap().unwrap();
+        let mut end = outcome(status);
+        end.finished_at = DateTime::from_timestamp(at + 60, 0).unwrap();
+        store.finish(&[(run.id, end)]).await.unwrap();
+    }
+
+    fn marks_of(marks: &[ConnectionMarks], connection: &str) -> ConnectionMarks {
+        marks
+            .iter()
+            .find(|m| m.connection == connection)
+            .cloned()
+            .unwrap_or_else(|| panic!("no marks for {connection}: {marks:?}"))
+    }
+
+    #[tokio::test]
+    async fn a_failure_streak_outlives_the_store_being_reopened_and_ends_at_a_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let t = 1_800_000_000;
+        ended(&store, "orders", t, RunStatus::Succeeded).await;
+        ended(&store, "orders", t + 100, RunStatus::Failed).await;
+        // Neither a success nor a failure: the streak goes on through them.
+        ended(&store, "orders", t + 200, RunStatus::Skipped).await;
+        ended(&store, "orders", t + 300, RunStatus::Cancelled).await;
+        ended(&store, "orders", t + 400, RunStatus::TimedOut).await;
+        ended(&store, "orders", t + 500, RunStatus::TriggerFailed).await;
+        store.claim(tick("orders", t + 600)).await.unwrap();
+        store.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let orders = marks_of(&store.marks().await.unwrap(), "orders");
+        assert_eq!(orders.failures, 3);
+        assert_eq!(orders.last_success.map(|t| t.timestamp()), Some(t + 60));
+        assert_eq!(orders.last_tick.map(|t| t.timestamp()), Some(t + 600));
+        ended(&store, "orders", t + 700, RunStatus::Succeeded).await;
+        let orders = marks_of(&store.marks().await.unwrap(), "orders");
+        assert_eq!(orders.failures, 0);
+        assert_eq!(orders.last_success.map(|t| t.timestamp()), Some(t + 760));
+    }
+
+    #[tokio::test]
+    async fn a_history_from_before_the_marks_table_keeps_its_marks_and_streaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::connect(&path, true).await.unwrap();
+        MIGRATOR
+            .run_to(20261129000001, &store.writer)
+            .await
+            .unwrap();
+        let t = 1_800_000_000;
+        ended(&store, "orders", t, RunStatus::Failed).await;
+        ended(&store, "orders", t + 100, RunStatus::Succeeded).await;
+        ended(&store, "orders", t + 200, RunStatus::Failed).await;
+        ended(&store, "orders", t + 300, RunStatus::Failed).await;
+        ended(&store, "billing", t, RunStatus::TimedOut).await;
+        let mut manual = tick("manual-only", t + 50);
+        manual.trigger = Trigger::Manual;
+        store.claim(manual).await.unwrap();
+        store.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let marks = store.marks().await.unwrap();
+        let orders = marks_of(&marks, "orders");
+        assert_eq!(orders.failures, 2);
+        assert_eq!(orders.last_success.map(|t| t.timestamp()), Some(t + 160));
+        assert_eq!(orders.last_tick.map(|t| t.timestamp()), Some(t + 300));
+        let billing = marks_of(&marks, "billing");
+        assert_eq!((billing.failures, billing.last_success), (1, None));
+        let manual_only = marks_of(&marks, "manual-only");
+        assert_eq!(manual_only.last_tick, None);
+        assert!(manual_only.last_claimed.is_some());
+        assert_eq!(manual_only.failures, 0);
     }
 
     #[cfg(unix)]

@@ -316,3 +316,51 @@ async fn receivers_added_by_a_reload_get_the_next_failure() {
     assert_eq!(body["event"], "failed");
     assert_eq!(body["connection"], "billing");
 }
+
+/// A connection that failed before a restart and succeeds after it is noticed
+/// as recovered: the failure streak is kept in the store, not in the process.
+#[tokio::test]
+async fn a_recovery_after_a_restart_is_still_noticed() {
+    let harness = Harness::new().await;
+    let (addr, inbox) = receiver().await;
+    let id = harness.connection(
+        "billing",
+        JobPlan::failing(Duration::from_millis(100), "disk quota exceeded"),
+    );
+    let config = || {
+        harness.config(
+            &(connection_toml("billing", id, &cron_at(soon(Duration::from_secs(1))))
+                + &format!("\n[[notify]]\nurl = \"http://{addr}/hook\"\non = [\"recovered\"]\n")),
+        )
+    };
+    let daemon = harness.start(config()).await;
+    harness
+        .wait_for(Duration::from_secs(10), "a failed run", |runs| {
+            runs.iter().any(|r| r.status == RunStatus::Failed)
+        })
+        .await;
+    daemon.stop().await;
+
+    harness
+        .control()
+        .set_plan(id, JobPlan::succeeding(Duration::from_millis(100), 3, 30));
+    let daemon = harness.start(config()).await;
+    harness
+        .wait_for(Duration::from_secs(10), "a succeeded run", |runs| {
+            runs.iter().any(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while inbox.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the recovery after the restart was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.stop().await;
+    let inbox = inbox.lock().unwrap().clone();
+    assert_eq!(inbox.len(), 1, "{inbox:#?}");
+    assert_eq!(inbox[0].1["event"], "recovered");
+    assert_eq!(inbox[0].1["records_synced"], 3);
+}
