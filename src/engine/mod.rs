@@ -13,6 +13,8 @@ mod dispatch;
 mod follow_up;
 mod owed;
 mod schedule;
+#[cfg(test)]
+mod tests;
 mod tracker;
 
 use std::collections::{HashMap, HashSet};

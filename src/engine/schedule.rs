@@ -89,7 +89,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
             tokio::select! {
                 () = shared.shutdown.cancelled() => return,
                 () = shared.reloaded.notified() => {
-                    heap = build_heap(&shared, shared.clock.now());
+                    // From `now`, when nothing was due, not from the reload's own
+                    // now: a tick that fell due while the reload was on its way is
+                    // still in the new heap, and fires next.
+                    heap = build_heap(&shared, now);
                     tracing::info!(scheduled = heap.len(), "schedule reloaded");
                 }
                 () = wait => {}

@@ -2,8 +2,10 @@
 //!
 //! The engine sees only [`Store`]; SQLite is the one backend today, and a
 //! PostgreSQL one shared by several replicas can implement the same trait (the
-//! tick claim is a unique insert, which both databases arbitrate).
+//! tick claim is a unique insert, which both databases arbitrate). [`MemoryStore`]
+//! holds the same history in memory, for tests of the engine on a paused clock.
 
+mod memory;
 mod sqlite;
 
 use std::fmt;
@@ -13,6 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 /// Why a run was started.

@@ -1,0 +1,347 @@
+//! A history held in memory, with the semantics of the SQLite one: for tests of
+//! the engine on tokio's paused clock, where SQLite's worker thread would leave
+//! the runtime idle and let virtual time run past every timeout. Nothing here
+//! outlives the process.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+/// A history store in memory. Its claims are unique on (connection, instant) for
+/// `schedule` and `dependency` runs, and its transitions are guarded, as SQLite's are.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Run `n` is at index `n - 1`.
+    runs: Vec<Run>,
+    pauses: BTreeSet<String>,
+    objects: BTreeMap<(String, String), AirbyteObject>,
+    marks: HashMap<String, ConnectionMarks>,
+}
+
+/// At the store's precision, as SQLite keeps it: milliseconds.
+fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+fn is_unique_trigger(trigger: Trigger) -> bool {
+    matches!(trigger, Trigger::Schedule | Trigger::Dependency)
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn run_mut(&mut self, run_id: i64) -> Option<&mut Run> {
+        let index = usize::try_from(run_id).ok()?.checked_sub(1)?;
+        self.runs.get_mut(index)
+    }
+
+    fn marks_of(&mut self, connection: &str) -> &mut ConnectionMarks {
+        self.marks
+            .entry(connection.to_owned())
+            .or_insert_with(|| ConnectionMarks {
+                connection: connection.to_owned(),
+                ..ConnectionMarks::default()
+            })
+    }
+
+    /// What the `connection_marks` triggers do when a run ends.
+    fn mark_end(&mut self, connection: &str, status: RunStatus, finished_at: DateTime<Utc>) {
+        let marks = self.marks_of(connection);
+        match status {
+            RunStatus::Succeeded => {
+                marks.last_success = Some(
+                    marks
+                        .last_success
+                        .map_or(finished_at, |t| t.max(finished_at)),
+                );
+                marks.failures = 0;
+            }
+            RunStatus::Failed | RunStatus::TimedOut | RunStatus::TriggerFailed => {
+                marks.failures = marks.failures.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn claim(&self, run: NewRun) -> Result<Option<Run>, StoreError> {
+        Ok(self.claim_many(vec![run]).await?.pop().flatten())
+    }
+
+    async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
+        let now = stored(Utc::now());
+        let mut inner = self.lock();
+        let mut claimed = Vec::with_capacity(runs.len());
+        for new in runs {
+            let scheduled_for = stored(new.scheduled_for);
+            let taken = is_unique_trigger(new.trigger)
+                && inner.runs.iter().any(|r| {
+                    is_unique_trigger(r.trigger)
+                        && r.connection == new.connection
+                        && r.scheduled_for == scheduled_for
+                });
+            if taken {
+                claimed.push(None);
+                continue;
+            }
+            let run = Run {
+                id: i64::try_from(inner.runs.len() + 1).unwrap_or(i64::MAX),
+                connection: new.connection,
+                connection_id: new.connection_id,
+                trigger: new.trigger,
+                scheduled_for,
+                claimed_at: now,
+                started_at: None,
+                finished_at: None,
+                status: RunStatus::Pending,
+                job_id: None,
+                attempts: 0,
+                records_synced: None,
+                bytes_synced: None,
+                error: None,
+                retry_of: new.retry_of,
+            };
+            let marks = inner.marks_of(&run.connection);
+            marks.last_claimed = Some(marks.last_claimed.map_or(now, |t| t.max(now)));
+            if run.trigger == Trigger::Schedule {
+                marks.last_tick = Some(
+                    marks
+                        .last_tick
+                        .map_or(scheduled_for, |t| t.max(scheduled_for)),
+                );
+            }
+            inner.runs.push(run.clone());
+            claimed.push(Some(run));
+        }
+        Ok(claimed)
+    }
+
+    async fn mark_started(
+        &self,
+        run_id: i64,
+        job_id: i64,
+        started_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(run) = self.lock().run_mut(run_id).filter(|r| r.status.is_open()) {
+            run.status = RunStatus::Running;
+            run.job_id = Some(job_id);
+            run.started_at = Some(stored(started_at));
+        }
+        Ok(())
+    }
+
+    async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (run_id, progress) in updates {
+            if let Some(run) = inner
+                .run_mut(*run_id)
+                .filter(|r| r.status == RunStatus::Running)
+            {
+                run.attempts = progress.attempts;
+                run.records_synced = progress.records_synced.or(run.records_synced);
+                run.bytes_synced = progress.bytes_synced.or(run.bytes_synced);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError> {
+        let mut inner = self.lock();
+        let mut closed = Vec::new();
+        for (run_id, outcome) in outcomes {
+            let Some(run) = inner.run_mut(*run_id).filter(|r| r.status.is_open()) else {
+                continue;
+            };
+            run.status = outcome.status;
+            run.finished_at = Some(stored(outcome.finished_at));
+            run.attempts = run.attempts.max(outcome.progress.attempts);
+            run.records_synced = outcome.progress.records_synced.or(run.records_synced);
+            run.bytes_synced = outcome.progress.bytes_synced.or(run.bytes_synced);
+            run.error = outcome.error.clone();
+            let connection = run.connection.clone();
+            inner.mark_end(&connection, outcome.status, stored(outcome.finished_at));
+            closed.push(*run_id);
+        }
+        Ok(closed)
+    }
+
+    async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {
+        Ok(self
+            .lock()
+            .runs
+            .iter()
+            .filter(|r| r.status.is_open())
+            .cloned()
+            .collect())
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Option<Run>, StoreError> {
+        Ok(self.lock().run_mut(run_id).map(|r| r.clone()))
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Run>, StoreError> {
+        let limit = usize::try_from(filter.limit.max(1)).unwrap_or(usize::MAX);
+        Ok(self
+            .lock()
+            .runs
+            .iter()
+            .rev()
+            .filter(|r| {
+                filter
+                    .connection
+                    .as_ref()
+                    .is_none_or(|c| *c == r.connection)
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn latest_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let inner = self.lock();
+        let mut newest: BTreeMap<&str, &Run> = BTreeMap::new();
+        for run in &inner.runs {
+            newest.insert(&run.connection, run);
+        }
+        Ok(newest.into_values().cloned().collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
+        let inner = self.lock();
+        let mut marks: Vec<ConnectionMarks> = inner.marks.values().cloned().collect();
+        marks.sort_by(|a, b| a.connection.cmp(&b.connection));
+        Ok(marks)
+    }
+
+    async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .lock()
+            .runs
+            .iter()
+            .find(|r| r.job_id == Some(job_id))
+            .map(|r| r.id))
+    }
+
+    async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {
+        let n = self
+            .lock()
+            .runs
+            .iter()
+            .filter(|r| r.retry_of == Some(first))
+            .count();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn set_paused(&self, connection: &str, paused: bool) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        Ok(if paused {
+            inner.pauses.insert(connection.to_owned())
+        } else {
+            inner.pauses.remove(connection)
+        })
+    }
+
+    async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.lock().pauses.iter().cloned().collect())
+    }
+
+    async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError> {
+        let inner = self.lock();
+        // (runs, records, bytes, zero-record runs) by connection, then status as spelled.
+        let mut sums: BTreeMap<(&str, &str), (RunStatus, u64, u64, u64, u64)> = BTreeMap::new();
+        for run in inner.runs.iter().filter(|r| !r.status.is_open()) {
+            let entry = sums
+                .entry((run.connection.as_str(), run.status.as_str()))
+                .or_insert((run.status, 0, 0, 0, 0));
+            entry.1 += 1;
+            entry.2 = entry.2.saturating_add(run.records_synced.unwrap_or(0));
+            entry.3 = entry.3.saturating_add(run.bytes_synced.unwrap_or(0));
+            entry.4 += u64::from(run.records_synced.unwrap_or(0) == 0);
+        }
+        let mut totals: Vec<ConnectionTotals> = Vec::new();
+        for ((connection, _), (status, runs, records, bytes, zero)) in sums {
+            if totals.last().is_none_or(|t| t.connection != connection) {
+                totals.push(ConnectionTotals {
+                    connection: connection.to_owned(),
+                    ..ConnectionTotals::default()
+                });
+            }
+            if let Some(entry) = totals.last_mut() {
+                entry.by_status.push((status, runs));
+                entry.records_synced += records;
+                entry.bytes_synced += bytes;
+                if status == RunStatus::Succeeded {
+                    entry.zero_record_successes = zero;
+                }
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError> {
+        let inner = self.lock();
+        let mut ended: Vec<Ended> = inner
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let finished_at = r.finished_at.filter(|f| *f >= since)?;
+                Some(Ended {
+                    connection: r.connection.clone(),
+                    status: r.status,
+                    started_at: r.started_at,
+                    finished_at,
+                })
+            })
+            .collect();
+        ended.sort_by_key(|e| e.finished_at);
+        Ok(ended)
+    }
+
+    async fn record_airbyte_objects(
+        &self,
+        objects: &[AirbyteObject],
+        forget: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for object in objects {
+            inner.objects.insert(
+                (object.kind.clone(), object.name.clone()),
+                AirbyteObject {
+                    updated_at: stored(object.updated_at),
+                    ..object.clone()
+                },
+            );
+        }
+        for key in forget {
+            inner.objects.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {
+        Ok(self.lock().objects.values().cloned().collect())
+    }
+}
