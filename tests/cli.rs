@@ -420,3 +420,59 @@ async fn control_commands_run_without_the_secrets_they_do_not_use() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Runs the daemon with stderr piped (as systemd and log shippers see it) until it has
+/// logged, then stops it and returns what it wrote to stderr.
+#[cfg(unix)]
+async fn stderr_of_a_daemon_with(log_section: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[airbyte]\nbase_url = \"http://127.0.0.1:9/api/v1\"\n[store]\npath = \"{}\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n{log_section}\n",
+            dir.path().join("history.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cronbyte"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "it stops");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut logged = Vec::new();
+    std::io::Read::read_to_end(&mut child.stderr.take().unwrap(), &mut logged).unwrap();
+    logged
+}
+
+/// Log lines written to a pipe (the journal, a log shipper) carry no ANSI escape codes,
+/// in the human format and in JSON.
+#[cfg(unix)]
+#[tokio::test]
+async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut coloured = Vec::new();
+    for format in ["human", "json"] {
+        let logged = stderr_of_a_daemon_with(&format!("[log]\nformat = \"{format}\"")).await;
+        let text = String::from_utf8_lossy(&logged).into_owned();
+        assert!(text.contains("cronbyte stopped"), "{format}: {text}");
+        if logged.contains(&0x1b) {
+            coloured.push(format!("{format}: {text:?}"));
+        }
+    }
+    assert!(coloured.is_empty(), "ESC bytes in the log:\n{coloured:#?}");
+}
