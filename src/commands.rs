@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigErrors};
 use crate::daemon::Daemon;
 use crate::emulator::{Emulator, EmulatorOptions};
 use crate::store::{HistoryFilter, Run, SqliteStore, Store};
@@ -33,9 +33,14 @@ pub struct HistoryArgs {
     pub format: OutputFormat,
 }
 
-/// Loads and validates the config, printing every problem on failure.
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    match config::load(path) {
+/// Loads what a command needs of the config with `read` (all of it with `config::load`,
+/// one section with `config::load_store` or `config::load_server`), printing every problem
+/// on failure.
+fn load<T>(
+    path: &Path,
+    read: impl FnOnce(&Path) -> Result<T, ConfigErrors>,
+) -> Result<T, ExitCode> {
+    match read(path) {
         Ok(config) => Ok(config),
         Err(errors) => {
             eprintln!("{}: {} problem(s):", path.display(), errors.problems.len());
@@ -80,7 +85,7 @@ pub fn cancel_on_signals(token: CancellationToken) {
 }
 
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match load(path) {
+    let config = match load(path, config::load) {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
@@ -96,7 +101,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match load(path) {
+    let config = match load(path, config::load) {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
@@ -111,25 +116,24 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads only `[store]`: the rest of the config (and its secrets) is not needed.
 pub async fn migrate(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match load(path) {
-        Ok(config) => config,
+    let store = match load(path, config::load_store) {
+        Ok(store) => store,
         Err(code) => return Ok(code),
     };
-    let applied = SqliteStore::migrate(&config.store.path).await?;
-    println!(
-        "{}: {applied} migration(s) applied",
-        config.store.path.display()
-    );
+    let applied = SqliteStore::migrate(&store.path).await?;
+    println!("{}: {applied} migration(s) applied", store.path.display());
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads only `[store]`: the rest of the config (and its secrets) is not needed.
 pub async fn history(path: &Path, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
-    let config = match load(path) {
-        Ok(config) => config,
+    let settings = match load(path, config::load_store) {
+        Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
-    let store = SqliteStore::open_read_only(&config.store.path).await?;
+    let store = SqliteStore::open_read_only(&settings.path).await?;
     let runs = store
         .history(&HistoryFilter {
             connection: args.connection.clone(),
@@ -251,18 +255,19 @@ pub fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     text
 }
 
-/// Runs a control command against the daemon the config describes.
+/// Runs a control command against the daemon the config describes. Reads only `[server]`
+/// (the address and the control token): the rest of the config is not needed.
 pub async fn remote(
     path: &Path,
     url: Option<&str>,
     action: crate::remote::Action,
     format: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let config = match load(path) {
-        Ok(config) => config,
+    let server = match load(path, config::load_server) {
+        Ok(server) => server,
         Err(code) => return Ok(code),
     };
-    let remote = crate::remote::Remote::new(&config, url)?;
+    let remote = crate::remote::Remote::new(&server, url)?;
     Ok(crate::remote::run(&remote, action, format).await?)
 }
 

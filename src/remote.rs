@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::commands::{OutputFormat, table};
-use crate::config::Config;
+use crate::config::ServerSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -45,23 +45,17 @@ fn reachable(listen: SocketAddr) -> SocketAddr {
 }
 
 impl Remote {
-    /// The daemon `config` describes, or the one at `url`; the token comes from
-    /// `CRONBYTE_TOKEN` when set, else from `[server].token`.
-    pub fn new(config: &Config, url: Option<&str>) -> Result<Self, RemoteError> {
+    /// The daemon `server` (the config's `[server]`) describes, or the one at `url`; the
+    /// token comes from `CRONBYTE_TOKEN` when set, else from `[server].token`.
+    pub fn new(server: &ServerSettings, url: Option<&str>) -> Result<Self, RemoteError> {
         let base = match url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", reachable(config.server.listen)),
+            None => format!("http://{}", reachable(server.listen)),
         };
         let token = std::env::var("CRONBYTE_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
-            .or_else(|| {
-                config
-                    .server
-                    .token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_owned())
-            });
+            .or_else(|| server.token.as_ref().map(|t| t.expose_secret().to_owned()));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -1,6 +1,8 @@
 //! Logging: human-readable lines by default, JSON for log shippers; `RUST_LOG`
 //! wins over the configured level.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -14,8 +16,35 @@ pub fn init(level: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Left alone, the builder colours whenever NO_COLOR is unset, and the journal or a log
+    // shipper reading a pipe gets escape codes. It is only ever switched off here, so
+    // NO_COLOR keeps working where colours are allowed.
+    let builder = if may_colour(format, std::io::stderr().is_terminal()) {
+        builder
+    } else {
+        builder.with_ansi(false)
+    };
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Human => builder.try_init(),
     };
+}
+
+/// Whether log lines may carry colour codes: only human-readable lines, and only when
+/// they go to a terminal.
+fn may_colour(format: LogFormat, stderr_is_terminal: bool) -> bool {
+    format == LogFormat::Human && stderr_is_terminal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_human_lines_written_to_a_terminal_may_be_coloured() {
+        assert!(may_colour(LogFormat::Human, true));
+        assert!(!may_colour(LogFormat::Human, false));
+        assert!(!may_colour(LogFormat::Json, true));
+        assert!(!may_colour(LogFormat::Json, false));
+    }
 }

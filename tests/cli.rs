@@ -274,3 +274,205 @@ async fn run_exits_cleanly_within_ten_seconds_of_sigterm() {
         "the daemon did trigger syncs"
     );
 }
+
+/// The name of an environment variable no test sets: a secret that is not available.
+const UNSET_SECRET: &str = "CRONBYTE_TEST_SECRET_THAT_IS_NEVER_SET";
+
+/// A config whose Airbyte password file does not exist and whose source reads a secret
+/// from an unset variable, with `[store]` and `[server]` sections of its own.
+fn config_with_unavailable_secrets(dir: &std::path::Path, store_and_server: &str) -> String {
+    format!(
+        "[airbyte]\nbase_url = \"http://localhost:8001/api/v1\"\n\
+         [airbyte.auth]\nkind = \"basic\"\nusername = \"airbyte\"\n\
+         password_file = \"{}\"\n\
+         {store_and_server}\n\
+         [[sources]]\nname = \"ecommerce\"\ndefinition = \"Postgres\"\n\
+         [sources.configuration]\nhost = \"postgres.internal\"\npassword = \"${{{UNSET_SECRET}}}\"\n",
+        dir.join("no-such-password-file").display(),
+    )
+}
+
+/// `migrate` and `history` read only `[store]`: an Airbyte password file the operator
+/// cannot read and a source secret that is not set do not stop them, while `check` (which
+/// reads everything) still reports both.
+#[test]
+fn history_and_migrate_run_without_the_secrets_they_do_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("history.db");
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &path,
+        config_with_unavailable_secrets(
+            dir.path(),
+            &format!("[store]\npath = \"{}\"", store.display()),
+        ),
+    )
+    .unwrap();
+    let config_arg = path.to_str().unwrap();
+
+    let migrate = cronbyte(&["migrate", "--config", config_arg]);
+    assert!(migrate.status.success(), "{}", stderr(&migrate));
+    assert!(
+        stdout(&migrate).contains("migration(s) applied"),
+        "{}",
+        stdout(&migrate)
+    );
+    assert!(store.exists(), "migrate created the store at [store].path");
+
+    let history = cronbyte(&["history", "--config", config_arg]);
+    assert!(history.status.success(), "{}", stderr(&history));
+    assert!(
+        stdout(&history).contains("(no runs yet)"),
+        "{}",
+        stdout(&history)
+    );
+
+    let check = cronbyte(&["check", "--config", config_arg]);
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+    let text = stderr(&check);
+    assert!(text.contains("airbyte.auth.password_file"), "{text}");
+    assert!(text.contains("sources[0].configuration.password"), "{text}");
+    assert!(text.contains(UNSET_SECRET), "{text}");
+}
+
+/// `history` still refuses a `[store]` section it cannot read, naming the key path.
+#[test]
+fn history_names_the_key_path_of_a_broken_store_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &path,
+        config_with_unavailable_secrets(dir.path(), "[store]\npath = 5\npaht = \"x.db\""),
+    )
+    .unwrap();
+    let output = cronbyte(&["history", "--config", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("store.path: expected a string"), "{text}");
+    assert!(text.contains("store.paht: unknown key"), "{text}");
+    assert!(
+        !text.contains("airbyte.auth"),
+        "only [store] is read: {text}"
+    );
+    assert!(!text.contains(UNSET_SECRET), "only [store] is read: {text}");
+}
+
+/// `status` reads `[server]` and the control token (here from a file) and nothing else:
+/// unavailable Airbyte and source secrets do not stop it from asking the daemon.
+#[tokio::test]
+async fn control_commands_run_without_the_secrets_they_do_not_use() {
+    let emulator = Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await
+    .unwrap();
+    let id = emulator.control().add_connection("orders");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_config = config::from_str(
+        &format!(
+            "[airbyte]\nbase_url = \"{}\"\n[store]\npath = \"{}\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0ken-from-a-file\"\n\
+             [[connections]]\nname = \"orders\"\nconnection_id = \"{id}\"\ncron = \"0 0 1 1 *\"\n",
+            emulator.config_api_base(),
+            dir.path().join("history.db").display()
+        ),
+        Format::Toml,
+    )
+    .unwrap();
+    let daemon = Daemon::build(daemon_config).await.unwrap();
+    let url = format!("http://{}", daemon.local_addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+
+    let token_file = dir.path().join("control-token");
+    std::fs::write(&token_file, "t0ken-from-a-file\n").unwrap();
+    let path = dir.path().join("operator.toml");
+    std::fs::write(
+        &path,
+        config_with_unavailable_secrets(
+            dir.path(),
+            &format!("[server]\ntoken_file = \"{}\"", token_file.display()),
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = ["status", "--config", path.to_str().unwrap(), "--url", &url]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let status = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cronbyte(&args)
+    })
+    .await
+    .unwrap();
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(stdout(&status).contains("orders"), "{}", stdout(&status));
+    assert!(
+        !stdout(&status).contains("t0ken"),
+        "the token is never printed"
+    );
+    assert!(
+        !stderr(&status).contains("t0ken"),
+        "the token is never printed"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Runs the daemon with stderr piped (as systemd and log shippers see it) until it has
+/// logged, then stops it and returns what it wrote to stderr.
+#[cfg(unix)]
+async fn stderr_of_a_daemon_with(log_section: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[airbyte]\nbase_url = \"http://127.0.0.1:9/api/v1\"\n[store]\npath = \"{}\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n{log_section}\n",
+            dir.path().join("history.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cronbyte"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "it stops");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut logged = Vec::new();
+    std::io::Read::read_to_end(&mut child.stderr.take().unwrap(), &mut logged).unwrap();
+    logged
+}
+
+/// Log lines written to a pipe (the journal, a log shipper) carry no ANSI escape codes,
+/// in the human format and in JSON.
+#[cfg(unix)]
+#[tokio::test]
+async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut coloured = Vec::new();
+    for format in ["human", "json"] {
+        let logged = stderr_of_a_daemon_with(&format!("[log]\nformat = \"{format}\"")).await;
+        let text = String::from_utf8_lossy(&logged).into_owned();
+        assert!(text.contains("cronbyte stopped"), "{format}: {text}");
+        if logged.contains(&0x1b) {
+            coloured.push(format!("{format}: {text:?}"));
+        }
+    }
+    assert!(coloured.is_empty(), "ESC bytes in the log:\n{coloured:#?}");
+}

@@ -29,6 +29,15 @@
 //! environment at load) or `{ file = "/path" }` (read from the file); a variable that is not
 //! set is a problem naming the key path and the variable, never a value. These lists (and
 //! `[[groups]]`) may also come from files the config names in `include`.
+//!
+//! # Reading only one section
+//!
+//! [`load`] reads and validates everything, so it needs every secret the file names. The
+//! commands that need only the history's location ([`load_store`]) or the daemon's address
+//! and control token ([`load_server`]) read that one section, with the same defaults,
+//! `CRONBYTE__<SECTION>__*` overrides and key-path messages, and leave the rest of the file
+//! unread: a secret of `[airbyte.auth]` or of a `[[sources]]` entry that the operator's
+//! shell cannot see does not stop them.
 
 mod checks;
 mod connector;
@@ -106,11 +115,34 @@ impl Format {
 
 /// Loads `path` with the process environment's `CRONBYTE__*` overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let (env, problems) = process_env(|_| true);
+    load_layers(path, env, problems, &|name| std::env::var_os(name))
+}
+
+/// Loads only `[store]` of `path`, with its `CRONBYTE__STORE__*` overrides: for the
+/// commands that read the history and nothing else. The rest of the file is not read, so
+/// its secrets need not be available; it must still parse.
+pub fn load_store(path: &Path) -> Result<StoreSettings, ConfigErrors> {
+    let (env, problems) = process_env(|key| sets_section(key, "store"));
+    load_section(path, env, problems, sections::read_store)
+}
+
+/// Loads only `[server]` of `path` (the listen address and the control token, read from
+/// `token_file` if given), with its `CRONBYTE__SERVER__*` overrides: for the commands that
+/// talk to a running daemon. The rest of the file is not read, as for [`load_store`].
+pub fn load_server(path: &Path) -> Result<ServerSettings, ConfigErrors> {
+    let (env, problems) = process_env(|key| sets_section(key, "server"));
+    load_section(path, env, problems, sections::read_server)
+}
+
+/// The process environment's `CRONBYTE__*` variables that `wanted` accepts, and a problem
+/// for each of those that is not valid UTF-8.
+fn process_env(wanted: impl Fn(&str) -> bool) -> (HashMap<String, String>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut env = HashMap::new();
     for (key, value) in std::env::vars_os() {
         // Variables that aren't ours are none of our business, whatever their encoding.
-        let Some(key) = key.to_str().filter(|k| is_ours(k)) else {
+        let Some(key) = key.to_str().filter(|k| is_ours(k) && wanted(k)) else {
             continue;
         };
         match value.into_string() {
@@ -120,7 +152,33 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             Err(_) => problems.push(Problem::new(key, "the value is not valid UTF-8")),
         }
     }
-    load_layers(path, env, problems, &|name| std::env::var_os(name))
+    (env, problems)
+}
+
+/// Whether the `CRONBYTE__...` variable `key` sets something in `section` (in any case).
+fn sets_section(key: &str, section: &str) -> bool {
+    key.get(ENV_PREFIX.len() + ENV_SEPARATOR.len()..)
+        .and_then(|rest| rest.split(ENV_SEPARATOR).next())
+        .is_some_and(|first| first.eq_ignore_ascii_case(section))
+}
+
+/// Reads the file, merges `env` over it and hands the tree to `read`, which reads one
+/// section of it.
+fn load_section<T>(
+    path: &Path,
+    env: HashMap<String, String>,
+    mut problems: Vec<Problem>,
+    read: fn(::config::Map<String, ::config::Value>) -> Result<T, ConfigErrors>,
+) -> Result<T, ConfigErrors> {
+    let (name, text) = read_file(path)?;
+    let tree = merged(
+        &text,
+        Format::of_path(path),
+        Some(&name),
+        Some(env),
+        &mut problems,
+    )?;
+    with_problems(problems, read(tree))
 }
 
 /// Loads `path` with `env` standing in for the process environment (for tests): its
@@ -169,10 +227,7 @@ fn load_layers(
     problems: Vec<Problem>,
     references: connector::EnvLookup<'_>,
 ) -> Result<Config, ConfigErrors> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(&name, format!("cannot read the configuration file: {e}"))
-    })?;
+    let (name, text) = read_file(path)?;
     layered(
         &text,
         Format::of_path(path),
@@ -182,6 +237,18 @@ fn load_layers(
         references,
         path.parent(),
     )
+}
+
+/// The file's name as messages show it, and its text.
+fn read_file(path: &Path) -> Result<(String, String), ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((name, text)),
+        Err(e) => Err(ConfigErrors::one(
+            &name,
+            format!("cannot read the configuration file: {e}"),
+        )),
+    }
 }
 
 /// Merges the file and environment layers, then reads and validates the result.
@@ -194,6 +261,35 @@ fn layered(
     references: connector::EnvLookup<'_>,
     base: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
+    let tree = merged(text, format, source, env, &mut problems)?;
+    with_problems(problems, sections::read_config(tree, references, base))
+}
+
+/// `read`'s result, unless problems found before reading (with the environment variables)
+/// make it an error; then every problem is reported.
+fn with_problems<T>(
+    mut problems: Vec<Problem>,
+    read: Result<T, ConfigErrors>,
+) -> Result<T, ConfigErrors> {
+    match read {
+        Ok(value) if problems.is_empty() => Ok(value),
+        Ok(_) => Err(ConfigErrors { problems }),
+        Err(mut errors) => {
+            problems.append(&mut errors.problems);
+            Err(ConfigErrors { problems })
+        }
+    }
+}
+
+/// The file's tree with the environment's variables merged over it. Problems with the
+/// variables are added to `problems`; a file that does not parse is an error of its own.
+fn merged(
+    text: &str,
+    format: Format,
+    source: Option<&str>,
+    env: Option<HashMap<String, String>>,
+    problems: &mut Vec<Problem>,
+) -> Result<::config::Map<String, ::config::Value>, ConfigErrors> {
     let file_layer = ::config::Config::builder()
         .add_source(::config::File::from_str(text, format.file_format()))
         .build()
@@ -215,7 +311,7 @@ fn layered(
         env.sort();
         let env: ::config::Map<String, String> = env
             .into_iter()
-            .filter(|(key, _)| env_key_is_valid(key, &mut problems))
+            .filter(|(key, _)| env_key_is_valid(key, problems))
             .collect();
         // No `try_parsing`: it turns "000123" into 123 and "TRUE" into true. Every value
         // stays a string and is read by its key's type.
@@ -230,17 +326,8 @@ fn layered(
     let merged = builder.build().map_err(|e| {
         ConfigErrors::one("", format!("cannot apply the environment variables: {e}"))
     })?;
-    let tree = ::config::Source::collect(&merged)
-        .map_err(|e| ConfigErrors::one("", format!("the configuration is not a table: {e}")))?;
-
-    match sections::read_config(tree, references, base) {
-        Ok(config) if problems.is_empty() => Ok(config),
-        Ok(_) => Err(ConfigErrors { problems }),
-        Err(mut errors) => {
-            problems.append(&mut errors.problems);
-            Err(ConfigErrors { problems })
-        }
-    }
+    ::config::Source::collect(&merged)
+        .map_err(|e| ConfigErrors::one("", format!("the configuration is not a table: {e}")))
 }
 
 /// Whether `CRONBYTE__A__B_C` names a key path (non-empty parts of letters, digits and

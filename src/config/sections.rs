@@ -79,6 +79,34 @@ pub(super) fn read_config(
     }
 }
 
+/// Only `[store]` of the tree: the rest is neither read nor judged.
+pub(super) fn read_store(tree: Map<String, Value>) -> Result<StoreSettings, ConfigErrors> {
+    read_one_section(tree, "store", store)
+}
+
+/// Only `[server]` of the tree (its token read from `token_file` if given): the rest is
+/// neither read nor judged.
+pub(super) fn read_server(tree: Map<String, Value>) -> Result<ServerSettings, ConfigErrors> {
+    read_one_section(tree, "server", server)
+}
+
+/// Reads the section at `key` with `read`, reporting its problems (unknown keys in it
+/// too). The root table is not finished: its other keys are none of this reader's business.
+fn read_one_section<T>(
+    tree: Map<String, Value>,
+    key: &'static str,
+    read: fn(Table, &mut Problems) -> T,
+) -> Result<T, ConfigErrors> {
+    let mut p = Problems::new();
+    let mut root = Table::root(tree);
+    let section = read(root.table(key, &mut p), &mut p);
+    if p.is_empty() {
+        Ok(section)
+    } else {
+        Err(ConfigErrors { problems: p })
+    }
+}
+
 /// `[airbyte]`.
 fn airbyte(mut t: Table, p: &mut Problems) -> Option<AirbyteSettings> {
     let base_url = t.required(

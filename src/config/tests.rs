@@ -886,3 +886,86 @@ fn a_problem_in_an_included_file_names_the_file_and_its_own_entry() {
         "{errors}"
     );
 }
+
+/// A file whose Airbyte password file and source secret are not available, with `extra`
+/// (the `[store]` and `[server]` sections under test) appended.
+fn file_with_unavailable_secrets(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("cronbyte.toml");
+    let text = format!(
+        "[airbyte]\nbase_url = \"http://localhost:8001/api/v1\"\n\
+         [airbyte.auth]\nkind = \"basic\"\nusername = \"u\"\npassword_file = \"{}\"\n\
+         [[sources]]\nname = \"s\"\ndefinition = \"Postgres\"\n\
+         [sources.configuration]\npassword = \"${{NOT_SET_ANYWHERE}}\"\n{extra}\n",
+        dir.join("missing").display()
+    );
+    std::fs::write(&path, text).expect("written");
+    path
+}
+
+#[test]
+fn the_server_section_loads_with_its_token_file_whatever_the_other_secrets() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("token"), "s3cret-token\n").expect("written");
+    let path = file_with_unavailable_secrets(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:9999\"\ntoken_file = \"{}\"",
+            dir.path().join("token").display()
+        ),
+    );
+    assert!(
+        load_with_env(&path, HashMap::new()).is_err(),
+        "the whole file is not valid"
+    );
+    let server = load_section(&path, HashMap::new(), Vec::new(), sections::read_server)
+        .expect("[server] alone is valid");
+    assert_eq!(server.listen.to_string(), "127.0.0.1:9999");
+    assert_eq!(
+        server.token.as_ref().map(|t| t.expose_secret().to_owned()),
+        Some("s3cret-token".to_owned())
+    );
+}
+
+#[test]
+fn one_section_gets_its_defaults_and_environment_overrides() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = file_with_unavailable_secrets(dir.path(), "");
+    let env = HashMap::from([(
+        "CRONBYTE__SERVER__LISTEN".to_owned(),
+        "127.0.0.1:7000".to_owned(),
+    )]);
+    let server = load_section(&path, env, Vec::new(), sections::read_server).expect("valid");
+    assert_eq!(server.listen.to_string(), "127.0.0.1:7000");
+    assert!(server.token.is_none());
+    let store =
+        load_section(&path, HashMap::new(), Vec::new(), sections::read_store).expect("valid");
+    assert_eq!(store.path, std::path::PathBuf::from("cronbyte.db"));
+    assert!(sets_section("CRONBYTE__SERVER__LISTEN", "server"));
+    assert!(sets_section("cronbyte__Store__path", "store"));
+    assert!(!sets_section("CRONBYTE__AIRBYTE__AUTH__PASSWORD", "server"));
+    assert!(!sets_section("CRONBYTE__SERVERS__LISTEN", "server"));
+}
+
+#[test]
+fn a_broken_section_that_is_read_is_reported_with_its_key_paths() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = file_with_unavailable_secrets(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"everywhere\"\nlisen = \"x\"\ntoken_file = \"{}\"",
+            dir.path().join("no-token").display()
+        ),
+    );
+    let errors =
+        load_section(&path, HashMap::new(), Vec::new(), sections::read_server).expect_err("broken");
+    let paths: Vec<&str> = errors.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["server.listen", "server.token_file", "server.lisen"],
+        "{errors}"
+    );
+    assert!(
+        errors.to_string().contains("did you mean `listen`?"),
+        "{errors}"
+    );
+}
