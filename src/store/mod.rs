@@ -5,6 +5,8 @@
 //! tick claim is a unique insert, which both databases arbitrate). [`MemoryStore`]
 //! holds the same history in memory, for tests of the engine on a paused clock.
 
+#[cfg(test)]
+mod contract;
 mod memory;
 mod sqlite;
 

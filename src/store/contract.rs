@@ -1,0 +1,323 @@
+//! What every [`Store`] promises, written once and run against each backend, so
+//! the in-memory store that engine tests use behaves as the SQLite one does (and
+//! so will any backend added later).
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+fn tick(connection: &str, at: i64) -> NewRun {
+    NewRun {
+        connection: connection.into(),
+        connection_id: "8c7f0c34-0000-4000-8000-000000000001".into(),
+        trigger: Trigger::Schedule,
+        scheduled_for: DateTime::from_timestamp(at, 0).expect("a time"),
+        retry_of: None,
+    }
+}
+
+fn time(at: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(at, 0).expect("a time")
+}
+
+fn ended_as(status: RunStatus, at: i64, records: Option<u64>) -> Outcome {
+    Outcome {
+        status,
+        finished_at: time(at),
+        progress: Progress {
+            attempts: 1,
+            records_synced: records,
+            bytes_synced: records.map(|r| r * 10),
+        },
+        error: (status != RunStatus::Succeeded).then(|| format!("{status}")),
+    }
+}
+
+async fn claimed(store: &dyn Store, run: NewRun) -> Run {
+    store
+        .claim(run)
+        .await
+        .expect("the claim is written")
+        .expect("the run is new")
+}
+
+/// Claims `connection`'s tick at `at` and ends it with `status` a minute later.
+async fn ended(store: &dyn Store, connection: &str, at: i64, status: RunStatus) -> Run {
+    let run = claimed(store, tick(connection, at)).await;
+    store
+        .finish(&[(run.id, ended_as(status, at + 60, Some(5)))])
+        .await
+        .expect("the outcome is written");
+    run
+}
+
+pub async fn a_tick_is_claimed_once_and_manual_runs_may_share_an_instant(store: &dyn Store) {
+    assert!(store.claim(tick("orders", 100)).await.unwrap().is_some());
+    assert!(store.claim(tick("orders", 100)).await.unwrap().is_none());
+    let mut dependency = tick("orders", 100);
+    dependency.trigger = Trigger::Dependency;
+    assert!(
+        store.claim(dependency).await.unwrap().is_none(),
+        "a dependency run and a tick share one instant"
+    );
+    let mut manual = tick("orders", 100);
+    manual.trigger = Trigger::Manual;
+    assert!(store.claim(manual.clone()).await.unwrap().is_some());
+    assert!(store.claim(manual).await.unwrap().is_some());
+    assert!(store.claim(tick("customers", 100)).await.unwrap().is_some());
+}
+
+pub async fn claiming_many_keeps_the_order_and_skips_ticks_claimed_before(store: &dyn Store) {
+    claimed(store, tick("orders", 101)).await;
+    let claimed = store
+        .claim_many(vec![
+            tick("orders", 100),
+            tick("orders", 101),
+            tick("customers", 101),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(claimed[0].as_ref().unwrap().scheduled_for, time(100));
+    assert!(claimed[1].is_none());
+    let customers = claimed[2].as_ref().unwrap();
+    assert_eq!(customers.connection, "customers");
+    assert_eq!(customers.status, RunStatus::Pending);
+    assert_eq!(
+        store.run(customers.id).await.unwrap().as_ref(),
+        Some(customers)
+    );
+}
+
+pub async fn a_run_moves_from_pending_to_running_to_one_outcome(store: &dyn Store) {
+    let run = claimed(store, tick("orders", 100)).await;
+    // Progress is for running runs only.
+    let early = Progress {
+        attempts: 3,
+        records_synced: Some(1),
+        bytes_synced: Some(1),
+    };
+    store.record_progress(&[(run.id, early)]).await.unwrap();
+    assert_eq!(store.run(run.id).await.unwrap().unwrap().attempts, 0);
+    store.mark_started(run.id, 42, time(110)).await.unwrap();
+    let progress = Progress {
+        attempts: 1,
+        records_synced: Some(10),
+        bytes_synced: None,
+    };
+    store.record_progress(&[(run.id, progress)]).await.unwrap();
+    let running = store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(running.status, RunStatus::Running);
+    assert_eq!(running.job_id, Some(42));
+    assert_eq!(running.started_at, Some(time(110)));
+    assert_eq!(running.records_synced, Some(10));
+    assert_eq!(store.run_with_job(42).await.unwrap(), Some(run.id));
+    assert_eq!(store.open_runs().await.unwrap(), vec![running]);
+
+    let closed = store
+        .finish(&[(run.id, ended_as(RunStatus::Succeeded, 200, Some(1_000)))])
+        .await
+        .unwrap();
+    assert_eq!(closed, vec![run.id]);
+    let again = store
+        .finish(&[(run.id, ended_as(RunStatus::Failed, 300, None))])
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "an outcome is recorded once");
+    // Nothing moves a run that ended.
+    store.mark_started(run.id, 43, time(310)).await.unwrap();
+    let done = store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(done.job_id, Some(42));
+    assert_eq!(done.finished_at, Some(time(200)));
+    assert_eq!(done.records_synced, Some(1_000));
+    assert_eq!(done.bytes_synced, Some(10_000));
+    assert_eq!(done.attempts, 1);
+    assert!(store.open_runs().await.unwrap().is_empty());
+}
+
+pub async fn history_is_newest_first_filtered_and_limited(store: &dyn Store) {
+    for at in 0..5 {
+        claimed(store, tick("orders", 100 + at)).await;
+        claimed(store, tick("customers", 100 + at)).await;
+    }
+    let orders = store
+        .history(&HistoryFilter {
+            connection: Some("orders".into()),
+            limit: 3,
+        })
+        .await
+        .unwrap();
+    let instants: Vec<_> = orders.iter().map(|r| r.scheduled_for).collect();
+    assert_eq!(instants, vec![time(104), time(103), time(102)]);
+    let all = store
+        .history(&HistoryFilter {
+            connection: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    let mut latest = store.latest_runs().await.unwrap();
+    latest.sort_by(|a, b| a.connection.cmp(&b.connection));
+    let latest: Vec<_> = latest
+        .iter()
+        .map(|r| (r.connection.as_str(), r.scheduled_for))
+        .collect();
+    assert_eq!(
+        latest,
+        vec![("customers", time(104)), ("orders", time(104))]
+    );
+}
+
+pub async fn marks_keep_the_newest_tick_claim_success_and_the_failure_streak(store: &dyn Store) {
+    ended(store, "orders", 100, RunStatus::Succeeded).await;
+    ended(store, "orders", 200, RunStatus::Failed).await;
+    ended(store, "orders", 300, RunStatus::Skipped).await;
+    ended(store, "orders", 400, RunStatus::TimedOut).await;
+    let mut manual = tick("billing", 500);
+    manual.trigger = Trigger::Manual;
+    claimed(store, manual).await;
+    let marks = store.marks().await.unwrap();
+    let orders = marks.iter().find(|m| m.connection == "orders").unwrap();
+    assert_eq!(orders.last_tick, Some(time(400)));
+    assert_eq!(orders.last_success, Some(time(160)));
+    assert_eq!(orders.failures, 2);
+    assert!(orders.last_claimed.is_some());
+    let billing = marks.iter().find(|m| m.connection == "billing").unwrap();
+    assert_eq!((billing.last_tick, billing.failures), (None, 0));
+    ended(store, "orders", 500, RunStatus::Succeeded).await;
+    let marks = store.marks().await.unwrap();
+    let orders = marks.iter().find(|m| m.connection == "orders").unwrap();
+    assert_eq!((orders.failures, orders.last_success), (0, Some(time(560))));
+}
+
+pub async fn retries_are_counted_per_first_run(store: &dyn Store) {
+    let first = ended(store, "orders", 100, RunStatus::Failed).await;
+    for at in [200, 300] {
+        let mut retry = tick("orders", at);
+        retry.trigger = Trigger::Retry;
+        retry.retry_of = Some(first.id);
+        claimed(store, retry).await;
+    }
+    assert_eq!(store.retries_of(first.id).await.unwrap(), 2);
+    assert_eq!(store.retries_of(first.id + 100).await.unwrap(), 0);
+}
+
+pub async fn pauses_are_remembered_and_reported_once(store: &dyn Store) {
+    assert!(store.set_paused("orders", true).await.unwrap());
+    assert!(!store.set_paused("orders", true).await.unwrap());
+    assert!(store.set_paused("billing", true).await.unwrap());
+    assert_eq!(store.paused().await.unwrap(), vec!["billing", "orders"]);
+    assert!(store.set_paused("orders", false).await.unwrap());
+    assert!(!store.set_paused("orders", false).await.unwrap());
+    assert_eq!(store.paused().await.unwrap(), vec!["billing"]);
+}
+
+pub async fn totals_and_recent_endings_count_each_ended_run_once(store: &dyn Store) {
+    ended(store, "orders", 100, RunStatus::Succeeded).await;
+    let empty = claimed(store, tick("orders", 200)).await;
+    store
+        .finish(&[(empty.id, ended_as(RunStatus::Succeeded, 260, Some(0)))])
+        .await
+        .unwrap();
+    ended(store, "orders", 300, RunStatus::Failed).await;
+    ended(store, "billing", 100, RunStatus::Cancelled).await;
+    claimed(store, tick("billing", 400)).await;
+    let totals = store.totals().await.unwrap();
+    let names: Vec<_> = totals.iter().map(|t| t.connection.as_str()).collect();
+    assert_eq!(names, vec!["billing", "orders"]);
+    let orders = &totals[1];
+    let mut by_status = orders.by_status.clone();
+    by_status.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        by_status,
+        vec![(RunStatus::Failed, 1), (RunStatus::Succeeded, 2)]
+    );
+    assert_eq!(orders.records_synced, 10);
+    assert_eq!(orders.bytes_synced, 100);
+    assert_eq!(orders.zero_record_successes, 1);
+    assert_eq!(totals[0].by_status, vec![(RunStatus::Cancelled, 1)]);
+
+    let recent = store.ended_since(time(260)).await.unwrap();
+    let recent: Vec<_> = recent
+        .iter()
+        .map(|e| (e.connection.as_str(), e.status, e.finished_at))
+        .collect();
+    assert_eq!(
+        recent,
+        vec![
+            ("orders", RunStatus::Succeeded, time(260)),
+            ("orders", RunStatus::Failed, time(360)),
+        ]
+    );
+}
+
+pub async fn airbyte_objects_are_recorded_updated_and_forgotten(store: &dyn Store) {
+    let object = |kind: &str, name: &str, id: &str| AirbyteObject {
+        kind: kind.into(),
+        name: name.into(),
+        airbyte_id: id.into(),
+        updated_at: time(1_700_000_000),
+    };
+    store
+        .record_airbyte_objects(
+            &[
+                object("source", "pg", "id-1"),
+                object("connection", "pg-to-lake", "id-2"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .record_airbyte_objects(
+            &[object("source", "pg", "id-3")],
+            &[("connection".into(), "pg-to-lake".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.airbyte_objects().await.unwrap(),
+        vec![object("source", "pg", "id-3")]
+    );
+    store.ping().await.unwrap();
+}
+
+/// Runs every promise above, each against a store of its own from `fresh`.
+pub async fn holds_for<S, F, Fut>(fresh: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    a_tick_is_claimed_once_and_manual_runs_may_share_an_instant(&fresh().await).await;
+    claiming_many_keeps_the_order_and_skips_ticks_claimed_before(&fresh().await).await;
+    a_run_moves_from_pending_to_running_to_one_outcome(&fresh().await).await;
+    history_is_newest_first_filtered_and_limited(&fresh().await).await;
+    marks_keep_the_newest_tick_claim_success_and_the_failure_streak(&fresh().await).await;
+    retries_are_counted_per_first_run(&fresh().await).await;
+    pauses_are_remembered_and_reported_once(&fresh().await).await;
+    totals_and_recent_endings_count_each_ended_run_once(&fresh().await).await;
+    airbyte_objects_are_recorded_updated_and_forgotten(&fresh().await).await;
+}
+
+#[tokio::test]
+async fn the_in_memory_store_keeps_every_promise() {
+    holds_for(|| async { MemoryStore::new() }).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_every_promise() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    holds_for(|| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.path().join(format!("history-{n}.db"));
+        async move { SqliteStore::open(&path).await.expect("the store opens") }
+    })
+    .await;
+}
