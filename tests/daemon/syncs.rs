@@ -280,48 +280,25 @@ async fn many_jobs_in_flight_are_followed_through_one_listing_per_round() {
 /// starting another.
 #[tokio::test]
 async fn a_sync_request_whose_answer_was_lost_follows_the_job_it_started() {
-    let harness = Harness::new().await;
-    let id = harness.connection(
-        "lossy",
+    let (runs, jobs) = lost_answer(
         JobPlan::succeeding(Duration::from_secs(2), 42, 420),
-    );
-    let mut config = harness.config(
-        &(connection_toml("lossy", id, &cron_at(soon(Duration::from_secs(1))))
-            + "on_overlap = \"skip\"\n"),
-    );
-    config.airbyte.request_timeout = Duration::from_millis(400);
-    let control = harness.control();
-    control.set_faults(Faults {
-        lost_answer_rate: 1.0,
-        ..Faults::default()
-    });
-    let daemon = harness.start(config).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while control.jobs().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sync request never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    control.set_faults(Faults::default());
-
-    let runs = harness.wait_until_ended().await;
-    let jobs = control.jobs();
+        Duration::ZERO,
+        Duration::from_millis(300),
+    )
+    .await;
     assert_eq!(jobs.len(), 1, "no second job");
     assert_eq!(runs.len(), 1);
     // Even under on_overlap = skip: the job is the run's own, not an overlap.
     assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:#?}");
     assert_eq!(runs[0].job_id, Some(jobs[0].id));
     assert_eq!(runs[0].records_synced, Some(42));
-    daemon.stop().await;
 }
 
-/// Starts a sync whose request Airbyte acts on but whose answer is lost, on an
-/// Airbyte whose clock is `behind` ours; the answers come back once the job has
-/// run for `lost_for`. Returns the history once a run has ended, and the jobs.
-async fn lost_answer_on_a_late_clock(
+/// Starts a sync (under `on_overlap = "skip"`) whose request Airbyte acts on but
+/// whose answer is lost, on an Airbyte whose clock is `behind` ours; the answers
+/// come back once the job has run for `lost_for`. Returns the history once a run
+/// has ended, and the jobs.
+async fn lost_answer(
     plan: JobPlan,
     behind: Duration,
     lost_for: Duration,
@@ -363,7 +340,7 @@ async fn lost_answer_on_a_late_clock(
 /// somebody else's sync and followed by nobody.
 #[tokio::test]
 async fn a_lost_answer_finds_its_job_though_airbyte_s_clock_is_behind_ours() {
-    let (runs, jobs) = lost_answer_on_a_late_clock(
+    let (runs, jobs) = lost_answer(
         JobPlan::succeeding(Duration::from_secs(3), 42, 420),
         Duration::from_secs(5),
         Duration::from_millis(300),
@@ -379,7 +356,7 @@ async fn a_lost_answer_finds_its_job_though_airbyte_s_clock_is_behind_ours() {
 /// it is recorded as the run's, and no second sync is started.
 #[tokio::test]
 async fn a_lost_answer_whose_job_already_ended_starts_no_second_sync_on_a_late_clock() {
-    let (runs, jobs) = lost_answer_on_a_late_clock(
+    let (runs, jobs) = lost_answer(
         JobPlan::succeeding(Duration::from_millis(200), 42, 420),
         Duration::from_secs(5),
         Duration::from_millis(900),
