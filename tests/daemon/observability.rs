@@ -201,6 +201,15 @@ async fn receiver() -> (SocketAddr, Inbox) {
     (addr, inbox)
 }
 
+/// Waits until `inbox` holds a notice, or fails the test with `missing` after 10 s.
+async fn first_notice(inbox: &Inbox, missing: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while inbox.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "{missing}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A failure and the recovery after it reach a generic and a Slack receiver,
 /// with the run's facts and without the receivers' URLs.
 #[tokio::test]
@@ -302,14 +311,7 @@ async fn receivers_added_by_a_reload_get_the_next_failure() {
     );
     assert_eq!(answer["summary"]["needs_restart"], serde_json::json!([]));
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while inbox.lock().unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no notice reached the receiver the reload added"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    first_notice(&inbox, "no notice reached the receiver the reload added").await;
     daemon.stop().await;
     let (path, body) = inbox.lock().unwrap()[0].clone();
     assert_eq!(path, "added");
@@ -350,14 +352,7 @@ async fn a_recovery_after_a_restart_is_still_noticed() {
             runs.iter().any(|r| r.status == RunStatus::Succeeded)
         })
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while inbox.lock().unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the recovery after the restart was not noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    first_notice(&inbox, "the recovery after the restart was not noticed").await;
     daemon.stop().await;
     let inbox = inbox.lock().unwrap().clone();
     assert_eq!(inbox.len(), 1, "{inbox:#?}");
