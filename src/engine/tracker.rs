@@ -37,6 +37,15 @@ const CLOCK_ALLOWANCE: chrono::Duration = chrono::Duration::seconds(60);
 
 /// A run whose job is being followed.
 #[derive(Debug)]
+/// A followed run's job, as a cancel request sees it.
+pub(super) struct FollowedJob {
+    pub job_id: i64,
+    /// An operator's cancel was accepted by Airbyte already.
+    pub by_operator: bool,
+    /// Airbyte accepted the cancel for the run's timeout.
+    pub for_timeout: bool,
+}
+
 pub struct Tracked {
     pub run: Run,
     pub job_id: i64,
@@ -210,6 +219,15 @@ impl Shared {
         }
         self.finish_runs(closing).await;
         self.cancel_overdue().await;
+    }
+
+    /// The job a followed run is following, and whether its cancel was asked.
+    pub(super) fn followed_job(&self, run_id: i64) -> Option<FollowedJob> {
+        self.lock_tracked().get(&run_id).map(|t| FollowedJob {
+            job_id: t.job_id,
+            by_operator: t.by_operator,
+            for_timeout: t.cancel_accepted,
+        })
     }
 
     /// Notes that an operator had the run's job cancelled.
