@@ -206,19 +206,30 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn list_connections(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// The body of `GET /api/v1/connections`, serialized as it stands: going
+/// through `serde_json::Value` first would build a tree of every field of ten
+/// thousand connections only to write it out.
+#[derive(serde::Serialize)]
+struct Listing {
+    connections: Vec<crate::engine::ConnectionStatus>,
+    airbyte_objects: Vec<crate::store::AirbyteObject>,
+}
+
+async fn list_connections(State(state): State<AppState>, _: NoBody) -> Result<Response, ApiError> {
     let connections = state.engine.connections().await?;
     let airbyte_objects = state.engine.airbyte_objects().await?;
-    Ok(
-        Json(json!({ "connections": connections, "airbyte_objects": airbyte_objects }))
-            .into_response(),
-    )
+    Ok(Json(Listing {
+        connections,
+        airbyte_objects,
+    })
+    .into_response())
 }
 
 async fn connection_runs(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<LimitQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
     let limit = query.limit()?;
     let runs = state.engine.runs(&name, limit).await?;

@@ -47,15 +47,23 @@ where
 
 fn path_rejection(rejection: PathRejection) -> ApiError {
     use axum::extract::path::ErrorKind;
-    let PathRejection::FailedToDeserializePathParams(failed) = &rejection else {
-        // The route has no parameters for this extractor: a mistake here, not the caller's.
-        return ApiError::new(
+    // A route whose parameters do not fit its extractor is a mistake here, not
+    // the caller's.
+    let internal = || {
+        tracing::error!(rejection = %rejection.body_text(), "a route's path parameters do not fit its extractor");
+        ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the route's parameters could not be read",
-        );
+        )
+    };
+    let PathRejection::FailedToDeserializePathParams(failed) = &rejection else {
+        return internal();
     };
     let message = match failed.kind() {
+        ErrorKind::WrongNumberOfParameters { .. } | ErrorKind::UnsupportedType { .. } => {
+            return internal();
+        }
         ErrorKind::InvalidUtf8InPathParam { key } => {
             format!("path parameter `{key}` is not UTF-8 once percent-decoded")
         }

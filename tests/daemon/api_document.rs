@@ -236,6 +236,26 @@ async fn a_request_body_on_a_control_route_is_a_json_400_and_changes_nothing() {
             assert!(message.contains("takes no request body"), "{message}");
         }
     }
+    for (route, template) in [
+        ("connections", "/api/v1/connections"),
+        ("connections/a/runs", "/api/v1/connections/{name}/runs"),
+    ] {
+        let response = client
+            .get(format!("{api}/{route}"))
+            .bearer_auth(TOKEN)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert_documented_error(
+            &doc,
+            (&Method::GET, template),
+            (status, &answer),
+            "bad_request",
+        );
+    }
     let (_, listed) = call(Method::GET, &format!("{api}/connections"), Some(TOKEN)).await;
     assert_eq!(listed["connections"][0]["paused"], false);
     assert!(
