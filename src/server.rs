@@ -1,18 +1,20 @@
 //! The HTTP endpoint on `[server].listen`: `/metrics` for Prometheus, `/healthz`
 //! and `/readyz` for probes, and the control API under `/api/v1` that the CLI
-//! drives (bearer token required; documented in `openapi.yaml`).
+//! drives (bearer token required; documented in `docs/control-api.yaml`, which
+//! describes every answer, errors included).
+
+mod extract;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
@@ -20,6 +22,7 @@ use crate::engine::{Engine, EngineError};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::store::Store;
+use extract::{ApiPath, ApiQuery, LimitQuery, NoBody};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -49,8 +52,34 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", control)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// A path the router does not know: the API's 404.
+async fn no_such_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such route: {method} {}",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    )
+}
+
+/// A known path asked with a method it does not take: the API's 405 (axum adds
+/// the `Allow` header naming the methods it takes).
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not take {method}",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    )
 }
 
 /// A JSON error: `{"error": {"code": ..., "message": ...}}`.
@@ -83,9 +112,10 @@ impl From<EngineError> for ApiError {
             EngineError::UnknownConnection(_) | EngineError::UnknownRun(_) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
-            EngineError::RunEnded(..) | EngineError::NotFollowedHere(_) => {
-                (StatusCode::CONFLICT, "conflict")
-            }
+            EngineError::RunEnded(..)
+            | EngineError::NotFollowedHere(_)
+            | EngineError::JobEnded(..)
+            | EngineError::CancellingForTimeout(_) => (StatusCode::CONFLICT, "conflict"),
             EngineError::Airbyte(_) => (StatusCode::BAD_GATEWAY, "airbyte"),
             EngineError::Store(_) => {
                 tracing::error!(error = %e, "control API request failed in the store");
@@ -176,35 +206,40 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn list_connections(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let connections = state.engine.connections().await?;
-    let airbyte_objects = state.engine.airbyte_objects().await?;
-    Ok(
-        Json(json!({ "connections": connections, "airbyte_objects": airbyte_objects }))
-            .into_response(),
-    )
+/// The body of `GET /api/v1/connections`, serialized as it stands: going
+/// through `serde_json::Value` first would build a tree of every field of ten
+/// thousand connections only to write it out.
+#[derive(serde::Serialize)]
+struct Listing {
+    connections: Vec<crate::engine::ConnectionStatus>,
+    airbyte_objects: Vec<crate::store::AirbyteObject>,
 }
 
-#[derive(Deserialize)]
-struct Limit {
-    limit: Option<u32>,
+async fn list_connections(State(state): State<AppState>, _: NoBody) -> Result<Response, ApiError> {
+    let connections = state.engine.connections().await?;
+    let airbyte_objects = state.engine.airbyte_objects().await?;
+    Ok(Json(Listing {
+        connections,
+        airbyte_objects,
+    })
+    .into_response())
 }
 
 async fn connection_runs(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    Query(limit): Query<Limit>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LimitQuery>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
-    let runs = state
-        .engine
-        .runs(&name, limit.limit.unwrap_or(20).clamp(1, 1000))
-        .await?;
+    let limit = query.limit()?;
+    let runs = state.engine.runs(&name, limit).await?;
     Ok(Json(json!({ "runs": runs })).into_response())
 }
 
 async fn trigger(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
     let run = state.engine.trigger_now(&name).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "run": run }))).into_response())
@@ -212,7 +247,8 @@ async fn trigger(
 
 async fn pause(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
     let changed = state.engine.pause(&name).await?;
     Ok(Json(json!({ "connection": name, "paused": true, "changed": changed })).into_response())
@@ -220,13 +256,19 @@ async fn pause(
 
 async fn resume(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
+    _: NoBody,
 ) -> Result<Response, ApiError> {
     let changed = state.engine.resume(&name).await?;
     Ok(Json(json!({ "connection": name, "paused": false, "changed": changed })).into_response())
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    _: NoBody,
+) -> Result<Response, ApiError> {
+    let id = extract::run_id(&id)?;
     let outcome = state.engine.cancel(id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -235,7 +277,7 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Re
         .into_response())
 }
 
-async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn reload(State(state): State<AppState>, _: NoBody) -> Result<Response, ApiError> {
     match state.reloader.reload().await {
         Ok(summary) => Ok(Json(json!({ "reloaded": true, "summary": summary })).into_response()),
         Err(problems) => Err(ApiError::new(

@@ -77,3 +77,10 @@ fn the_idle_and_scrape_scenarios_run_a_daemon_with_many_connections() {
     assert!(number(&rows, "/metrics, 200 connections, each synced since start") > 0.0);
     assert!(number(&rows, "spawn to READY=1") > 0.0);
 }
+
+#[test]
+fn the_status_scenario_lists_every_connection_with_its_last_run() {
+    // The scenario itself fails unless every connection is listed with its last run.
+    let rows = bench(&["status", "--connections", "200"]);
+    assert!(number(&rows, "GET /api/v1/connections, 200 connections") > 0.0);
+}

@@ -284,17 +284,30 @@ impl Client {
 
     /// Asks Airbyte to cancel the job; the answer is the job as Airbyte then sees it.
     pub async fn cancel_job(&self, job_id: i64) -> Result<Job, Error> {
-        match self.inner.api {
-            ApiKind::Config => {
-                let call = Call::post("jobs/cancel", json!({ "id": job_id })).about(Subject::Job);
-                Ok(self.send::<JobInfoRead>(call).await?.into_job())
-            }
+        self.send_cancel(job_id, true).await
+    }
+
+    /// [`Client::cancel_job`] tried once: for an operator waiting on the answer.
+    /// Airbyte refuses to cancel a job that is no longer running with a 500,
+    /// which retrying cannot change; the caller reads the job instead.
+    pub async fn cancel_job_once(&self, job_id: i64) -> Result<Job, Error> {
+        self.send_cancel(job_id, false).await
+    }
+
+    async fn send_cancel(&self, job_id: i64, retried: bool) -> Result<Job, Error> {
+        let call = match self.inner.api {
+            ApiKind::Config => Call::post("jobs/cancel", json!({ "id": job_id })),
             ApiKind::Public => {
-                let mut call =
-                    Call::get("jobs/cancel", format!("/jobs/{job_id}")).about(Subject::Job);
+                let mut call = Call::get("jobs/cancel", format!("/jobs/{job_id}"));
                 call.method = Method::DELETE;
-                Ok(self.send::<JobResponse>(call).await?.into_job())
+                call
             }
+        }
+        .about(Subject::Job);
+        let call = if retried { call } else { call.once() };
+        match self.inner.api {
+            ApiKind::Config => Ok(self.send::<JobInfoRead>(call).await?.into_job()),
+            ApiKind::Public => Ok(self.send::<JobResponse>(call).await?.into_job()),
         }
     }
 

@@ -1,12 +1,15 @@
 //! What operators can ask of the running engine: how each connection stands,
 //! a sync now, a run cancelled, a connection paused or resumed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::tracker::FollowedJob;
 use super::{Engine, EngineError, Shared, outcome};
+use crate::airbyte::JobStatus;
 use crate::store::{AirbyteObject, HistoryFilter, Progress, Run, RunStatus};
 
 /// One connection as the control API shows it.
@@ -38,22 +41,49 @@ pub enum CancelOutcome {
 
 impl Engine {
     /// Every configured connection with its rule, next and last run, and pause state.
+    ///
+    /// Linear in the number of connections: the newest runs and the pauses are
+    /// looked up by name, and the engine's locks are held only to copy what they
+    /// hold (one lookup per connection), not while the answer is built.
     pub async fn connections(&self) -> Result<Vec<ConnectionStatus>, EngineError> {
         let shared = &self.shared;
-        let latest = shared.store.latest_runs().await?;
+        let mut latest: HashMap<String, Run> = shared
+            .store
+            .latest_runs()
+            .await?
+            .into_iter()
+            .map(|r| (r.connection.clone(), r))
+            .collect();
         let now = shared.clock.now();
         let catalog = shared.catalog();
-        let conns = shared.lock_conns();
+        let active: Vec<Option<i64>> = {
+            let conns = shared.lock_conns();
+            catalog
+                .ordered
+                .iter()
+                .map(|c| conns.get(&c.name).and_then(|s| s.active))
+                .collect()
+        };
+        let paused: Vec<bool> = {
+            let paused = shared.lock_paused();
+            catalog
+                .ordered
+                .iter()
+                .map(|c| paused.contains(&c.name))
+                .collect()
+        };
         Ok(catalog
             .ordered
             .iter()
-            .map(|c| ConnectionStatus {
+            .zip(active)
+            .zip(paused)
+            .map(|((c, active_run), paused)| ConnectionStatus {
                 name: c.name.clone(),
                 connection_id: c.connection_id.clone(),
                 cron: c.cron.as_ref().map(|r| r.expr().to_owned()),
                 timezone: c.timezone.name().to_owned(),
                 enabled: c.enabled,
-                paused: shared.is_paused(&c.name),
+                paused,
                 group: c.group.clone(),
                 after: c.after.clone(),
                 next_run: c
@@ -61,8 +91,8 @@ impl Engine {
                     .as_ref()
                     .filter(|_| c.enabled)
                     .and_then(|r| r.next_after(now)),
-                active_run: conns.get(&c.name).and_then(|s| s.active),
-                last_run: latest.iter().find(|r| r.connection == c.name).cloned(),
+                active_run,
+                last_run: latest.remove(&c.name),
             })
             .collect())
     }
@@ -101,11 +131,8 @@ impl Engine {
     /// Cancels an open run: its Airbyte job when it has one, else the run itself.
     pub async fn cancel(&self, run_id: i64) -> Result<CancelOutcome, EngineError> {
         let shared = &self.shared;
-        let job_id = shared.lock_tracked().get(&run_id).map(|t| t.job_id);
-        if let Some(job_id) = job_id {
-            shared.airbyte.cancel_job(job_id).await?;
-            shared.operator_cancelled(run_id);
-            return Ok(CancelOutcome::Requested);
+        if let Some(followed) = shared.followed_job(run_id) {
+            return self.cancel_job(run_id, followed).await;
         }
         let run = shared
             .store
@@ -128,6 +155,38 @@ impl Engine {
         );
         Arc::clone(shared).finish_run(run, closing).await;
         Ok(CancelOutcome::Cancelled)
+    }
+
+    /// Cancels a followed run's job. Asked twice, the answer is the first one's;
+    /// a job that ended on its own before the poll saw it is a conflict, not an
+    /// Airbyte failure (Airbyte refuses to cancel it with a 500).
+    async fn cancel_job(
+        &self,
+        run_id: i64,
+        followed: FollowedJob,
+    ) -> Result<CancelOutcome, EngineError> {
+        let shared = &self.shared;
+        if followed.by_operator {
+            return Ok(CancelOutcome::Requested);
+        }
+        if followed.for_timeout {
+            return Err(EngineError::CancellingForTimeout(run_id));
+        }
+        if let Err(refused) = shared.airbyte.cancel_job_once(followed.job_id).await {
+            let Ok(job) = shared.airbyte.job(followed.job_id).await else {
+                return Err(refused.into());
+            };
+            match job.status {
+                // Cancelled: by this request (its answer lost) or another's.
+                JobStatus::Cancelled => {}
+                status if status.is_terminal() => {
+                    return Err(EngineError::JobEnded(run_id, status.as_str()));
+                }
+                _ => return Err(refused.into()),
+            }
+        }
+        shared.operator_cancelled(run_id);
+        Ok(CancelOutcome::Requested)
     }
 
     fn known(&self, name: &str) -> Result<(), EngineError> {

@@ -59,6 +59,10 @@ pub enum EngineError {
     RunEnded(i64, RunStatus),
     #[error("run {0} is followed by another cronbyte process")]
     NotFollowedHere(i64),
+    #[error("run {0}'s job already ended in Airbyte ({1}); the run records it at the next poll")]
+    JobEnded(i64, &'static str),
+    #[error("run {0}'s job is being cancelled for its timeout already")]
+    CancellingForTimeout(i64),
     #[error(transparent)]
     Airbyte(#[from] crate::airbyte::Error),
 }
@@ -315,11 +319,12 @@ impl Shared {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_paused(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn is_paused(&self, name: &str) -> bool {
-        self.paused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(name)
+        self.lock_paused().contains(name)
     }
 
     fn catalog(&self) -> Arc<Catalog> {

@@ -31,6 +31,16 @@ const PAGE_SIZE: u32 = 200;
 /// At most this many pages per round: beyond, the rest is read job by job.
 const MAX_PAGES: u32 = 50;
 
+/// A followed run's job, as a cancel request sees it.
+#[derive(Debug)]
+pub(super) struct FollowedJob {
+    pub job_id: i64,
+    /// An operator's cancel was accepted by Airbyte already.
+    pub by_operator: bool,
+    /// Airbyte accepted the cancel for the run's timeout.
+    pub for_timeout: bool,
+}
+
 /// A run whose job is being followed.
 #[derive(Debug)]
 pub struct Tracked {
@@ -206,6 +216,15 @@ impl Shared {
         }
         self.finish_runs(closing).await;
         self.cancel_overdue().await;
+    }
+
+    /// The job a followed run is following, and whether its cancel was asked.
+    pub(super) fn followed_job(&self, run_id: i64) -> Option<FollowedJob> {
+        self.lock_tracked().get(&run_id).map(|t| FollowedJob {
+            job_id: t.job_id,
+            by_operator: t.by_operator,
+            for_timeout: t.cancel_accepted,
+        })
     }
 
     /// Notes that an operator had the run's job cancelled.

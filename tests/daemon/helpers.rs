@@ -246,3 +246,28 @@ pub async fn open_store(harness: &Harness) -> SqliteStore {
         .await
         .expect("store opens")
 }
+
+/// The control token of daemons started with [`with_token`].
+pub const TOKEN: &str = "s3cret-control-token";
+
+/// `toml` (a whole config) with the control token set.
+pub fn with_token(toml: &str) -> String {
+    toml.replacen("[server]\n", &format!("[server]\ntoken = \"{TOKEN}\"\n"), 1)
+}
+
+/// One request, with the bearer `token` if given: the status and the JSON body
+/// (`null` when the body is not JSON).
+pub async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("daemon answers");
+    let status = response.status();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}

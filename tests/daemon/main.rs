@@ -1,6 +1,7 @@
 //! The daemon end to end against the emulator: a tick becomes a run row, a sync,
 //! a polled job, an outcome in the history and a counter on `/metrics`.
 
+mod api_document;
 mod control;
 mod helpers;
 mod lifecycle;

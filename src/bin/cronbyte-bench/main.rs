@@ -63,6 +63,11 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
     },
+    /// `GET /api/v1/connections` (what `cronbyte status` reads) with many connections.
+    Status {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
     /// Every scenario at its default size.
     All,
 }
@@ -125,6 +130,7 @@ async fn main() -> ExitCode {
         } => scenarios::polling(path, connections, job, poll).await,
         Scenario::History { runs } => scenarios::history(path, runs).await,
         Scenario::Scrape { connections } => scenarios::scrape_and_startup(path, connections).await,
+        Scenario::Status { connections } => scenarios::status(path, connections).await,
         Scenario::All => all().await,
     };
     match result {
@@ -164,5 +170,6 @@ async fn all() -> anyhow::Result<Vec<Row>> {
     );
     rows.extend(scenarios::history(fresh()?.path(), 1_000_000).await?);
     rows.extend(scenarios::scrape_and_startup(fresh()?.path(), 10_000).await?);
+    rows.extend(scenarios::status(fresh()?.path(), 10_000).await?);
     Ok(rows)
 }

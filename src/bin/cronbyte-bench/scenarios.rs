@@ -510,11 +510,13 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Scrape and start-up with many connections, each with some history. `/metrics`
-/// is measured twice: as started (counters seeded from the history), and once every
-/// connection has synced since, which adds its duration gauge and sets the ones
-/// seeded empty: what a long-running daemon serves.
-pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> {
+/// A daemon's config with `connections` connections on the emulator, each with
+/// three ended runs in the history and quiet rules: the emulator (keep it alive),
+/// the config file and the daemon's port.
+async fn many_connections_with_history(
+    dir: &Path,
+    connections: usize,
+) -> anyhow::Result<(EmulatorHandle, std::path::PathBuf, u16)> {
     let emulator = emulator().await?;
     let plan =
         JobPlan::succeeding(Duration::from_millis(500), 100, 10_000).pending_for(Duration::ZERO);
@@ -535,6 +537,61 @@ pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Resul
         &list,
     )?;
     fill_store(&dir.join("history.db"), connections * 3, connections).await?;
+    Ok((emulator, config, port))
+}
+
+/// Status: `GET /api/v1/connections` (what `cronbyte status` reads) with many
+/// connections, each with a last run in the history.
+pub async fn status(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> {
+    let (_emulator, config, port) = many_connections_with_history(dir, connections).await?;
+    let daemon = Daemon::start(&config, dir)?;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/connections");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let response = client.get(&url).bearer_auth(BENCH_TOKEN).send().await?;
+        if !response.status().is_success() {
+            bail!("GET /api/v1/connections was answered {}", response.status());
+        }
+        let body = response.bytes().await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        size = body.len();
+        let listed: serde_json::Value = serde_json::from_slice(&body)?;
+        let with_last_run = listed["connections"]
+            .as_array()
+            .map(|all| all.iter().filter(|c| c["last_run"].is_object()).count())
+            .unwrap_or(0);
+        if with_last_run != connections {
+            bail!("{with_last_run} of {connections} connections listed with their last run");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop()?;
+    times.sort_by(f64::total_cmp);
+    let median = percentile(&times, 50.0);
+    let slowest = times.last().copied().unwrap_or(f64::NAN);
+    Ok(vec![row(
+        "status",
+        &format!("GET /api/v1/connections, {connections} connections"),
+        format!(
+            "{median:.1} ms (median of 10; slowest {slowest:.1}), {:.1} MiB body",
+            size as f64 / 1048576.0
+        ),
+        median,
+        "-",
+        None,
+    )])
+}
+
+/// Scrape and start-up with many connections, each with some history. `/metrics`
+/// is measured twice: as started (counters seeded from the history), and once every
+/// connection has synced since, which adds its duration gauge and sets the ones
+/// seeded empty: what a long-running daemon serves.
+pub async fn scrape_and_startup(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> {
+    let (_emulator, config, port) = many_connections_with_history(dir, connections).await?;
 
     let started = Instant::now();
     let check = std::process::Command::new(crate::daemon::binary()?)
