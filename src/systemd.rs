@@ -1,5 +1,5 @@
 //! The systemd notify protocol: READY=1 once the store is open and the schedule
-//! loaded, WATCHDOG=1 while the engine's loops are alive, STOPPING=1 at shutdown.
+//! loaded, WATCHDOG=1 while the engine's loops make progress, STOPPING=1 at shutdown.
 //! Outside systemd (no `NOTIFY_SOCKET`) every call does nothing.
 
 use sd_notify::NotifyState;
@@ -21,8 +21,9 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// Pings systemd's watchdog at half its interval, but only while the schedule
-/// loop is alive: a stuck engine stops the pings and systemd restarts it.
+/// Pings systemd's watchdog at half its interval, but only while both of the
+/// engine's loops make progress ([`Engine::stuck_loop`]): a stuck schedule or
+/// poll loop stops the pings and systemd restarts the daemon.
 pub async fn watchdog(engine: Engine, shutdown: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled().filter(|i| !i.is_zero()) else {
         return;
@@ -34,12 +35,12 @@ pub async fn watchdog(engine: Engine, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if engine.schedule_alive(period * 2) {
-            notify(&[NotifyState::Watchdog]);
-        } else {
-            tracing::error!(
-                "the schedule loop has not turned for a watchdog interval; not pinging systemd"
-            );
+        match engine.stuck_loop(period * 2) {
+            None => notify(&[NotifyState::Watchdog]),
+            Some(stuck) => tracing::error!(
+                loop_name = stuck,
+                "an engine loop made no progress for a watchdog interval; not pinging systemd"
+            ),
         }
     }
 }

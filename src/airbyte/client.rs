@@ -230,6 +230,11 @@ impl Client {
         self.inner.api
     }
 
+    /// The longest one request may take, end to end.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
     // -----------------------------------------------------------------------
     // What the engine uses, for either API.
 
@@ -350,6 +355,8 @@ impl Client {
     /// Sync jobs of the given workspaces (all, when empty) updated at or after
     /// `since`, newest first, one page of at most `page_size` starting at `offset`.
     /// One request covers many connections' jobs, which is how a poll stays cheap.
+    /// Tried once: the retry of a poll is the next poll, and a listing retried
+    /// through an outage would hold every other outcome of its round.
     pub async fn jobs_updated_since(
         &self,
         workspace_ids: &[String],
@@ -369,7 +376,7 @@ impl Client {
                     body["workspaceIds"] = json!(workspace_ids);
                 }
                 let list: JobReadList = self
-                    .send(Call::post("jobs/list_for_workspaces", body))
+                    .send(Call::post("jobs/list_for_workspaces", body).once())
                     .await?;
                 Ok(list
                     .jobs
@@ -388,7 +395,7 @@ impl Client {
                 if !workspace_ids.is_empty() {
                     query.push(("workspaceIds", workspace_ids.join(",")));
                 }
-                let mut call = Call::get("jobs/list", "/jobs".into());
+                let mut call = Call::get("jobs/list", "/jobs".into()).once();
                 call.query = query;
                 let page: JobsResponse = self.send(call).await?;
                 Ok(page.data.into_iter().map(JobResponse::into_job).collect())

@@ -109,6 +109,9 @@ pub struct Faults {
     pub malformed_rate: f64,
     /// Both token endpoints answer 500.
     pub token_endpoint_fails: bool,
+    /// Operations (named as [`RequestCounts`] names them, e.g. `jobs/cancel`) that
+    /// answer 503 every time, as when one of Airbyte's services is down.
+    pub failing_operations: Vec<String>,
     /// Share of API requests that are acted on (a sync started, say) but whose
     /// answer never comes, so the client times out not knowing.
     pub lost_answer_rate: f64,

@@ -160,6 +160,8 @@ pub(crate) struct Shared {
     owed: owed::OwedQueue,
     /// When the schedule loop last turned, for the watchdog.
     heartbeat: Mutex<tokio::time::Instant>,
+    /// When the poll loop last made progress (see [`Engine::stuck_loop`]).
+    poll_heartbeat: Mutex<tokio::time::Instant>,
     /// Runs an operator cancelled while they waited, which must not start.
     cancelled: Mutex<HashSet<i64>>,
     tasks: TaskTracker,
@@ -214,6 +216,7 @@ impl Engine {
             paused: Mutex::new(paused),
             cancelled: Mutex::new(HashSet::new()),
             heartbeat: Mutex::new(tokio::time::Instant::now()),
+            poll_heartbeat: Mutex::new(tokio::time::Instant::now()),
             owed: Default::default(),
             tasks: TaskTracker::new(),
             shutdown,
@@ -258,15 +261,26 @@ impl Engine {
         self.shared.pump();
     }
 
-    /// Whether the schedule loop turned within `within` (it turns at least
-    /// once a second while it runs).
-    pub fn schedule_alive(&self, within: Duration) -> bool {
-        self.shared
-            .heartbeat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
-            <= within
+    /// Which of the engine's two loops, if any, made no progress within
+    /// `within`. Progress is, for the schedule loop, a turn (it turns at least
+    /// once a second, firing what is due); for the poll loop, the start of a
+    /// round or the end of one of its steps (a listing, a job's poll, a write).
+    /// Rounds are a poll interval apart and no step of one waits on more than
+    /// one request, so the poll loop gets a poll interval and a request timeout
+    /// more before it counts as stuck.
+    pub fn stuck_loop(&self, within: Duration) -> Option<&'static str> {
+        let quiet = |beat: &Mutex<tokio::time::Instant>| {
+            beat.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+        };
+        if quiet(&self.shared.heartbeat) > within {
+            Some("schedule")
+        } else if quiet(&self.shared.poll_heartbeat)
+            > within + self.shared.workers.poll_interval + self.shared.airbyte.request_timeout()
+        {
+            Some("poll")
+        } else {
+            None
+        }
     }
 
     /// Writes the store refused and the engine keeps until it works again;

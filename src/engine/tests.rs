@@ -86,3 +86,39 @@ async fn a_reload_in_the_instant_a_tick_falls_due_keeps_the_tick() {
     let missing: Vec<_> = due.iter().filter(|at| !claimed.contains(at)).collect();
     assert!(missing.is_empty(), "ticks dropped: {missing:?}");
 }
+
+/// An engine with nothing to do still makes progress in both loops, however
+/// long it idles: the watchdog never restarts a healthy daemon.
+#[tokio::test(start_paused = true)]
+async fn an_idle_engine_is_never_taken_for_a_stuck_one() {
+    let config = config(
+        "[[connections]]\nname = \"nightly\"\n\
+         connection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\ncron = \"0 0 3 * * *\"\n",
+    );
+    let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
+    let engine = start(&config, Arc::new(MemoryStore::new()), origin).await;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(engine.stuck_loop(Duration::from_secs(5)), None);
+    }
+}
+
+/// A store that stops answering stalls the schedule loop, and the watchdog's
+/// check names that loop once a watchdog interval has passed without progress.
+#[tokio::test(start_paused = true)]
+async fn a_schedule_loop_stalled_on_the_store_is_reported_stuck() {
+    let config = config(
+        "[[connections]]\nname = \"every-second\"\n\
+         connection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\ncron = \"* * * * * *\"\n",
+    );
+    let store = Arc::new(MemoryStore::new());
+    let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
+    let engine = start(&config, store.clone(), origin).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(engine.stuck_loop(Duration::from_secs(5)), None);
+    store.stop_answering();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(engine.stuck_loop(Duration::from_secs(5)), None, "not yet");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(engine.stuck_loop(Duration::from_secs(5)), Some("schedule"));
+}

@@ -50,6 +50,8 @@ pub struct Tracked {
     deadline: Option<DateTime<Utc>>,
     /// Airbyte accepted our cancel request for the timeout.
     cancel_accepted: bool,
+    /// A cancel request for the timeout is on its way.
+    cancelling: bool,
     /// An operator cancelled the run's job.
     by_operator: bool,
     progress: Progress,
@@ -90,6 +92,7 @@ impl Shared {
                 job_id,
                 deadline,
                 cancel_accepted: false,
+                cancelling: false,
                 by_operator: false,
                 progress,
                 not_found: 0,
@@ -103,6 +106,7 @@ impl Shared {
     /// listing, the rest one by one), outcomes and progress are written, overdue
     /// jobs are cancelled.
     async fn poll_once(self: &Arc<Self>) {
+        self.poll_progressed();
         let (batch, single, since) = self.plan_round();
         if batch.is_empty() && single.is_empty() {
             return;
@@ -112,7 +116,9 @@ impl Shared {
         let mut unanswered: Option<(usize, AirbyteError)> = None;
         let mut single = single;
         if let Some(since) = since {
-            match self.list_changed(since).await {
+            let listed = self.list_changed(since).await;
+            self.poll_progressed();
+            match listed {
                 Ok(mut changed) => {
                     answers.extend(batch.into_iter().filter_map(|(run_id, job_id)| {
                         changed.remove(&job_id).map(|j| (run_id, Ok(j)))
@@ -131,7 +137,11 @@ impl Shared {
             futures::stream::iter(single)
                 .map(|(run_id, job_id)| {
                     let airbyte = self.airbyte.clone();
-                    async move { (run_id, airbyte.poll_job(job_id).await) }
+                    async move {
+                        let answer = airbyte.poll_job(job_id).await;
+                        self.poll_progressed();
+                        (run_id, answer)
+                    }
                 })
                 .buffer_unordered(self.workers.poll_concurrency.max(1))
                 .collect::<Vec<_>>()
@@ -193,6 +203,7 @@ impl Shared {
             self.metrics.store_error();
             tracing::warn!(error = %e, "could not record the progress of running syncs");
         }
+        self.poll_progressed();
         let mut closing = Vec::with_capacity(ended.len() + vanished.len());
         for (done, job, progress) in ended {
             let (status, error) = final_status(&job, done.cancel_accepted, done.by_operator);
@@ -215,7 +226,16 @@ impl Shared {
             ));
         }
         self.finish_runs(closing).await;
-        self.cancel_overdue().await;
+        self.poll_progressed();
+        self.cancel_overdue();
+    }
+
+    /// Notes that the poll loop moved on, for the watchdog.
+    fn poll_progressed(&self) {
+        *self
+            .poll_heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     /// The job a followed run is following, and whether its cancel was asked.
@@ -319,34 +339,53 @@ impl Shared {
             .cloned()
     }
 
-    /// Asks Airbyte to cancel every job past its run's deadline. A refused or
-    /// failed cancel is asked again at the next poll; the run stays followed
-    /// until Airbyte reports the job ended.
-    async fn cancel_overdue(self: &Arc<Self>) {
+    /// Asks Airbyte to cancel every job past its run's deadline, in the
+    /// background: a round never waits for a cancel. Each is tried once; a
+    /// refused or failed cancel is asked again at a later poll, and the run stays
+    /// followed until Airbyte reports the job ended.
+    fn cancel_overdue(self: &Arc<Self>) {
         let now = self.clock.now();
         let overdue: Vec<(i64, i64, String)> = self
             .lock_tracked()
-            .values()
-            .filter(|t| !t.cancel_accepted && t.deadline.is_some_and(|d| now >= d))
-            .map(|t| (t.run.id, t.job_id, t.run.connection.clone()))
+            .values_mut()
+            .filter(|t| !t.cancel_accepted && !t.cancelling && t.deadline.is_some_and(|d| now >= d))
+            .map(|t| {
+                t.cancelling = true;
+                (t.run.id, t.job_id, t.run.connection.clone())
+            })
             .collect();
-        for (run_id, job_id, connection) in overdue {
-            match self.airbyte.cancel_job(job_id).await {
-                Ok(_) => {
-                    tracing::warn!(%connection, run_id, job_id, "sync ran past its timeout; cancelled it in Airbyte");
-                    if let Some(entry) = self.lock_tracked().get_mut(&run_id) {
-                        entry.cancel_accepted = true;
-                    }
-                }
-                // The job ended on its own meanwhile; the next poll records how.
-                Err(AirbyteError::NotFound { .. }) => {
-                    if let Some(entry) = self.lock_tracked().get_mut(&run_id) {
-                        entry.cancel_accepted = true;
-                    }
-                }
-                Err(e) => tracing::warn!(%connection, run_id, job_id, error = %e,
-                    "could not cancel a timed-out sync; will ask again"),
+        if overdue.is_empty() {
+            return;
+        }
+        let shared = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let concurrency = shared.workers.poll_concurrency.max(1);
+            futures::stream::iter(overdue)
+                .for_each_concurrent(concurrency, |(run_id, job_id, connection)| {
+                    let shared = Arc::clone(&shared);
+                    async move { shared.cancel_for_timeout(run_id, job_id, &connection).await }
+                })
+                .await;
+        });
+    }
+
+    async fn cancel_for_timeout(&self, run_id: i64, job_id: i64, connection: &str) {
+        let result = self.airbyte.cancel_job_once(job_id).await;
+        let mut tracked = self.lock_tracked();
+        // Gone: the job ended and its outcome was recorded meanwhile.
+        let Some(entry) = tracked.get_mut(&run_id) else {
+            return;
+        };
+        entry.cancelling = false;
+        match result {
+            Ok(_) => {
+                tracing::warn!(%connection, run_id, job_id, "sync ran past its timeout; cancelled it in Airbyte");
+                entry.cancel_accepted = true;
             }
+            // The job ended on its own meanwhile; the next poll records how.
+            Err(AirbyteError::NotFound { .. }) => entry.cancel_accepted = true,
+            Err(e) => tracing::warn!(%connection, run_id, job_id, error = %e,
+                "could not cancel a timed-out sync; will ask again at the next poll"),
         }
     }
 }

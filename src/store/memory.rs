@@ -4,6 +4,7 @@
 //! outlives the process.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -16,6 +17,8 @@ use super::*;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Set by [`MemoryStore::stop_answering`].
+    silent: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -41,8 +44,20 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// From now on every call waits forever, as on a store that stopped
+    /// answering (a hung disk, a lost database): for tests of what notices it.
+    pub fn stop_answering(&self) {
+        self.silent.store(true, Ordering::Relaxed);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn answer(&self) {
+        if self.silent.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -84,10 +99,12 @@ impl Inner {
 #[async_trait]
 impl Store for MemoryStore {
     async fn claim(&self, run: NewRun) -> Result<Option<Run>, StoreError> {
+        self.answer().await;
         Ok(self.claim_many(vec![run]).await?.pop().flatten())
     }
 
     async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
+        self.answer().await;
         let now = stored(Utc::now());
         let mut inner = self.lock();
         let mut claimed = Vec::with_capacity(runs.len());
@@ -141,6 +158,7 @@ impl Store for MemoryStore {
         job_id: i64,
         started_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.answer().await;
         if let Some(run) = self.lock().run_mut(run_id).filter(|r| r.status.is_open()) {
             run.status = RunStatus::Running;
             run.job_id = Some(job_id);
@@ -150,6 +168,7 @@ impl Store for MemoryStore {
     }
 
     async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError> {
+        self.answer().await;
         let mut inner = self.lock();
         for (run_id, progress) in updates {
             if let Some(run) = inner
@@ -165,6 +184,7 @@ impl Store for MemoryStore {
     }
 
     async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError> {
+        self.answer().await;
         let mut inner = self.lock();
         let mut closed = Vec::new();
         for (run_id, outcome) in outcomes {
@@ -185,6 +205,7 @@ impl Store for MemoryStore {
     }
 
     async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {
+        self.answer().await;
         Ok(self
             .lock()
             .runs
@@ -195,10 +216,12 @@ impl Store for MemoryStore {
     }
 
     async fn run(&self, run_id: i64) -> Result<Option<Run>, StoreError> {
+        self.answer().await;
         Ok(self.lock().run_mut(run_id).map(|r| r.clone()))
     }
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Run>, StoreError> {
+        self.answer().await;
         let limit = usize::try_from(filter.limit.max(1)).unwrap_or(usize::MAX);
         Ok(self
             .lock()
@@ -217,6 +240,7 @@ impl Store for MemoryStore {
     }
 
     async fn latest_runs(&self) -> Result<Vec<Run>, StoreError> {
+        self.answer().await;
         let inner = self.lock();
         let mut newest: BTreeMap<&str, &Run> = BTreeMap::new();
         for run in &inner.runs {
@@ -226,10 +250,12 @@ impl Store for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.answer().await;
         Ok(())
     }
 
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
+        self.answer().await;
         let inner = self.lock();
         let mut marks: Vec<ConnectionMarks> = inner.marks.values().cloned().collect();
         marks.sort_by(|a, b| a.connection.cmp(&b.connection));
@@ -237,6 +263,7 @@ impl Store for MemoryStore {
     }
 
     async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
+        self.answer().await;
         Ok(self
             .lock()
             .runs
@@ -246,6 +273,7 @@ impl Store for MemoryStore {
     }
 
     async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {
+        self.answer().await;
         let n = self
             .lock()
             .runs
@@ -256,6 +284,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_paused(&self, connection: &str, paused: bool) -> Result<bool, StoreError> {
+        self.answer().await;
         let mut inner = self.lock();
         Ok(if paused {
             inner.pauses.insert(connection.to_owned())
@@ -265,10 +294,12 @@ impl Store for MemoryStore {
     }
 
     async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        self.answer().await;
         Ok(self.lock().pauses.iter().cloned().collect())
     }
 
     async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError> {
+        self.answer().await;
         let inner = self.lock();
         // (runs, records, bytes, zero-record runs) by connection, then status as spelled.
         let mut sums: BTreeMap<(&str, &str), (RunStatus, u64, u64, u64, u64)> = BTreeMap::new();
@@ -302,6 +333,7 @@ impl Store for MemoryStore {
     }
 
     async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError> {
+        self.answer().await;
         let inner = self.lock();
         let mut ended: Vec<Ended> = inner
             .runs
@@ -325,6 +357,7 @@ impl Store for MemoryStore {
         objects: &[AirbyteObject],
         forget: &[(String, String)],
     ) -> Result<(), StoreError> {
+        self.answer().await;
         let mut inner = self.lock();
         for object in objects {
             inner.objects.insert(
@@ -342,6 +375,7 @@ impl Store for MemoryStore {
     }
 
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {
+        self.answer().await;
         Ok(self.lock().objects.values().cloned().collect())
     }
 }

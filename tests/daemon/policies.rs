@@ -249,6 +249,56 @@ async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
     daemon.stop().await;
 }
 
+/// A timed-out sync whose cancel Airbyte keeps refusing holds no other sync up:
+/// the cancel is asked again at each poll, not retried inside a poll round, so
+/// another connection's outcome is recorded a poll after its job ends.
+#[tokio::test]
+async fn a_cancel_airbyte_keeps_refusing_holds_up_no_other_outcome() {
+    let harness = Harness::new().await;
+    let hung = harness.connection("hung", JobPlan::hanging());
+    let quick = harness.connection("quick", JobPlan::succeeding(Duration::from_secs(3), 1, 10));
+    let at = cron_at(soon(Duration::from_secs(1)));
+    let blocks = connection_toml("hung", hung, &at)
+        + "timeout = \"1s\"\n"
+        + &connection_toml("quick", quick, &at);
+    let mut config = harness.config(&blocks);
+    // Retried calls may go on for longer than this test waits.
+    config.airbyte.retry.max_retries = 100;
+    config.airbyte.retry.max_backoff = Duration::from_secs(1);
+    config.airbyte.retry.max_elapsed = Duration::from_secs(120);
+    let control = harness.control();
+    control.set_faults(cronbyte::emulator::Faults {
+        failing_operations: vec!["jobs/cancel".into()],
+        ..Default::default()
+    });
+    let daemon = harness.start(config).await;
+    let runs = harness
+        .wait_for(Duration::from_secs(10), "the quick run to end", |runs| {
+            runs.iter()
+                .any(|r| r.connection == "quick" && r.status == RunStatus::Succeeded)
+        })
+        .await;
+    let hung_run = runs.iter().find(|r| r.connection == "hung").unwrap();
+    assert_eq!(hung_run.status, RunStatus::Running, "its cancel is refused");
+    // Asked again at later polls, each time once.
+    assert!(
+        control.requests().get("jobs/cancel") >= 2,
+        "{:?}",
+        control.requests()
+    );
+
+    control.set_faults(Default::default());
+    let runs = harness
+        .wait_for(Duration::from_secs(10), "the hung run to end", |runs| {
+            runs.iter()
+                .any(|r| r.connection == "hung" && r.status == RunStatus::TimedOut)
+        })
+        .await;
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_eq!(control.jobs().len(), 2);
+    daemon.stop().await;
+}
+
 /// `retries = 2`: a sync that fails twice then succeeds ends as three runs,
 /// the two retries linked to the first.
 #[tokio::test]
