@@ -90,6 +90,7 @@ fn main() {
             bytes_synced: Some(1_000),
             error: None,
             retry_of: None,
+            cancel_requested_at: None,
         };
         metrics.run_ended(&run);
         metrics.set_next_run(&run.connection, Some(now));

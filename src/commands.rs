@@ -172,6 +172,7 @@ pub fn run_json(run: &Run) -> serde_json::Value {
         "records_synced": run.records_synced,
         "bytes_synced": run.bytes_synced,
         "error": run.error,
+        "cancel_requested_at": time(run.cancel_requested_at),
     })
 }
 

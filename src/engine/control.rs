@@ -146,7 +146,30 @@ impl Engine {
             // Open with a job but not followed here: another process follows it.
             return Err(EngineError::NotFollowedHere(run_id));
         }
-        shared.cancelled_before_start(run_id);
+        if !shared.cancelled_before_start(run_id) {
+            // Its sync is being requested: Airbyte may be starting a job this very
+            // moment. The run keeps its slot; once the request is answered, its job
+            // is cancelled in Airbyte, or it ends without one.
+            shared.lock_cancels_in_flight().insert(run_id);
+            return if shared
+                .store
+                .request_cancel(run_id, shared.clock.now())
+                .await?
+            {
+                // Its job may have become known meanwhile.
+                if shared.followed_job(run_id).is_some() {
+                    shared.cancel_for_operator(run_id);
+                }
+                Ok(CancelOutcome::Requested)
+            } else {
+                shared.lock_cancels_in_flight().remove(&run_id);
+                let status = shared.store.run(run_id).await?.map(|r| r.status);
+                Err(EngineError::RunEnded(
+                    run_id,
+                    status.unwrap_or(RunStatus::Cancelled),
+                ))
+            };
+        }
         let closing = outcome(
             &shared.clock,
             RunStatus::Cancelled,
@@ -200,8 +223,16 @@ impl Engine {
 impl Shared {
     /// Forgets a run cancelled before it started wherever it waits: in the
     /// queue, queued behind its connection's run, or (checked at start) delayed.
-    fn cancelled_before_start(&self, run_id: i64) {
-        self.lock_queue().remove_waiting(run_id);
+    /// False, and nothing done, when the run holds a slot: its sync is being
+    /// requested.
+    fn cancelled_before_start(&self, run_id: i64) -> bool {
+        {
+            let mut queue = self.lock_queue();
+            if queue.holds_slot(run_id) {
+                return false;
+            }
+            queue.remove_waiting(run_id);
+        }
         for state in self.lock_conns().values_mut() {
             if state.queued.as_ref().is_some_and(|r| r.id == run_id) {
                 state.queued = None;
@@ -211,6 +242,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(run_id);
+        true
     }
 
     /// Whether a run was cancelled while it waited, and so must not start.

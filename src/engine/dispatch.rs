@@ -15,7 +15,7 @@ use super::owed::Owed;
 use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job};
 use crate::config::OnOverlap;
-use crate::store::{Progress, Run, RunStatus};
+use crate::store::{Progress, Run, RunStatus, Started};
 
 /// Runs waiting for a slot, and the runs holding one.
 #[derive(Debug, Default)]
@@ -31,6 +31,11 @@ pub struct Queue {
 impl Queue {
     pub fn in_flight(&self) -> usize {
         self.holders.len()
+    }
+
+    /// Whether the run holds a slot: its sync is being requested, or followed.
+    pub(super) fn holds_slot(&self, run_id: i64) -> bool {
+        self.holders.contains_key(&run_id)
     }
 
     pub(super) fn remove_waiting(&mut self, run_id: i64) {
@@ -55,6 +60,8 @@ enum Triggered {
     Failed(String),
     /// Shutdown came first; the run stays pending for the next start.
     Interrupted,
+    /// An operator cancelled the run, and Airbyte has no job of it.
+    Cancelled,
 }
 
 /// What a run does about another run of its connection in flight.
@@ -198,21 +205,46 @@ impl Shared {
                 self.metrics.trigger_sent(run.scheduled_for, now);
                 tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
                     scheduled_for = %run.scheduled_for, "sync started");
-                if let Err(e) = self.store.mark_started(run.id, job.id, now).await {
-                    // The job runs regardless and is followed in memory; the row
-                    // learns its job once the store works again.
-                    let owed = Owed::Started {
-                        run_id: run.id,
-                        job_id: job.id,
-                        at: now,
-                    };
-                    self.owe(owed, &e);
-                }
+                let started = self.store.mark_started(run.id, job.id, now).await;
                 let mut run = run;
                 run.started_at = Some(now);
                 run.status = RunStatus::Running;
                 run.job_id = Some(job.id);
-                self.follow(run, job.id, Some(&job));
+                match started {
+                    Ok(Started::Running { cancel_requested }) => {
+                        let run_id = run.id;
+                        self.follow(run, job.id, Some(&job));
+                        let in_flight = self.lock_cancels_in_flight().remove(&run_id);
+                        if cancel_requested || in_flight {
+                            self.cancel_for_operator(run_id);
+                        }
+                    }
+                    Ok(Started::NotPending) => self.moved_on_while_starting(run, job.id).await,
+                    Err(e) => {
+                        // The job runs regardless and is followed in memory; the row
+                        // learns its job once the store works again.
+                        let owed = Owed::Started {
+                            run_id: run.id,
+                            job_id: job.id,
+                            at: now,
+                        };
+                        self.owe(owed, &e);
+                        self.follow(run, job.id, Some(&job));
+                    }
+                }
+            }
+            Triggered::Skipped(reason) | Triggered::Failed(reason)
+                if self.cancel_was_requested(run.id).await =>
+            {
+                let closing = outcome(
+                    &self.clock,
+                    RunStatus::Cancelled,
+                    Progress::default(),
+                    Some(format!(
+                        "cancelled by an operator before Airbyte started a sync ({reason})"
+                    )),
+                );
+                self.finish_run(run, closing).await;
             }
             Triggered::Skipped(reason) => {
                 let closing = outcome(
@@ -229,6 +261,15 @@ impl Shared {
                     RunStatus::TriggerFailed,
                     Progress::default(),
                     Some(reason),
+                );
+                self.finish_run(run, closing).await;
+            }
+            Triggered::Cancelled => {
+                let closing = outcome(
+                    &self.clock,
+                    RunStatus::Cancelled,
+                    Progress::default(),
+                    Some("cancelled by an operator before Airbyte started a sync".into()),
                 );
                 self.finish_run(run, closing).await;
             }
@@ -277,12 +318,17 @@ impl Shared {
     /// looks for the job its request may have started.
     async fn trigger(&self, run: &Run) -> Triggered {
         let connection_id = run.connection_id.as_str();
-        if run.claimed_at < self.started_at
-            && let Some(job) = self.job_started_since(connection_id, run.claimed_at).await
-        {
-            tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
-                "found the job an earlier request started");
-            return Triggered::Started(job);
+        if run.claimed_at < self.started_at {
+            if let Some(job) = self.job_started_since(connection_id, run.claimed_at).await {
+                tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                    "found the job an earlier request started");
+                return Triggered::Started(job);
+            }
+            // Cancelled while an earlier process requested its sync, which started
+            // no job that can be found: nothing is to be started now.
+            if run.cancel_requested_at.is_some() {
+                return Triggered::Cancelled;
+            }
         }
         let policy = self
             .connection(&run.connection)
@@ -290,6 +336,7 @@ impl Shared {
         let deadline = tokio::time::Instant::now() + TRIGGER_DEADLINE;
         // Whether any earlier request may have reached Airbyte unanswered.
         let mut maybe_delivered = false;
+        let mut tries: u32 = 0;
         loop {
             // A request Airbyte may have acted on is not sent again before looking
             // for the job it started: that job may even have ended already.
@@ -300,6 +347,12 @@ impl Shared {
                     "found the job a request with a lost answer started");
                 return Triggered::Started(job);
             }
+            // Between tries, a cancel stops the run from asking again (the search
+            // above found no job an earlier try started).
+            if tries > 0 && self.cancel_was_requested(run.id).await {
+                return Triggered::Cancelled;
+            }
+            tries += 1;
             if tokio::time::Instant::now() >= deadline {
                 return Triggered::Failed(format!(
                     "Airbyte did not start the sync within {}",
@@ -355,6 +408,31 @@ impl Shared {
                 Err(e) => return Triggered::Failed(e.to_string()),
             }
         }
+    }
+
+    /// Whether an operator asked to cancel the run while its sync was being
+    /// requested (the store says; a store that cannot say counts as no).
+    async fn cancel_was_requested(&self, run_id: i64) -> bool {
+        match self.store.run(run_id).await {
+            Ok(run) => run.is_some_and(|r| r.cancel_requested_at.is_some()),
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "could not read whether a run was cancelled");
+                false
+            }
+        }
+    }
+
+    /// A run whose row was no longer pending when its sync started: it moved on
+    /// under this process (closed by another, say). Its job would run with nobody
+    /// following it, so it is cancelled in Airbyte, and the slot is given back.
+    async fn moved_on_while_starting(self: &Arc<Self>, run: Run, job_id: i64) {
+        tracing::warn!(connection = %run.connection, run_id = run.id, job_id,
+            "the run moved on while its sync was requested; cancelling the job nobody follows");
+        if let Err(e) = self.airbyte.cancel_job_once(job_id).await {
+            tracing::warn!(connection = %run.connection, run_id = run.id, job_id, error = %e,
+                "could not cancel the job of a run that moved on");
+        }
+        self.free(&run);
     }
 
     /// The connection's job that has not ended, if Airbyte can say.

@@ -50,7 +50,7 @@ impl Shared {
     }
 
     /// Frees the run's slot and its connection, starting the run queued behind it.
-    fn free(self: &Arc<Self>, run: &Run) {
+    pub(super) fn free(self: &Arc<Self>, run: &Run) {
         let queued = self.set_inactive(run);
         self.release(run.id);
         if let Some(next) = queued {

@@ -164,6 +164,10 @@ pub(crate) struct Shared {
     poll_heartbeat: Mutex<tokio::time::Instant>,
     /// Runs an operator cancelled while they waited, which must not start.
     cancelled: Mutex<HashSet<i64>>,
+    /// Runs an operator cancelled while their sync was being requested: the
+    /// hand-over between the control API and the run's start, whichever of the
+    /// two sees the run's job first sends its cancel.
+    cancels_in_flight: Mutex<HashSet<i64>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Runs claimed before this instant were claimed by an earlier process.
@@ -215,6 +219,7 @@ impl Engine {
             conns: Mutex::new(conns),
             paused: Mutex::new(paused),
             cancelled: Mutex::new(HashSet::new()),
+            cancels_in_flight: Mutex::new(HashSet::new()),
             heartbeat: Mutex::new(tokio::time::Instant::now()),
             poll_heartbeat: Mutex::new(tokio::time::Instant::now()),
             owed: Default::default(),
@@ -323,6 +328,12 @@ impl Engine {
 impl Shared {
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_cancels_in_flight(&self) -> MutexGuard<'_, HashSet<i64>> {
+        self.cancels_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_tracked(&self) -> MutexGuard<'_, HashMap<i64, Tracked>> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::Shared;
-use crate::store::{NewRun, Outcome, Run, StoreError};
+use crate::store::{NewRun, Outcome, Run, Started, StoreError};
 
 /// One write the store still owes.
 #[derive(Debug)]
@@ -64,7 +64,21 @@ impl Shared {
                     }
                 }),
                 Owed::Started { run_id, job_id, at } => {
-                    self.store.mark_started(*run_id, *job_id, *at).await
+                    self.store.mark_started(*run_id, *job_id, *at).await.map(
+                        |started| match started {
+                            Started::Running {
+                                cancel_requested: true,
+                            } => self.cancel_for_operator(*run_id),
+                            Started::Running { .. } => {}
+                            // Closed while the store was down: the outcome owed after
+                            // this write is the run's; its job is followed to its end.
+                            Started::NotPending => tracing::warn!(
+                                run_id,
+                                job_id,
+                                "a run was no longer pending when its job id was written"
+                            ),
+                        },
+                    )
                 }
                 Owed::Finished(ended) => {
                     let writes: Vec<_> = ended.iter().map(|(r, o)| (r.id, o.clone())).collect();

@@ -50,8 +50,11 @@ pub struct Tracked {
     deadline: Option<DateTime<Utc>>,
     /// Airbyte accepted our cancel request for the timeout.
     cancel_accepted: bool,
-    /// A cancel request for the timeout is on its way.
+    /// A cancel request (for the timeout, or an operator's) is on its way.
     cancelling: bool,
+    /// An operator cancelled the run before its job was known: the job is to be
+    /// cancelled in Airbyte, asked at each poll until Airbyte accepts.
+    operator_cancel_owed: bool,
     /// An operator cancelled the run's job.
     by_operator: bool,
     progress: Progress,
@@ -93,6 +96,7 @@ impl Shared {
                 deadline,
                 cancel_accepted: false,
                 cancelling: false,
+                operator_cancel_owed: false,
                 by_operator: false,
                 progress,
                 not_found: 0,
@@ -339,37 +343,56 @@ impl Shared {
             .cloned()
     }
 
-    /// Asks Airbyte to cancel every job past its run's deadline, in the
-    /// background: a round never waits for a cancel. Each is tried once; a
-    /// refused or failed cancel is asked again at a later poll, and the run stays
-    /// followed until Airbyte reports the job ended.
-    fn cancel_overdue(self: &Arc<Self>) {
+    /// Asks Airbyte to cancel every job past its run's deadline, and every job
+    /// an operator cancelled before it was known, in the background: a round
+    /// never waits for a cancel. Each is tried once; a refused or failed cancel
+    /// is asked again at a later poll, and the run stays followed until Airbyte
+    /// reports the job ended.
+    pub(super) fn cancel_overdue(self: &Arc<Self>) {
         let now = self.clock.now();
-        let overdue: Vec<(i64, i64, String)> = self
+        let due: Vec<(i64, i64, String, Why)> = self
             .lock_tracked()
             .values_mut()
-            .filter(|t| !t.cancel_accepted && !t.cancelling && t.deadline.is_some_and(|d| now >= d))
-            .map(|t| {
+            .filter(|t| !t.cancelling)
+            .filter_map(|t| {
+                let why = if t.operator_cancel_owed {
+                    Why::Operator
+                } else if !t.cancel_accepted && t.deadline.is_some_and(|d| now >= d) {
+                    Why::Timeout
+                } else {
+                    return None;
+                };
                 t.cancelling = true;
-                (t.run.id, t.job_id, t.run.connection.clone())
+                Some((t.run.id, t.job_id, t.run.connection.clone(), why))
             })
             .collect();
-        if overdue.is_empty() {
+        if due.is_empty() {
             return;
         }
         let shared = Arc::clone(self);
         self.tasks.spawn(async move {
             let concurrency = shared.workers.poll_concurrency.max(1);
-            futures::stream::iter(overdue)
-                .for_each_concurrent(concurrency, |(run_id, job_id, connection)| {
+            futures::stream::iter(due)
+                .for_each_concurrent(concurrency, |(run_id, job_id, connection, why)| {
                     let shared = Arc::clone(&shared);
-                    async move { shared.cancel_for_timeout(run_id, job_id, &connection).await }
+                    async move { shared.send_cancel(run_id, job_id, &connection, why).await }
                 })
                 .await;
         });
     }
 
-    async fn cancel_for_timeout(&self, run_id: i64, job_id: i64, connection: &str) {
+    /// Notes that an operator cancelled a followed run whose job was not known
+    /// when they asked, and sends the cancel now.
+    pub(super) fn cancel_for_operator(self: &Arc<Self>, run_id: i64) {
+        if let Some(entry) = self.lock_tracked().get_mut(&run_id)
+            && !entry.by_operator
+        {
+            entry.operator_cancel_owed = true;
+        }
+        self.cancel_overdue();
+    }
+
+    async fn send_cancel(&self, run_id: i64, job_id: i64, connection: &str, why: Why) {
         let result = self.airbyte.cancel_job_once(job_id).await;
         let mut tracked = self.lock_tracked();
         // Gone: the job ended and its outcome was recorded meanwhile.
@@ -377,17 +400,43 @@ impl Shared {
             return;
         };
         entry.cancelling = false;
-        match result {
+        let accepted = match result {
             Ok(_) => {
-                tracing::warn!(%connection, run_id, job_id, "sync ran past its timeout; cancelled it in Airbyte");
-                entry.cancel_accepted = true;
+                match why {
+                    Why::Timeout => tracing::warn!(%connection, run_id, job_id,
+                        "sync ran past its timeout; cancelled it in Airbyte"),
+                    Why::Operator => tracing::info!(%connection, run_id, job_id,
+                        "cancelled the job in Airbyte, as an operator asked"),
+                }
+                true
             }
             // The job ended on its own meanwhile; the next poll records how.
-            Err(AirbyteError::NotFound { .. }) => entry.cancel_accepted = true,
-            Err(e) => tracing::warn!(%connection, run_id, job_id, error = %e,
-                "could not cancel a timed-out sync; will ask again at the next poll"),
+            Err(AirbyteError::NotFound { .. }) => true,
+            Err(e) => {
+                tracing::warn!(%connection, run_id, job_id, error = %e,
+                    "Airbyte did not take a cancel; will ask again at the next poll");
+                false
+            }
+        };
+        if accepted {
+            match why {
+                Why::Timeout => entry.cancel_accepted = true,
+                Why::Operator => {
+                    entry.operator_cancel_owed = false;
+                    entry.by_operator = true;
+                }
+            }
         }
     }
+}
+
+/// Why cronbyte cancels a job.
+#[derive(Clone, Copy, Debug)]
+enum Why {
+    /// Its run passed the connection's timeout.
+    Timeout,
+    /// An operator cancelled its run.
+    Operator,
 }
 
 /// The run status for a job that ended, and the failure text to keep.

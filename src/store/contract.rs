@@ -138,6 +138,57 @@ pub async fn a_run_moves_from_pending_to_running_to_one_outcome(store: &dyn Stor
     assert!(store.open_runs().await.unwrap().is_empty());
 }
 
+pub async fn only_a_pending_run_starts_and_a_cancel_asked_meanwhile_is_told(store: &dyn Store) {
+    let quiet = claimed(store, tick("orders", 100)).await;
+    assert_eq!(
+        store.mark_started(quiet.id, 1, time(101)).await.unwrap(),
+        Started::Running {
+            cancel_requested: false
+        }
+    );
+    assert_eq!(
+        store.mark_started(quiet.id, 2, time(102)).await.unwrap(),
+        Started::NotPending,
+        "a running run does not start again"
+    );
+    assert_eq!(store.run(quiet.id).await.unwrap().unwrap().job_id, Some(1));
+
+    let cancelled = claimed(store, tick("orders", 200)).await;
+    assert!(store.request_cancel(cancelled.id, time(201)).await.unwrap());
+    assert!(store.request_cancel(cancelled.id, time(202)).await.unwrap());
+    assert_eq!(
+        store
+            .mark_started(cancelled.id, 3, time(203))
+            .await
+            .unwrap(),
+        Started::Running {
+            cancel_requested: true
+        }
+    );
+    let run = store.run(cancelled.id).await.unwrap().unwrap();
+    assert_eq!(
+        run.cancel_requested_at,
+        Some(time(201)),
+        "the first request counts"
+    );
+
+    store
+        .finish(&[(cancelled.id, ended_as(RunStatus::Cancelled, 300, None))])
+        .await
+        .unwrap();
+    assert!(
+        !store.request_cancel(cancelled.id, time(301)).await.unwrap(),
+        "a run that ended is not cancelled"
+    );
+    assert_eq!(
+        store
+            .mark_started(cancelled.id, 4, time(302))
+            .await
+            .unwrap(),
+        Started::NotPending
+    );
+}
+
 pub async fn history_is_newest_first_filtered_and_limited(store: &dyn Store) {
     for at in 0..5 {
         claimed(store, tick("orders", 100 + at)).await;
@@ -297,6 +348,7 @@ where
     a_tick_is_claimed_once_and_manual_runs_may_share_an_instant(&fresh().await).await;
     claiming_many_keeps_the_order_and_skips_ticks_claimed_before(&fresh().await).await;
     a_run_moves_from_pending_to_running_to_one_outcome(&fresh().await).await;
+    only_a_pending_run_starts_and_a_cancel_asked_meanwhile_is_told(&fresh().await).await;
     history_is_newest_first_filtered_and_limited(&fresh().await).await;
     marks_keep_the_newest_tick_claim_success_and_the_failure_streak(&fresh().await).await;
     retries_are_counted_per_first_run(&fresh().await).await;

@@ -136,6 +136,7 @@ impl Store for MemoryStore {
                 bytes_synced: None,
                 error: None,
                 retry_of: new.retry_of,
+                cancel_requested_at: None,
             };
             let marks = inner.marks_of(&run.connection);
             marks.last_claimed = Some(marks.last_claimed.map_or(now, |t| t.max(now)));
@@ -157,14 +158,31 @@ impl Store for MemoryStore {
         run_id: i64,
         job_id: i64,
         started_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Started, StoreError> {
         self.answer().await;
-        if let Some(run) = self.lock().run_mut(run_id).filter(|r| r.status.is_open()) {
-            run.status = RunStatus::Running;
-            run.job_id = Some(job_id);
-            run.started_at = Some(stored(started_at));
-        }
-        Ok(())
+        let mut inner = self.lock();
+        let Some(run) = inner
+            .run_mut(run_id)
+            .filter(|r| r.status == RunStatus::Pending)
+        else {
+            return Ok(Started::NotPending);
+        };
+        run.status = RunStatus::Running;
+        run.job_id = Some(job_id);
+        run.started_at = Some(stored(started_at));
+        Ok(Started::Running {
+            cancel_requested: run.cancel_requested_at.is_some(),
+        })
+    }
+
+    async fn request_cancel(&self, run_id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.answer().await;
+        let mut inner = self.lock();
+        let Some(run) = inner.run_mut(run_id).filter(|r| r.status.is_open()) else {
+            return Ok(false);
+        };
+        run.cancel_requested_at.get_or_insert(stored(at));
+        Ok(true)
     }
 
     async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError> {

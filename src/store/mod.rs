@@ -160,6 +160,20 @@ pub struct Run {
     pub bytes_synced: Option<u64>,
     pub error: Option<String>,
     pub retry_of: Option<i64>,
+    /// When an operator asked to cancel it while its sync was being requested.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::mark_started`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Started {
+    /// The run was pending and now runs its job.
+    Running {
+        /// An operator asked to cancel it meanwhile: its job is to be cancelled.
+        cancel_requested: bool,
+    },
+    /// The run was no longer pending: it moved on under the caller.
+    NotPending,
 }
 
 /// What is known of a run's job while it runs.
@@ -232,13 +246,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::claim`] would, in order.
     async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError>;
 
-    /// Records that the run's sync was started as `job_id`: pending becomes running.
+    /// Records that the run's sync was started as `job_id`: pending becomes
+    /// running, and only pending does.
     async fn mark_started(
         &self,
         run_id: i64,
         job_id: i64,
         started_at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Started, StoreError>;
+
+    /// Records an operator's cancel of an open run (the first one counts); false
+    /// when the run is no longer open.
+    async fn request_cancel(&self, run_id: i64, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
     /// Records the counts of running jobs, in one transaction.
     async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError>;

@@ -274,7 +274,8 @@ async fn claim_chunk(
 }
 
 const RUN_COLUMNS: &str = "id, connection, connection_id, trigger, scheduled_for, claimed_at, \
-     started_at, finished_at, status, job_id, attempts, records_synced, bytes_synced, error, retry_of";
+     started_at, finished_at, status, job_id, attempts, records_synced, bytes_synced, error, retry_of, \
+     cancel_requested_at";
 
 fn read_run(row: &SqliteRow) -> Result<Run, StoreError> {
     let get_err = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
@@ -296,6 +297,7 @@ fn read_run(row: &SqliteRow) -> Result<Run, StoreError> {
         bytes_synced: opt_count(row.try_get("bytes_synced").map_err(get_err)?),
         error: row.try_get("error").map_err(get_err)?,
         retry_of: row.try_get("retry_of").map_err(get_err)?,
+        cancel_requested_at: opt_time(row.try_get("cancel_requested_at").map_err(get_err)?)?,
     })
 }
 
@@ -342,6 +344,7 @@ impl Store for SqliteStore {
                         bytes_synced: None,
                         error: None,
                         retry_of: run.retry_of,
+                        cancel_requested_at: None,
                     })
                 })
                 .transpose()
@@ -354,20 +357,39 @@ impl Store for SqliteStore {
         run_id: i64,
         job_id: i64,
         started_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Started, StoreError> {
         let mut writer = self.writer().await?;
-        sqlx::query(
+        let cancel_requested: Option<bool> = sqlx::query_scalar(
             "UPDATE runs SET status = 'running', job_id = ?, started_at = ? \
-             WHERE id = ? AND status IN ('pending', 'running')",
+             WHERE id = ? AND status = 'pending' \
+             RETURNING cancel_requested_at IS NOT NULL",
         )
         .bind(job_id)
         .bind(ms(started_at))
+        .bind(run_id)
+        .fetch_optional(&mut *writer)
+        .await
+        .map_err(query_error)?;
+        writer.done();
+        Ok(match cancel_requested {
+            Some(cancel_requested) => Started::Running { cancel_requested },
+            None => Started::NotPending,
+        })
+    }
+
+    async fn request_cancel(&self, run_id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut writer = self.writer().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, ?) \
+             WHERE id = ? AND status IN ('pending', 'running')",
+        )
+        .bind(ms(at))
         .bind(run_id)
         .execute(&mut *writer)
         .await
         .map_err(query_error)?;
         writer.done();
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError> {

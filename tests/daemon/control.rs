@@ -406,3 +406,114 @@ async fn cancelling_a_run_whose_job_already_ended_is_a_conflict_not_an_airbyte_f
     );
     daemon.stop().await;
 }
+
+/// A cancel that comes while the sync request is still on its way (Airbyte has
+/// started the job, its answer has not arrived) is recorded as a request: the
+/// answer is `requested`, and the run ends `cancelled` with the job it started,
+/// cancelled in Airbyte, rather than forgetting a job that runs on.
+#[tokio::test]
+async fn a_cancel_while_the_sync_is_being_requested_cancels_the_job_it_started() {
+    let harness = Harness::new().await;
+    let id = harness.connection(
+        "slow-start",
+        JobPlan::succeeding(Duration::from_secs(4), 9, 90),
+    );
+    let text = with_token(&harness.config_text(&connection_toml("slow-start", id, "0 0 1 1 *")));
+    let (daemon, _) = harness.start_from_file(&text).await;
+    let control = harness.control();
+    control.set_faults(cronbyte::emulator::Faults {
+        answer_delay: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let api = format!("{}/api/v1", daemon.url());
+    let (_, body) = call(
+        reqwest::Method::POST,
+        &format!("{api}/connections/slow-start/trigger"),
+        Some(TOKEN),
+    )
+    .await;
+    let run_id = body["run"]["id"].as_i64().unwrap();
+    // The job exists in Airbyte; the daemon does not know its id yet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while control.jobs().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no sync request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    control.set_faults(Default::default());
+    let (status, body) = call(
+        reqwest::Method::POST,
+        &format!("{api}/runs/{run_id}/cancel"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::ACCEPTED, Some("requested")),
+        "{body}"
+    );
+    let runs = harness
+        .wait_for(Duration::from_secs(10), "the run to end", |runs| {
+            runs.iter().any(|r| r.id == run_id && !r.status.is_open())
+        })
+        .await;
+    let run = runs.iter().find(|r| r.id == run_id).unwrap();
+    let jobs = control.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(run.status, RunStatus::Cancelled, "{run:#?}");
+    assert_eq!(run.job_id, Some(jobs[0].id), "the run names its job");
+    assert_eq!(
+        jobs[0].status, "cancelled",
+        "no job left running in Airbyte"
+    );
+    daemon.stop().await;
+}
+
+/// A cancel that comes while Airbyte keeps refusing the sync request ends the
+/// run `cancelled` without a job, at the next try, instead of asking on for the
+/// rest of the trigger deadline.
+#[tokio::test]
+async fn a_cancel_while_airbyte_refuses_the_sync_ends_the_run_without_a_job() {
+    let harness = Harness::new().await;
+    let id = harness.connection("refused", JobPlan::succeeding(Duration::from_secs(1), 1, 1));
+    let text = with_token(&harness.config_text(&connection_toml("refused", id, "0 0 1 1 *")));
+    let (daemon, _) = harness.start_from_file(&text).await;
+    let control = harness.control();
+    control.set_faults(cronbyte::emulator::Faults {
+        failing_operations: vec!["connections/sync".into()],
+        ..Default::default()
+    });
+    let api = format!("{}/api/v1", daemon.url());
+    let (_, body) = call(
+        reqwest::Method::POST,
+        &format!("{api}/connections/refused/trigger"),
+        Some(TOKEN),
+    )
+    .await;
+    let run_id = body["run"]["id"].as_i64().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while control.requests().get("connections/sync") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no sync request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = call(
+        reqwest::Method::POST,
+        &format!("{api}/runs/{run_id}/cancel"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::ACCEPTED, Some("requested")),
+        "{body}"
+    );
+    let runs = harness
+        .wait_for(Duration::from_secs(10), "the run to end", |runs| {
+            runs.iter().any(|r| r.id == run_id && !r.status.is_open())
+        })
+        .await;
+    let run = runs.iter().find(|r| r.id == run_id).unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled, "{run:#?}");
+    assert_eq!(run.job_id, None);
+    assert!(control.jobs().is_empty());
+    daemon.stop().await;
+}

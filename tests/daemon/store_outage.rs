@@ -50,9 +50,13 @@ impl Store for FlakyStore {
         run_id: i64,
         job_id: i64,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Started, StoreError> {
         self.check()?;
         self.inner.mark_started(run_id, job_id, at).await
+    }
+    async fn request_cancel(&self, run_id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.request_cancel(run_id, at).await
     }
     async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError> {
         self.check()?;
