@@ -9,7 +9,7 @@ use chrono::Utc;
 use cronbyte::airbyte::model::JobReadList;
 use cronbyte::cron::CronRule;
 use cronbyte::metrics::Metrics;
-use cronbyte::store::{Run, RunStatus, Trigger};
+use cronbyte::run::{Run, RunStatus, Trigger};
 
 /// Runs `f` repeatedly for about a second and reports the median of 10 batches.
 fn measure(name: &str, per: &str, mut f: impl FnMut()) {

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, ConfigErrors};
 use crate::daemon::Daemon;
 use crate::emulator::{Emulator, EmulatorOptions};
-use crate::store::{HistoryFilter, Run, SqliteStore, Store};
+use crate::run::Run;
+use crate::store::{HistoryFilter, SqliteStore, Store};
 
 /// Exit status for a config that does not validate.
 const EXIT_CONFIG: u8 = 2;

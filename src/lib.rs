@@ -2,7 +2,7 @@
 //! whole story in a SQLite history and exports Prometheus metrics.
 //!
 //! The path of a sync: [`config`] says what to run, [`cron`] when; the [`engine`]
-//! claims each tick in the [`store`], triggers it through the [`airbyte`] client
+//! claims each tick, a [`run`], in the [`store`], triggers it through the [`airbyte`] client
 //! and follows the job to its end; [`metrics`] and the [`server`] show the result.
 //! [`daemon`] wires them together, with [`notify`] (failure notices), [`reload`]
 //! (SIGHUP) and [`systemd`] (the notify protocol) beside it. [`pipeline`] sets
@@ -25,6 +25,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod reload;
 pub mod remote;
+pub mod run;
 pub mod server;
 pub mod store;
 pub mod systemd;

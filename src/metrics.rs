@@ -28,7 +28,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::airbyte::RequestObserver;
-use crate::store::{ConnectionMarks, ConnectionTotals, Ended, Run, RunStatus};
+use crate::run::{Run, RunStatus};
+use crate::store::{ConnectionMarks, ConnectionTotals, Ended};
 
 /// The media type of the exposition `render` returns.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

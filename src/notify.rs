@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Run, RunStatus};
+use crate::run::{Run, RunStatus};
 
 /// Notices waiting to be sent; beyond this, new ones are dropped (and logged).
 const QUEUE: usize = 1_000;

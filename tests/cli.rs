@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use cronbyte::config::{self, Format};
 use cronbyte::daemon::Daemon;
 use cronbyte::emulator::{Emulator, EmulatorOptions, JobPlan};
-use cronbyte::store::{NewRun, SqliteStore, Store, Trigger};
+use cronbyte::run::{NewRun, Trigger};
+use cronbyte::store::{SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
 fn cronbyte(args: &[&str]) -> Output {

@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::tracker::FollowedJob;
 use super::{Engine, EngineError, Shared, outcome};
 use crate::airbyte::JobStatus;
-use crate::store::{AirbyteObject, HistoryFilter, Progress, Run, RunStatus};
+use crate::run::{Progress, Run, RunStatus};
+use crate::store::{AirbyteObject, HistoryFilter};
 
 /// One connection as the control API shows it.
 #[derive(Clone, Debug, Serialize)]

@@ -15,7 +15,8 @@ use super::owed::Owed;
 use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job};
 use crate::config::OnOverlap;
-use crate::store::{Progress, Run, RunStatus, Started};
+use crate::run::{Progress, Run, RunStatus};
+use crate::store::Started;
 
 /// Runs waiting for a slot, and the runs holding one.
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@ use super::Shared;
 use super::owed::Owed;
 use crate::config::ConnectionSettings;
 use crate::notify::NotifyEvent;
-use crate::store::{NewRun, Outcome, Run, RunStatus, Trigger};
+use crate::run::{NewRun, Outcome, Run, RunStatus, Trigger};
 
 impl Shared {
     /// Closes a run with its outcome: history, metrics, log, slot; then its

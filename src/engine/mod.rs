@@ -30,7 +30,8 @@ use crate::airbyte::Client;
 use crate::config::{ConnectionSettings, GroupSettings, WorkerSettings};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::store::{NewRun, Outcome, Progress, Run, RunStatus, Store, StoreError, Trigger};
+use crate::run::{NewRun, Outcome, Progress, Run, RunStatus, Trigger};
+use crate::store::{Store, StoreError};
 
 pub use clock::Clock;
 pub use control::{CancelOutcome, ConnectionStatus};

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::Shared;
-use crate::store::{NewRun, Outcome, Run, Started, StoreError};
+use crate::run::{NewRun, Outcome, Run};
+use crate::store::{Started, StoreError};
 
 /// One write the store still owes.
 #[derive(Debug)]

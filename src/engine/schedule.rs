@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use super::Shared;
 use super::owed::Owed;
 use crate::config::{ConnectionSettings, Misfire};
-use crate::store::{NewRun, Run, Trigger};
+use crate::run::{NewRun, Run, Trigger};
 
 /// The longest the loop sleeps before looking at the clock again.
 const MAX_SLEEP: Duration = Duration::from_secs(1);

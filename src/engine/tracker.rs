@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job, JobStatus};
-use crate::store::{Progress, Run, RunStatus};
+use crate::run::{Progress, Run, RunStatus};
 
 /// After this many polls in a row that Airbyte answers "no such job", the run is
 /// closed as failed rather than followed forever.

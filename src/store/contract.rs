@@ -7,6 +7,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::run::*;
 
 fn tick(connection: &str, at: i64) -> NewRun {
     NewRun {

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::run::*;
 
 /// A history store in memory. Its claims are unique on (connection, instant) for
 /// `schedule` and `dependency` runs, and its transitions are guarded, as SQLite's are.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cronbyte::emulator::JobPlan;
-use cronbyte::store::{RunStatus, Trigger};
+use cronbyte::run::{RunStatus, Trigger};
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use cronbyte::emulator::JobPlan;
-use cronbyte::store::RunStatus;
+use cronbyte::run::RunStatus;
 
 use crate::helpers::*;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::routing::post;
 use cronbyte::emulator::JobPlan;
-use cronbyte::store::RunStatus;
+use cronbyte::run::RunStatus;
 use serde_json::Value;
 
 use crate::helpers::*;

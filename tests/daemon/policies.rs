@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use cronbyte::emulator::JobPlan;
 use cronbyte::engine::Clock;
-use cronbyte::store::{Run, RunStatus, Store, Trigger};
+use cronbyte::run::{Run, RunStatus, Trigger};
+use cronbyte::store::Store;
 
 use crate::helpers::*;
 

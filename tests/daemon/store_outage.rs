@@ -14,6 +14,7 @@ use cronbyte::emulator::JobPlan;
 use cronbyte::engine::{Clock, Engine, EngineParts};
 use cronbyte::metrics::Metrics;
 use cronbyte::notify::Notifier;
+use cronbyte::run::*;
 use cronbyte::store::*;
 use tokio_util::sync::CancellationToken;
 

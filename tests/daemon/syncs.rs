@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cronbyte::airbyte::{ApiKind, Client, ClientSettings};
 use cronbyte::emulator::{Faults, JobPlan};
-use cronbyte::store::{RunStatus, Trigger};
+use cronbyte::run::{RunStatus, Trigger};
 
 use crate::helpers::*;
 
@@ -303,7 +303,7 @@ async fn lost_answer(
     behind: Duration,
     lost_for: Duration,
 ) -> (
-    Vec<cronbyte::store::Run>,
+    Vec<cronbyte::run::Run>,
     Vec<cronbyte::emulator::JobSnapshot>,
 ) {
     let harness = Harness::new().await;

@@ -223,7 +223,7 @@ async fn faults_run(scale: u64) {
     );
     ledger.assert_clean("Airbyte faults");
     for run in &runs {
-        if run.status == cronbyte::store::RunStatus::Failed {
+        if run.status == cronbyte::run::RunStatus::Failed {
             let error = run.error.as_deref().unwrap_or("");
             assert!(
                 error.contains("planned failure"),
@@ -235,7 +235,7 @@ async fn faults_run(scale: u64) {
     }
     assert!(
         runs.iter()
-            .any(|r| r.connection == "broken" && r.status == cronbyte::store::RunStatus::Failed),
+            .any(|r| r.connection == "broken" && r.status == cronbyte::run::RunStatus::Failed),
         "the failing connection never failed: the test did not run syncs to their end"
     );
     let most_retries = lines
@@ -343,7 +343,7 @@ async fn a_sync_request_meeting_5xx_is_sent_exactly_one_plus_max_retries_times()
     let runs = eventually(Duration::from_secs(20), "the run to succeed", || async {
         let runs = history(&store).await;
         match runs.as_slice() {
-            [run] if run.status == cronbyte::store::RunStatus::Succeeded => Ok(runs),
+            [run] if run.status == cronbyte::run::RunStatus::Succeeded => Ok(runs),
             other => Err(format!("{other:?}")),
         }
     })

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cronbyte::emulator::{EmulatorAuth, EmulatorHandle, Faults, JobPlan};
-use cronbyte::store::RunStatus;
+use cronbyte::run::RunStatus;
 use tokio::process::Command;
 
 use crate::support::*;

@@ -10,7 +10,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use cronbyte::emulator::{Emulator, EmulatorHandle, EmulatorOptions, JobSnapshot};
-use cronbyte::store::{HistoryFilter, Run, RunStatus, SqliteStore, Store};
+use cronbyte::run::{Run, RunStatus};
+use cronbyte::store::{HistoryFilter, SqliteStore, Store};
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tokio::process::{Child, Command};

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Timelike, Utc};
 use cronbyte::emulator::{Emulator, EmulatorHandle, EmulatorOptions, JobPlan};
-use cronbyte::store::{HistoryFilter, Outcome, Progress, RunStatus, SqliteStore, Store};
+use cronbyte::run::{Outcome, Progress, RunStatus};
+use cronbyte::store::{HistoryFilter, SqliteStore, Store};
 use uuid::Uuid;
 
 use crate::daemon::Daemon;
@@ -402,10 +403,10 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     let mut ids = Vec::with_capacity(updates);
     for i in 0..updates {
         let run = store
-            .claim(cronbyte::store::NewRun {
+            .claim(cronbyte::run::NewRun {
                 connection: format!("conn-{:05}", i % connections),
                 connection_id: "1f0e2d3c-4b5a-4678-9abc-def012345678".into(),
-                trigger: cronbyte::store::Trigger::Manual,
+                trigger: cronbyte::run::Trigger::Manual,
                 scheduled_for: Utc::now(),
                 retry_of: None,
             })
