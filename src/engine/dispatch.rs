@@ -237,6 +237,7 @@ impl Shared {
             Triggered::Skipped(reason) | Triggered::Failed(reason)
                 if self.cancel_was_requested(run.id).await =>
             {
+                self.lock_cancels_in_flight().remove(&run.id);
                 let closing = outcome(
                     &self.clock,
                     RunStatus::Cancelled,
@@ -266,6 +267,7 @@ impl Shared {
                 self.finish_run(run, closing).await;
             }
             Triggered::Cancelled => {
+                self.lock_cancels_in_flight().remove(&run.id);
                 let closing = outcome(
                     &self.clock,
                     RunStatus::Cancelled,
