@@ -1,6 +1,28 @@
 //! A run: one sync of one connection, from the tick (or operator, retry or
 //! dependency) that asked for it to the end of its Airbyte job. These are the
 //! words the engine, the store, the metrics and the notices share.
+//!
+//! A run's life, as the store records it (each arrow one write; the guarded ones
+//! name the status they expect and say whether they applied):
+//!
+//! ```text
+//! claim (unique on connection + instant for schedule and dependency runs)
+//!   |
+//!   v
+//! pending --(its sync started; only from pending)--> running --(the job ended)--> succeeded
+//!   |                                                                            failed
+//!   +--(not started on purpose)--> skipped                                       cancelled
+//!   +--(Airbyte would not start it)--> trigger_failed                            timed_out
+//!   +--(cancelled waiting for a slot, or no job came of a cancelled request)--> cancelled
+//! ```
+//!
+//! A cancel asked while the sync is being requested sets `cancel_requested_at`;
+//! the run keeps its slot until Airbyte answers, then either runs on until its job,
+//! cancelled in Airbyte, ends `cancelled` with the job named, or ends `cancelled`
+//! without a job.
+//!
+//! `pending` and `running` are open; every other status is final, and an outcome
+//! is written once (closing a run that is no longer open changes nothing).
 
 use std::fmt;
 use std::str::FromStr;
