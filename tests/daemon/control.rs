@@ -10,6 +10,40 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
+/// Triggers `name` through the control API and returns the new run's id.
+async fn trigger_run(api: &str, name: &str) -> i64 {
+    let (status, body) = call(
+        reqwest::Method::POST,
+        &format!("{api}/connections/{name}/trigger"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["run"]["id"].as_i64().expect("the run's id")
+}
+
+/// Asks the control API to cancel run `run_id`.
+async fn cancel_run(api: &str, run_id: i64) -> (StatusCode, Value) {
+    call(
+        reqwest::Method::POST,
+        &format!("{api}/runs/{run_id}/cancel"),
+        Some(TOKEN),
+    )
+    .await
+}
+
+/// Waits until run `run_id` has ended, and returns it.
+async fn ended_run(harness: &Harness, run_id: i64, within: Duration) -> cronbyte::run::Run {
+    let runs = harness
+        .wait_for(within, "the run to end", |runs| {
+            runs.iter().any(|r| r.id == run_id && !r.status.is_open())
+        })
+        .await;
+    runs.into_iter()
+        .find(|r| r.id == run_id)
+        .expect("the run is in the history")
+}
+
 /// Without the token, with a wrong one, and with none configured, the control
 /// API refuses; `/metrics`, `/healthz` and `/readyz` stay open.
 #[tokio::test]
@@ -315,13 +349,7 @@ async fn cancelling_a_run_twice_answers_at_once_and_never_as_an_airbyte_failure(
     let text = with_token(&harness.config_text(&connection_toml("hung", hung, "0 0 1 1 *")));
     let (daemon, _) = harness.start_from_file(&text).await;
     let api = format!("{}/api/v1", daemon.url());
-    let (_, body) = call(
-        reqwest::Method::POST,
-        &format!("{api}/connections/hung/trigger"),
-        Some(TOKEN),
-    )
-    .await;
-    let run_id = body["run"]["id"].as_i64().unwrap();
+    let run_id = trigger_run(&api, "hung").await;
     harness
         .wait_for(Duration::from_secs(10), "the hung run to start", |runs| {
             runs.iter()
@@ -340,15 +368,8 @@ async fn cancelling_a_run_twice_answers_at_once_and_never_as_an_airbyte_failure(
         StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "conflict"),
         other => panic!("a second cancel answered {other}: {body}"),
     }
-    let runs = harness
-        .wait_for(Duration::from_secs(10), "the run to end", |runs| {
-            runs.iter().any(|r| r.id == run_id && !r.status.is_open())
-        })
-        .await;
-    assert_eq!(
-        runs.iter().find(|r| r.id == run_id).unwrap().status,
-        RunStatus::Cancelled
-    );
+    let run = ended_run(&harness, run_id, Duration::from_secs(10)).await;
+    assert_eq!(run.status, RunStatus::Cancelled);
     daemon.stop().await;
 }
 
@@ -366,13 +387,7 @@ async fn cancelling_a_run_whose_job_already_ended_is_a_conflict_not_an_airbyte_f
         .replace("poll_interval = \"200ms\"", "poll_interval = \"3s\"");
     let (daemon, _) = harness.start_from_file(&text).await;
     let api = format!("{}/api/v1", daemon.url());
-    let (_, body) = call(
-        reqwest::Method::POST,
-        &format!("{api}/connections/quick/trigger"),
-        Some(TOKEN),
-    )
-    .await;
-    let run_id = body["run"]["id"].as_i64().unwrap();
+    let run_id = trigger_run(&api, "quick").await;
     harness
         .wait_for(Duration::from_secs(10), "the run to start", |runs| {
             runs.iter()
@@ -381,12 +396,7 @@ async fn cancelling_a_run_whose_job_already_ended_is_a_conflict_not_an_airbyte_f
         .await;
     // The job ends 100 ms after it starts; the next poll is seconds away.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, body) = call(
-        reqwest::Method::POST,
-        &format!("{api}/runs/{run_id}/cancel"),
-        Some(TOKEN),
-    )
-    .await;
+    let (status, body) = cancel_run(&api, run_id).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
         body["error"]["message"]
@@ -395,15 +405,8 @@ async fn cancelling_a_run_whose_job_already_ended_is_a_conflict_not_an_airbyte_f
             .contains("already ended in Airbyte (succeeded)"),
         "{body}"
     );
-    let runs = harness
-        .wait_for(Duration::from_secs(15), "the run to end", |runs| {
-            runs.iter().any(|r| r.id == run_id && !r.status.is_open())
-        })
-        .await;
-    assert_eq!(
-        runs.iter().find(|r| r.id == run_id).unwrap().status,
-        RunStatus::Succeeded
-    );
+    let run = ended_run(&harness, run_id, Duration::from_secs(15)).await;
+    assert_eq!(run.status, RunStatus::Succeeded);
     daemon.stop().await;
 }
 
@@ -426,13 +429,7 @@ async fn a_cancel_while_the_sync_is_being_requested_cancels_the_job_it_started()
         ..Default::default()
     });
     let api = format!("{}/api/v1", daemon.url());
-    let (_, body) = call(
-        reqwest::Method::POST,
-        &format!("{api}/connections/slow-start/trigger"),
-        Some(TOKEN),
-    )
-    .await;
-    let run_id = body["run"]["id"].as_i64().unwrap();
+    let run_id = trigger_run(&api, "slow-start").await;
     // The job exists in Airbyte; the daemon does not know its id yet.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while control.jobs().is_empty() {
@@ -440,23 +437,13 @@ async fn a_cancel_while_the_sync_is_being_requested_cancels_the_job_it_started()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     control.set_faults(Default::default());
-    let (status, body) = call(
-        reqwest::Method::POST,
-        &format!("{api}/runs/{run_id}/cancel"),
-        Some(TOKEN),
-    )
-    .await;
+    let (status, body) = cancel_run(&api, run_id).await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (StatusCode::ACCEPTED, Some("requested")),
         "{body}"
     );
-    let runs = harness
-        .wait_for(Duration::from_secs(10), "the run to end", |runs| {
-            runs.iter().any(|r| r.id == run_id && !r.status.is_open())
-        })
-        .await;
-    let run = runs.iter().find(|r| r.id == run_id).unwrap();
+    let run = ended_run(&harness, run_id, Duration::from_secs(10)).await;
     let jobs = control.jobs();
     assert_eq!(jobs.len(), 1);
     assert_eq!(run.status, RunStatus::Cancelled, "{run:#?}");
@@ -483,35 +470,19 @@ async fn a_cancel_while_airbyte_refuses_the_sync_ends_the_run_without_a_job() {
         ..Default::default()
     });
     let api = format!("{}/api/v1", daemon.url());
-    let (_, body) = call(
-        reqwest::Method::POST,
-        &format!("{api}/connections/refused/trigger"),
-        Some(TOKEN),
-    )
-    .await;
-    let run_id = body["run"]["id"].as_i64().unwrap();
+    let run_id = trigger_run(&api, "refused").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while control.requests().get("connections/sync") == 0 {
         assert!(tokio::time::Instant::now() < deadline, "no sync request");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, body) = call(
-        reqwest::Method::POST,
-        &format!("{api}/runs/{run_id}/cancel"),
-        Some(TOKEN),
-    )
-    .await;
+    let (status, body) = cancel_run(&api, run_id).await;
     assert_eq!(
         (status, body["outcome"].as_str()),
         (StatusCode::ACCEPTED, Some("requested")),
         "{body}"
     );
-    let runs = harness
-        .wait_for(Duration::from_secs(10), "the run to end", |runs| {
-            runs.iter().any(|r| r.id == run_id && !r.status.is_open())
-        })
-        .await;
-    let run = runs.iter().find(|r| r.id == run_id).unwrap();
+    let run = ended_run(&harness, run_id, Duration::from_secs(10)).await;
     assert_eq!(run.status, RunStatus::Cancelled, "{run:#?}");
     assert_eq!(run.job_id, None);
     assert!(control.jobs().is_empty());
