@@ -141,7 +141,7 @@ impl Daemon {
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
-                airbyte: airbyte.clone(),
+                airbyte: Arc::new(airbyte.clone()),
                 metrics: metrics.clone(),
                 workers: config.workers.clone(),
                 groups: config.groups.clone(),

@@ -144,6 +144,8 @@ pub struct NewRun {
     pub scheduled_for: DateTime<Utc>,
     /// For a retry, the first run of the chain.
     pub retry_of: Option<i64>,
+    /// Now, by the engine's clock: Airbyte's job times are compared with it.
+    pub claimed_at: DateTime<Utc>,
 }
 
 /// A run as the history holds it.

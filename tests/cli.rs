@@ -85,6 +85,7 @@ async fn history_prints_one_json_object_per_run() {
                 scheduled_for: chrono::DateTime::from_timestamp(1_800_000_000 + i as i64, 0)
                     .unwrap(),
                 retry_of: None,
+                claimed_at: chrono::Utc::now(),
             })
             .await
             .unwrap();

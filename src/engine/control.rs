@@ -196,7 +196,7 @@ impl Engine {
         if followed.for_timeout {
             return Err(EngineError::CancellingForTimeout(run_id));
         }
-        if let Err(refused) = shared.airbyte.cancel_job_once(followed.job_id).await {
+        if let Err(refused) = shared.airbyte.cancel(followed.job_id).await {
             let Ok(job) = shared.airbyte.job(followed.job_id).await else {
                 return Err(refused.into());
             };

@@ -65,6 +65,15 @@ enum Triggered {
     Cancelled,
 }
 
+/// What the search for a job a lost answer started found.
+enum Search {
+    Found(Job),
+    /// Airbyte listed the connection's jobs, and none is the run's.
+    Nothing,
+    /// Airbyte (or the store) could not say.
+    Unknown,
+}
+
 /// What a run does about another run of its connection in flight.
 enum Overlap {
     /// Nothing is in flight: trigger.
@@ -235,7 +244,7 @@ impl Shared {
                 }
             }
             Triggered::Skipped(reason) | Triggered::Failed(reason)
-                if self.cancel_was_requested(run.id).await =>
+                if self.cancel_was_requested(&run).await =>
             {
                 self.lock_cancels_in_flight().remove(&run.id);
                 let closing = outcome(
@@ -317,63 +326,82 @@ impl Shared {
         }
     }
 
-    /// Asks Airbyte for the sync. A run left pending by an earlier stop first
-    /// looks for the job its request may have started.
+    /// Asks Airbyte for the sync. A request Airbyte may have acted on without
+    /// its answer arriving (a timeout, a 502; or any request of a run left
+    /// pending by an earlier stop) is never sent again before the search for the
+    /// job it may have started has answered: while that search fails, the run
+    /// waits, since a second request could start a second job once the first
+    /// ended, and the first would then be in no run's history.
     async fn trigger(&self, run: &Run) -> Triggered {
         let connection_id = run.connection_id.as_str();
-        if run.claimed_at < self.started_at {
-            if let Some(job) = self.job_started_since(connection_id, run.claimed_at).await {
-                tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
-                    "found the job an earlier request started");
-                return Triggered::Started(job);
-            }
-            // Cancelled while an earlier process requested its sync, which started
-            // no job that can be found: nothing is to be started now.
-            if run.cancel_requested_at.is_some() {
-                return Triggered::Cancelled;
-            }
-        }
+        let taken_up = run.claimed_at < self.started_at;
         let policy = self
             .connection(&run.connection)
             .map_or(OnOverlap::Attach, |c| c.on_overlap);
         let deadline = tokio::time::Instant::now() + TRIGGER_DEADLINE;
-        // Whether any earlier request may have reached Airbyte unanswered.
-        let mut maybe_delivered = false;
+        let give_up = || {
+            Triggered::Failed(format!(
+                "Airbyte did not start the sync within {}",
+                humantime::format_duration(TRIGGER_DEADLINE)
+            ))
+        };
+        // Whether a request may have reached Airbyte unanswered, and the search
+        // for its job has not answered yet; and whether any ever did, so a 409
+        // is first checked against the job such a request may have started late.
+        let mut maybe_delivered = taken_up;
+        let mut lost_any = taken_up;
         let mut tries: u32 = 0;
         loop {
-            // A request Airbyte may have acted on is not sent again before looking
-            // for the job it started: that job may even have ended already.
-            if maybe_delivered
-                && let Some(job) = self.job_started_since(connection_id, run.claimed_at).await
-            {
-                tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
-                    "found the job a request with a lost answer started");
-                return Triggered::Started(job);
+            if maybe_delivered {
+                match self.job_started_since(connection_id, run.claimed_at).await {
+                    Search::Found(job) => {
+                        if tries == 0 {
+                            tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                                "found the job an earlier request started");
+                        } else {
+                            tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                                "found the job a request with a lost answer started");
+                        }
+                        return Triggered::Started(job);
+                    }
+                    Search::Nothing => maybe_delivered = false,
+                    Search::Unknown if tokio::time::Instant::now() >= deadline => {
+                        return give_up();
+                    }
+                    Search::Unknown => {
+                        tokio::time::sleep(self.workers.poll_interval).await;
+                        continue;
+                    }
+                }
             }
-            // Between tries, a cancel stops the run from asking again (the search
-            // above found no job an earlier try started).
-            if tries > 0 && self.cancel_was_requested(run.id).await {
+            // A cancel asked meanwhile stops the run from asking (again): the
+            // search above found no job an earlier request started. The first try
+            // of a fresh run skips the read, which every tick would pay.
+            if (tries > 0 || taken_up) && self.cancel_was_requested(run).await {
                 return Triggered::Cancelled;
             }
             tries += 1;
             if tokio::time::Instant::now() >= deadline {
-                return Triggered::Failed(format!(
-                    "Airbyte did not start the sync within {}",
-                    humantime::format_duration(TRIGGER_DEADLINE)
-                ));
+                return give_up();
             }
-            match self.airbyte.trigger_sync(connection_id).await {
+            match self.airbyte.sync(connection_id).await {
                 Ok(job) => return Triggered::Started(job),
                 Err(AirbyteError::AlreadyRunning {
                     after_lost_answer,
                     message,
                     ..
                 }) => {
-                    if (after_lost_answer || maybe_delivered)
-                        && let Some(job) =
-                            self.job_started_since(connection_id, run.claimed_at).await
-                    {
-                        return Triggered::Started(job);
+                    // The running job may be the one a lost answer started.
+                    if after_lost_answer || lost_any {
+                        match self.job_started_since(connection_id, run.claimed_at).await {
+                            Search::Found(job) => return Triggered::Started(job),
+                            Search::Nothing => {}
+                            Search::Unknown => {
+                                maybe_delivered = true;
+                                tokio::time::sleep(self.workers.poll_interval).await;
+                                continue;
+                            }
+                        }
                     }
                     match policy {
                         OnOverlap::Skip => {
@@ -381,8 +409,8 @@ impl Shared {
                                 "a sync was already running for this connection (Airbyte answered 409: {message})"
                             ));
                         }
-                        OnOverlap::Attach => {
-                            if let Some(job) = self.running_job(connection_id).await {
+                        OnOverlap::Attach => match self.running_job(connection_id).await {
+                            Some(Ok(job)) => {
                                 if let Ok(Some(other)) = self.store.run_with_job(job.id).await {
                                     return Triggered::Skipped(format!(
                                         "run {other} follows the sync already running (job {}); its outcome is recorded there",
@@ -393,17 +421,20 @@ impl Shared {
                                     "a sync was already running; following it");
                                 return Triggered::Started(job);
                             }
-                        }
-                        OnOverlap::Queue => {
-                            if let Some(job) = self.running_job(connection_id).await {
-                                self.wait_for_end(job.id, deadline).await;
-                            }
-                        }
+                            // The running job ended meanwhile: ask again.
+                            None => {}
+                            Some(Err(())) => tokio::time::sleep(self.workers.poll_interval).await,
+                        },
+                        OnOverlap::Queue => match self.running_job(connection_id).await {
+                            Some(Ok(job)) => self.wait_for_end(job.id, deadline).await,
+                            None => {}
+                            Some(Err(())) => tokio::time::sleep(self.workers.poll_interval).await,
+                        },
                     }
-                    // The running job ended meanwhile: ask again.
                 }
                 Err(e) if e.is_retryable() => {
                     maybe_delivered |= e.answer_was_lost();
+                    lost_any |= maybe_delivered;
                     tracing::warn!(connection = %run.connection, run_id = run.id, error = %e,
                         "Airbyte did not take the sync request; trying again");
                     tokio::time::sleep(self.workers.poll_interval).await;
@@ -415,7 +446,11 @@ impl Shared {
 
     /// Whether an operator asked to cancel the run while its sync was being
     /// requested (the store says; a store that cannot say counts as no).
-    async fn cancel_was_requested(&self, run_id: i64) -> bool {
+    async fn cancel_was_requested(&self, run: &Run) -> bool {
+        if run.cancel_requested_at.is_some() {
+            return true;
+        }
+        let run_id = run.id;
         match self.store.run(run_id).await {
             Ok(run) => run.is_some_and(|r| r.cancel_requested_at.is_some()),
             Err(e) => {
@@ -431,24 +466,25 @@ impl Shared {
     async fn moved_on_while_starting(self: &Arc<Self>, run: Run, job_id: i64) {
         tracing::warn!(connection = %run.connection, run_id = run.id, job_id,
             "the run moved on while its sync was requested; cancelling the job nobody follows");
-        if let Err(e) = self.airbyte.cancel_job_once(job_id).await {
+        if let Err(e) = self.airbyte.cancel(job_id).await {
             tracing::warn!(connection = %run.connection, run_id = run.id, job_id, error = %e,
                 "could not cancel the job of a run that moved on");
         }
         self.free(&run);
     }
 
-    /// The connection's job that has not ended, if Airbyte can say.
-    async fn running_job(&self, connection_id: &str) -> Option<Job> {
+    /// The connection's job that has not ended: none when every one ended, an
+    /// error when Airbyte could not say.
+    async fn running_job(&self, connection_id: &str) -> Option<Result<Job, ()>> {
         match self
             .airbyte
             .connection_jobs(connection_id, ATTACH_SEARCH)
             .await
         {
-            Ok(jobs) => jobs.into_iter().find(|j| !j.status.is_terminal()),
+            Ok(jobs) => jobs.into_iter().find(|j| !j.status.is_terminal()).map(Ok),
             Err(e) => {
                 tracing::warn!(connection_id, error = %e, "could not list the connection's jobs");
-                None
+                Some(Err(()))
             }
         }
     }
@@ -457,7 +493,7 @@ impl Shared {
     async fn wait_for_end(&self, job_id: i64, deadline: tokio::time::Instant) {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(self.workers.poll_interval).await;
-            match self.airbyte.poll_job(job_id).await {
+            match self.airbyte.job(job_id).await {
                 Ok(job) if job.status.is_terminal() => return,
                 Err(AirbyteError::NotFound { .. }) => return,
                 _ => {}
@@ -468,7 +504,7 @@ impl Shared {
     /// The newest job of the connection that no other run owns and that Airbyte
     /// says it created at or after `since`, give or take its clock being behind
     /// ours (`CLOCK_ALLOWANCE`), if Airbyte can say.
-    async fn job_started_since(&self, connection_id: &str, since: DateTime<Utc>) -> Option<Job> {
+    async fn job_started_since(&self, connection_id: &str, since: DateTime<Utc>) -> Search {
         let jobs = match self
             .airbyte
             .connection_jobs(connection_id, ATTACH_SEARCH)
@@ -476,8 +512,9 @@ impl Shared {
         {
             Ok(jobs) => jobs,
             Err(e) => {
-                tracing::warn!(connection_id, error = %e, "could not list the connection's jobs");
-                return None;
+                tracing::warn!(connection_id, error = %e,
+                    "could not list the connection's jobs to look for one a lost answer started");
+                return Search::Unknown;
             }
         };
         let earliest = since - CLOCK_ALLOWANCE;
@@ -496,14 +533,14 @@ impl Shared {
         // allowance may reach back to an earlier run's job, which its row claims.
         for job in candidates {
             match self.store.run_with_job(job.id).await {
-                Ok(None) => return Some(job),
+                Ok(None) => return Search::Found(job),
                 Ok(Some(_)) => continue,
                 Err(e) => {
                     tracing::warn!(connection_id, error = %e, "could not tell whether a job is followed");
-                    return None;
+                    return Search::Unknown;
                 }
             }
         }
-        None
+        Search::Nothing
     }
 }

@@ -145,6 +145,7 @@ impl Shared {
             trigger: Trigger::Retry,
             scheduled_for: due,
             retry_of: Some(first),
+            claimed_at: self.clock.now(),
         };
         match self.store.claim(new_run).await {
             Ok(Some(retry)) => {
@@ -179,6 +180,7 @@ impl Shared {
                 trigger: Trigger::Dependency,
                 scheduled_for: now,
                 retry_of: None,
+                claimed_at: now,
             };
             match self.store.claim(new_run).await {
                 Ok(Some(run)) => {

@@ -1,15 +1,18 @@
 //! The engine: cron ticks become claimed runs, runs become Airbyte syncs, and
 //! syncs are followed until they end. It knows neither SQL nor URLs: it speaks to
-//! the history through [`Store`] and to Airbyte through [`Client`].
+//! the history through [`Store`] and to Airbyte through [`Airbyte`].
 //!
 //! A run's path is a straight line through the submodules: [`schedule`] decides
 //! when and claims the run, [`dispatch`] waits for a slot and triggers the sync,
 //! [`tracker`] polls the job to its end, and [`follow_up`] records the outcome and
 //! starts what it calls for (a retry, a queued run, dependent connections).
 
+mod airbyte;
 mod clock;
 mod control;
 mod dispatch;
+#[cfg(test)]
+mod fake;
 mod follow_up;
 mod owed;
 mod schedule;
@@ -26,13 +29,13 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::airbyte::Client;
 use crate::config::{ConnectionSettings, GroupSettings, WorkerSettings};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::run::{NewRun, Outcome, Progress, Run, RunStatus, Trigger};
 use crate::store::{Store, StoreError};
 
+pub use airbyte::Airbyte;
 pub use clock::Clock;
 pub use control::{CancelOutcome, ConnectionStatus};
 pub use dispatch::Queue;
@@ -71,7 +74,7 @@ pub enum EngineError {
 /// What the engine is given to work with.
 pub struct EngineParts {
     pub store: Arc<dyn Store>,
-    pub airbyte: Client,
+    pub airbyte: Arc<dyn Airbyte>,
     pub metrics: Arc<Metrics>,
     pub workers: WorkerSettings,
     pub groups: Vec<GroupSettings>,
@@ -144,7 +147,7 @@ impl Catalog {
 
 pub(crate) struct Shared {
     store: Arc<dyn Store>,
-    airbyte: Client,
+    airbyte: Arc<dyn Airbyte>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
     workers: WorkerSettings,
@@ -313,6 +316,7 @@ impl Engine {
             trigger: Trigger::Manual,
             scheduled_for: self.shared.clock.now(),
             retry_of: None,
+            claimed_at: self.shared.clock.now(),
         };
         let run = self
             .shared

@@ -137,7 +137,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 )
                 .await;
             } else {
-                on_time.push(tick(&connection, at));
+                on_time.push(tick(&connection, at, now));
             }
         }
         // Ticks due together are claimed in one transaction: with a thousand
@@ -214,26 +214,23 @@ async fn catch_up(
         Misfire::RunOnce => {
             tracing::info!(connection = %connection.name, scheduled_for = %missed,
                 "catching up on a missed tick");
-            claim(shared, connection, missed).await;
+            claim_all(shared, vec![tick(connection, missed, now)]).await;
         }
         Misfire::Skip => tracing::info!(connection = %connection.name, newest_missed = %missed,
             "missed ticks skipped, as the misfire policy says"),
     }
 }
 
-fn tick(connection: &ConnectionSettings, at: DateTime<Utc>) -> NewRun {
+/// The run of `connection`'s tick at `at`, claimed `now`.
+fn tick(connection: &ConnectionSettings, at: DateTime<Utc>, now: DateTime<Utc>) -> NewRun {
     NewRun {
         connection: connection.name.clone(),
         connection_id: connection.connection_id.clone(),
         trigger: Trigger::Schedule,
         scheduled_for: at,
         retry_of: None,
+        claimed_at: now,
     }
-}
-
-/// Claims the tick and queues its run; a tick claimed before is left alone.
-async fn claim(shared: &Arc<Shared>, connection: &ConnectionSettings, at: DateTime<Utc>) {
-    claim_all(shared, vec![tick(connection, at)]).await;
 }
 
 /// Claims ticks in one transaction and queues the runs claimed.

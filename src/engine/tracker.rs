@@ -140,9 +140,9 @@ impl Shared {
         answers.extend(
             futures::stream::iter(single)
                 .map(|(run_id, job_id)| {
-                    let airbyte = self.airbyte.clone();
+                    let airbyte = Arc::clone(&self.airbyte);
                     async move {
-                        let answer = airbyte.poll_job(job_id).await;
+                        let answer = airbyte.job(job_id).await;
                         self.poll_progressed();
                         (run_id, answer)
                     }
@@ -330,15 +330,8 @@ impl Shared {
 
     /// The workspaces whose jobs a listing covers, asked of Airbyte once.
     async fn workspace_ids(&self) -> Result<Vec<String>, AirbyteError> {
-        if self.airbyte.api() == crate::airbyte::ApiKind::Public {
-            // The public listing covers every workspace the credentials reach.
-            return Ok(Vec::new());
-        }
         self.workspaces
-            .get_or_try_init(|| async {
-                let workspaces = self.airbyte.list_workspaces().await?;
-                Ok(workspaces.into_iter().map(|w| w.workspace_id).collect())
-            })
+            .get_or_try_init(|| self.airbyte.listing_workspaces())
             .await
             .cloned()
     }
@@ -393,7 +386,7 @@ impl Shared {
     }
 
     async fn send_cancel(&self, run_id: i64, job_id: i64, connection: &str, why: Why) {
-        let result = self.airbyte.cancel_job_once(job_id).await;
+        let result = self.airbyte.cancel(job_id).await;
         let mut tracked = self.lock_tracked();
         // Gone: the job ended and its outcome was recorded meanwhile.
         let Some(entry) = tracked.get_mut(&run_id) else {

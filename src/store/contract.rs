@@ -16,6 +16,7 @@ fn tick(connection: &str, at: i64) -> NewRun {
         trigger: Trigger::Schedule,
         scheduled_for: DateTime::from_timestamp(at, 0).expect("a time"),
         retry_of: None,
+        claimed_at: chrono::Utc::now(),
     }
 }
 

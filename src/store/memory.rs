@@ -106,7 +106,6 @@ impl Store for MemoryStore {
 
     async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
         self.answer().await;
-        let now = stored(Utc::now());
         let mut inner = self.lock();
         let mut claimed = Vec::with_capacity(runs.len());
         for new in runs {
@@ -127,7 +126,7 @@ impl Store for MemoryStore {
                 connection_id: new.connection_id,
                 trigger: new.trigger,
                 scheduled_for,
-                claimed_at: now,
+                claimed_at: stored(new.claimed_at),
                 started_at: None,
                 finished_at: None,
                 status: RunStatus::Pending,
@@ -139,6 +138,7 @@ impl Store for MemoryStore {
                 retry_of: new.retry_of,
                 cancel_requested_at: None,
             };
+            let now = run.claimed_at;
             let marks = inner.marks_of(&run.connection);
             marks.last_claimed = Some(marks.last_claimed.map_or(now, |t| t.max(now)));
             if run.trigger == Trigger::Schedule {

@@ -217,7 +217,6 @@ const CLAIM_CHUNK: usize = 400;
 async fn claim_chunk(
     tx: &mut Transaction<'_, Sqlite>,
     runs: &[NewRun],
-    now: DateTime<Utc>,
 ) -> Result<Vec<Option<i64>>, StoreError> {
     let mut sql = String::from(
         "INSERT OR IGNORE INTO runs \
@@ -240,7 +239,7 @@ async fn claim_chunk(
             .bind(&run.connection_id)
             .bind(run.trigger.as_str())
             .bind(ms(run.scheduled_for))
-            .bind(ms(now))
+            .bind(ms(run.claimed_at))
             .bind(run.retry_of);
     }
     let rows = query.fetch_all(&mut **tx).await.map_err(query_error)?;
@@ -313,14 +312,13 @@ impl Store for SqliteStore {
     }
 
     async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
-        let now = Utc::now();
         let mut ids: Vec<Option<i64>> = Vec::with_capacity(runs.len());
         let mut writer = self.writer().await?;
         let mut tx = writer.begin().await.map_err(query_error)?;
         // Rows per statement: a thousand ticks due together are a few statements,
         // not a thousand round trips to SQLite's thread.
         for chunk in runs.chunks(CLAIM_CHUNK) {
-            ids.extend(claim_chunk(&mut tx, chunk, now).await?);
+            ids.extend(claim_chunk(&mut tx, chunk).await?);
         }
         tx.commit().await.map_err(query_error)?;
         writer.done();
@@ -335,7 +333,7 @@ impl Store for SqliteStore {
                         trigger: run.trigger,
                         // Read back at the store's precision, as later reads will see it.
                         scheduled_for: from_ms(ms(run.scheduled_for))?,
-                        claimed_at: from_ms(ms(now))?,
+                        claimed_at: from_ms(ms(run.claimed_at))?,
                         started_at: None,
                         finished_at: None,
                         status: RunStatus::Pending,
@@ -741,6 +739,7 @@ mod tests {
             trigger: Trigger::Schedule,
             scheduled_for: DateTime::from_timestamp(at, 0).unwrap(),
             retry_of: None,
+            claimed_at: chrono::Utc::now(),
         }
     }
 

@@ -136,7 +136,7 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
     let engine = Engine::start(
         EngineParts {
             store: store.clone(),
-            airbyte: Client::new(client_settings(&config)).unwrap(),
+            airbyte: Arc::new(Client::new(client_settings(&config)).unwrap()),
             metrics: metrics.clone(),
             workers: config.workers.clone(),
             groups: config.groups.clone(),

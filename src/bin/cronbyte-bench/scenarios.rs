@@ -409,6 +409,7 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
                 trigger: cronbyte::run::Trigger::Manual,
                 scheduled_for: Utc::now(),
                 retry_of: None,
+                claimed_at: chrono::Utc::now(),
             })
             .await?
             .context("claimed")?;

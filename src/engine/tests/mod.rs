@@ -1,0 +1,224 @@
+//! The engine on tokio's paused clock, with its history and its Airbyte in
+//! memory: time moves only when a test says so, so a day of ticks takes
+//! milliseconds and races (a reload in the instant a tick falls due) can be set
+//! up instant by instant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::{self, Config, Format};
+use crate::store::{HistoryFilter, MemoryStore};
+use fake::{FakeAirbyte, Fault, Lasting, Op, Plan};
+
+/// A config of these connections; the engine's Airbyte is a [`FakeAirbyte`].
+fn config(connections: &str) -> Config {
+    let text = format!(
+        "[airbyte]\nbase_url = \"http://127.0.0.1:1/api/v1\"\n\
+         [workers]\npoll_interval = \"1s\"\n\n{connections}"
+    );
+    config::from_str(&text, Format::Toml).expect("a valid test config")
+}
+
+/// A connection block with this rule and extra settings.
+fn connection(name: &str, id: &str, cron: &str, extra: &str) -> String {
+    format!(
+        "[[connections]]\nname = \"{name}\"\nconnection_id = \"{id}\"\ncron = \"{cron}\"\n{extra}\n"
+    )
+}
+
+const ID_A: &str = "4b5c6d7e-0000-4000-8000-000000000001";
+
+/// An engine on a clock that reads `origin` now and moves with tokio's, with
+/// its history and its Airbyte in memory.
+struct Harness {
+    engine: Engine,
+    store: Arc<MemoryStore>,
+    airbyte: Arc<FakeAirbyte>,
+}
+
+impl Harness {
+    /// The fake Airbyte, made before the engine starts so a test can plan it.
+    fn airbyte(origin: DateTime<Utc>) -> Arc<FakeAirbyte> {
+        Arc::new(FakeAirbyte::new(Clock::accelerated(origin, 1)))
+    }
+
+    async fn start(config: &Config, origin: DateTime<Utc>, airbyte: Arc<FakeAirbyte>) -> Self {
+        Self::start_with(config, origin, airbyte, Arc::new(MemoryStore::new())).await
+    }
+
+    async fn start_with(
+        config: &Config,
+        origin: DateTime<Utc>,
+        airbyte: Arc<FakeAirbyte>,
+        store: Arc<MemoryStore>,
+    ) -> Self {
+        let engine = Engine::start(
+            EngineParts {
+                store: store.clone(),
+                airbyte: airbyte.clone(),
+                metrics: Arc::new(Metrics::new(Duration::from_secs(3_600))),
+                workers: config.workers.clone(),
+                groups: config.groups.clone(),
+                connections: config.connections.clone(),
+                clock: Clock::accelerated(origin, 1),
+                notifier: Notifier::default(),
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the engine starts");
+        Self {
+            engine,
+            store,
+            airbyte,
+        }
+    }
+
+    /// Every run in the history, oldest first.
+    async fn runs(&self) -> Vec<Run> {
+        let mut runs = self
+            .store
+            .history(&HistoryFilter {
+                connection: None,
+                limit: 100_000,
+            })
+            .await
+            .expect("history");
+        runs.reverse();
+        runs
+    }
+}
+
+/// Lets every task that can run, run, without moving the clock.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A reload that arrives in the very instant a tick falls due, before the
+/// schedule has looked at the clock again, keeps that tick: the schedule is
+/// rebuilt from the last instant it fired, not from the reload's now.
+#[tokio::test(start_paused = true)]
+async fn a_reload_in_the_instant_a_tick_falls_due_keeps_the_tick() {
+    let config = config(
+        "[[connections]]\nname = \"every-second\"\n\
+         connection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\ncron = \"* * * * * *\"\n",
+    );
+    let origin: DateTime<Utc> = "2026-06-01T00:00:00.250Z".parse().expect("a time");
+    let Harness { engine, store, .. } =
+        Harness::start(&config, origin, Harness::airbyte(origin)).await;
+    let mut due = Vec::new();
+    for second in 1..=20 {
+        // The schedule sleeps until the next second...
+        settle().await;
+        let at = origin.with_nanosecond(0).expect("a time") + chrono::Duration::seconds(second);
+        let now = engine.shared.clock.now();
+        tokio::time::advance((at - now).to_std().expect("ahead")).await;
+        // ...which has come, and so has a reload, before the schedule runs again.
+        engine.reload(config.connections.clone(), config.groups.clone());
+        due.push(at);
+        settle().await;
+    }
+    let claimed: Vec<DateTime<Utc>> = store
+        .history(&HistoryFilter {
+            connection: None,
+            limit: 1_000,
+        })
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|run| run.scheduled_for)
+        .collect();
+    let missing: Vec<_> = due.iter().filter(|at| !claimed.contains(at)).collect();
+    assert!(missing.is_empty(), "ticks dropped: {missing:?}");
+}
+
+/// An engine with nothing to do still makes progress in both loops, however
+/// long it idles: the watchdog never restarts a healthy daemon.
+#[tokio::test(start_paused = true)]
+async fn an_idle_engine_is_never_taken_for_a_stuck_one() {
+    let config = config(
+        "[[connections]]\nname = \"nightly\"\n\
+         connection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\ncron = \"0 0 3 * * *\"\n",
+    );
+    let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
+    let Harness { engine, .. } = Harness::start(&config, origin, Harness::airbyte(origin)).await;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(engine.stuck_loop(Duration::from_secs(5)), None);
+    }
+}
+
+/// A store that stops answering stalls the schedule loop, and the watchdog's
+/// check names that loop once a watchdog interval has passed without progress.
+#[tokio::test(start_paused = true)]
+async fn a_schedule_loop_stalled_on_the_store_is_reported_stuck() {
+    let config = config(
+        "[[connections]]\nname = \"every-second\"\n\
+         connection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\ncron = \"* * * * * *\"\n",
+    );
+    let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
+    let Harness { engine, store, .. } =
+        Harness::start(&config, origin, Harness::airbyte(origin)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(engine.stuck_loop(Duration::from_secs(5)), None);
+    store.stop_answering();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(engine.stuck_loop(Duration::from_secs(5)), None, "not yet");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(engine.stuck_loop(Duration::from_secs(5)), Some("schedule"));
+}
+
+/// A sync request whose answer is lost started a job; while the search for that
+/// job fails, the run must not ask Airbyte for another sync: once the first job
+/// ends, a new request would start a second job that no run records, and the
+/// first would be lost to the history.
+#[tokio::test(start_paused = true)]
+async fn a_run_never_asks_again_while_the_search_for_its_lost_answers_job_fails() {
+    let config = config(&connection("broken", ID_A, "0 0 3 * * *", ""));
+    let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
+    let airbyte = Harness::airbyte(origin);
+    airbyte.plan(
+        ID_A,
+        Plan {
+            lasts: Duration::from_secs(2),
+            ends: crate::airbyte::JobStatus::Failed,
+            records: 0,
+        },
+    );
+    airbyte.fail(Op::Sync, Fault::LostAnswer, Lasting::Calls(1));
+    let search_back = origin + chrono::Duration::seconds(20);
+    airbyte.fail(
+        Op::ConnectionJobs,
+        Fault::Unavailable,
+        Lasting::Until(search_back),
+    );
+    let harness = Harness::start(&config, origin, airbyte.clone()).await;
+    harness
+        .engine
+        .trigger_now("broken")
+        .await
+        .expect("triggered");
+    tokio::time::sleep(Duration::from_secs(40)).await;
+
+    let jobs = airbyte.jobs();
+    let runs = harness.runs().await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "one run, one job in Airbyte: {jobs:?}\nruns: {runs:?}"
+    );
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].job_id, Some(jobs[0].id), "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Failed, "{runs:?}");
+    assert_eq!(
+        harness.airbyte.calls(Op::Sync),
+        1,
+        "the sync was asked for once"
+    );
+}
