@@ -3,6 +3,7 @@
 //! say, a queued run starts, a failed run is retried after its backoff, and the
 //! connections that run `after` this one start once all they wait for succeeded.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +13,24 @@ use super::owed::Owed;
 use crate::config::ConnectionSettings;
 use crate::notify::NotifyEvent;
 use crate::run::{NewRun, Outcome, Run, RunStatus, Trigger};
+use crate::store::{Closed, Closing};
+
+/// A run that ended, with its outcome and what it sets off, on its way to the
+/// store.
+#[derive(Debug)]
+pub(super) struct Ending {
+    pub run: Run,
+    pub closing: Closing,
+}
+
+/// What a batch of outcomes decided so far, for the outcomes after it.
+#[derive(Default)]
+struct Batch {
+    /// Connections that succeeded in the batch, with when.
+    succeeded: HashMap<String, DateTime<Utc>>,
+    /// Connections whose dependency runs the batch claims.
+    claimed: HashSet<String>,
+}
 
 impl Shared {
     /// Closes a run with its outcome: history, metrics, log, slot; then its
@@ -20,31 +39,98 @@ impl Shared {
         self.finish_runs(vec![(run, outcome)]).await;
     }
 
-    /// Closes runs in one store transaction (a poll round's worth), then does
-    /// for each what [`Shared::finish_run`] does. Should the store refuse, the
+    /// Closes runs in one store transaction (a poll round's worth), with what
+    /// their outcomes set off claimed in that same transaction, then does for
+    /// each what [`Shared::finish_run`] does. Should the store refuse, the
     /// slots are still given back and the outcomes wait in memory (see `owed`).
     pub(super) async fn finish_runs(self: &Arc<Self>, ended: Vec<(Run, Outcome)>) {
         if ended.is_empty() {
             return;
         }
-        let writes: Vec<(i64, Outcome)> =
-            ended.iter().map(|(run, o)| (run.id, o.clone())).collect();
-        match self.store.finish(&writes).await {
+        let endings = self.follow_ups(ended).await;
+        let closings: Vec<Closing> = endings.iter().map(|e| e.closing.clone()).collect();
+        match self.store.finish(&closings).await {
             Ok(closed) => {
-                for (mut run, outcome) in ended {
-                    apply(&mut run, outcome);
-                    self.free(&run);
-                    // A run closed before (cancelled by an operator meanwhile, say)
-                    // was counted then.
-                    let recorded = closed.contains(&run.id);
-                    self.recorded(run, recorded).await;
+                for ending in &endings {
+                    self.free(&ending.run);
                 }
+                self.landed(endings, closed);
             }
             Err(e) => {
-                for (run, _) in &ended {
-                    self.free(run);
+                for ending in &endings {
+                    self.free(&ending.run);
                 }
-                self.owe(Owed::Finished(ended), &e);
+                self.owe(Owed::Finished(endings), &e);
+            }
+        }
+    }
+
+    /// What each outcome sets off, decided before it is written so the store
+    /// claims it with the outcome: a retry of a failed run, and the runs of the
+    /// connections that wait on a succeeded one. Successes and claims earlier in
+    /// the batch count for the runs after them (two upstreams of one connection
+    /// succeeding in one poll round start it once).
+    async fn follow_ups(&self, ended: Vec<(Run, Outcome)>) -> Vec<Ending> {
+        let mut batch = Batch::default();
+        let mut endings = Vec::with_capacity(ended.len());
+        for (run, outcome) in ended {
+            let then = match outcome.status {
+                RunStatus::Failed => self.retry(&run).await.into_iter().collect(),
+                RunStatus::Succeeded => {
+                    batch
+                        .succeeded
+                        .insert(run.connection.clone(), outcome.finished_at);
+                    self.dependents(&run.connection, &mut batch)
+                }
+                _ => Vec::new(),
+            };
+            endings.push(Ending {
+                closing: Closing {
+                    run_id: run.id,
+                    outcome,
+                    then,
+                },
+                run,
+            });
+        }
+        endings
+    }
+
+    /// Once outcomes are in the history: for each run the store closed, the
+    /// log line, the metrics, the notice, and the runs its outcome set off,
+    /// queued. A run closed before (cancelled by an operator meanwhile, say)
+    /// was counted then.
+    pub(super) fn landed(self: &Arc<Self>, endings: Vec<Ending>, closed: Vec<Closed>) {
+        let mut closed: HashMap<i64, Vec<Run>> =
+            closed.into_iter().map(|c| (c.run_id, c.then)).collect();
+        for Ending { mut run, closing } in endings {
+            let Some(then) = closed.remove(&run.id) else {
+                continue;
+            };
+            apply(&mut run, closing.outcome);
+            log_outcome(&run);
+            self.metrics.run_ended(&run);
+            self.send_notice(&run);
+            if run.status == RunStatus::Succeeded {
+                let finished = run.finished_at.unwrap_or_else(|| self.clock.now());
+                self.lock_conns()
+                    .entry(run.connection.clone())
+                    .or_default()
+                    .last_success = Some(finished);
+            }
+            for next in then {
+                self.claimed(&next);
+                if next.trigger == Trigger::Retry {
+                    tracing::info!(connection = %next.connection, run_id = next.id,
+                        retry_of = next.retry_of.unwrap_or(run.id), due = %next.scheduled_for,
+                        "retrying the failed sync");
+                    let due = next.scheduled_for;
+                    self.enqueue_at(next, due);
+                } else {
+                    tracing::info!(connection = %next.connection, run_id = next.id, after = %run.connection,
+                        "every connection it runs after succeeded; starting it");
+                    self.enqueue(next);
+                }
             }
         }
     }
@@ -55,29 +141,6 @@ impl Shared {
         self.release(run.id);
         if let Some(next) = queued {
             self.enqueue(next);
-        }
-    }
-
-    /// Once an outcome is in the history: the log line, the metrics, the notice,
-    /// and what the outcome calls for (a retry, dependent connections).
-    pub(super) async fn recorded(self: &Arc<Self>, run: Run, recorded: bool) {
-        if !recorded {
-            return;
-        }
-        log_outcome(&run);
-        self.metrics.run_ended(&run);
-        self.send_notice(&run);
-        match run.status {
-            RunStatus::Failed => self.retry(&run).await,
-            RunStatus::Succeeded => {
-                let finished = run.finished_at.unwrap_or_else(|| self.clock.now());
-                self.lock_conns()
-                    .entry(run.connection.clone())
-                    .or_default()
-                    .last_success = Some(finished);
-                self.start_dependents(&run.connection).await;
-            }
-            _ => {}
         }
     }
 
@@ -113,15 +176,13 @@ impl Shared {
         }
     }
 
-    /// Claims a retry of a failed run after its backoff, while the connection's
-    /// `retries` allow. The retry is in the history (pending, due at the end of
-    /// the backoff) before it waits, so a restart does not lose it.
-    async fn retry(self: &Arc<Self>, run: &Run) {
-        let Some(connection) = self.connection(&run.connection) else {
-            return;
-        };
+    /// The retry of a failed run, due after its backoff, while the connection's
+    /// `retries` allow. It is claimed with the failure (pending, due at the end
+    /// of the backoff), so a restart does not lose it.
+    async fn retry(&self, run: &Run) -> Option<NewRun> {
+        let connection = self.connection(&run.connection)?;
         if connection.retries == 0 {
-            return;
+            return None;
         }
         let first = run.retry_of.unwrap_or(run.id);
         let done = match self.store.retries_of(first).await {
@@ -129,79 +190,66 @@ impl Shared {
             Err(e) => {
                 tracing::error!(connection = %run.connection, run_id = run.id, error = %e,
                     "could not count earlier retries; not retrying");
-                return;
+                return None;
             }
         };
         if done >= connection.retries {
             tracing::warn!(connection = %run.connection, run_id = run.id, retries = done,
                 "sync failed and its retries are spent");
-            return;
+            return None;
         }
+        let now = self.clock.now();
         let backoff = retry_backoff(&connection, done);
-        let due = self.clock.now() + chrono::Duration::from_std(backoff).unwrap_or_default();
-        let new_run = NewRun {
+        Some(NewRun {
             connection: run.connection.clone(),
             connection_id: run.connection_id.clone(),
             trigger: Trigger::Retry,
-            scheduled_for: due,
+            scheduled_for: now + chrono::Duration::from_std(backoff).unwrap_or_default(),
             retry_of: Some(first),
-            claimed_at: self.clock.now(),
-        };
-        match self.store.claim(new_run).await {
-            Ok(Some(retry)) => {
-                tracing::info!(connection = %run.connection, run_id = retry.id, retry_of = first,
-                    retry = done + 1, due = %due, "retrying the failed sync");
-                self.claimed(&retry);
-                self.enqueue_at(retry, due);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(connection = %run.connection, run_id = run.id, error = %e,
-                "could not claim a retry"),
-        }
+            claimed_at: now,
+        })
     }
 
-    /// Starts each connection that runs `after` `upstream` once every connection
-    /// it waits for has succeeded since its own last run.
-    async fn start_dependents(self: &Arc<Self>, upstream: &str) {
+    /// The runs of each connection that runs `after` `upstream` and whose every
+    /// upstream has now succeeded since its own last run.
+    fn dependents(&self, upstream: &str, batch: &mut Batch) -> Vec<NewRun> {
         let Some(dependents) = self.catalog().dependents.get(upstream).cloned() else {
-            return;
+            return Vec::new();
         };
+        let now = self.clock.now();
+        let mut runs = Vec::new();
         for dependent in dependents {
             if !dependent.enabled
                 || self.is_paused(&dependent.name)
-                || !self.upstream_ready(&dependent)
+                || batch.claimed.contains(&dependent.name)
+                || !self.upstream_ready(&dependent, batch)
             {
                 continue;
             }
-            let now = self.clock.now();
-            let new_run = NewRun {
+            batch.claimed.insert(dependent.name.clone());
+            runs.push(NewRun {
                 connection: dependent.name.clone(),
                 connection_id: dependent.connection_id.clone(),
                 trigger: Trigger::Dependency,
                 scheduled_for: now,
                 retry_of: None,
                 claimed_at: now,
-            };
-            match self.store.claim(new_run).await {
-                Ok(Some(run)) => {
-                    tracing::info!(connection = %dependent.name, run_id = run.id, after = %upstream,
-                        "every connection it runs after succeeded; starting it");
-                    self.claimed(&run);
-                    self.enqueue(run);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(connection = %dependent.name, error = %e,
-                    "could not claim a dependency run"),
-            }
+            });
         }
+        runs
     }
 
-    /// Whether every connection `dependent` runs after succeeded since its last run.
-    fn upstream_ready(&self, dependent: &ConnectionSettings) -> bool {
+    /// Whether every connection `dependent` runs after succeeded since its last
+    /// run, counting the successes of the batch being written.
+    fn upstream_ready(&self, dependent: &ConnectionSettings, batch: &Batch) -> bool {
         let conns = self.lock_conns();
         let since: Option<DateTime<Utc>> = conns.get(&dependent.name).and_then(|s| s.last_claimed);
         dependent.after.iter().all(|upstream| {
-            let success = conns.get(upstream).and_then(|s| s.last_success);
+            let success = batch
+                .succeeded
+                .get(upstream)
+                .copied()
+                .or_else(|| conns.get(upstream).and_then(|s| s.last_success));
             match (success, since) {
                 (Some(success), Some(since)) => success > since,
                 (Some(_), None) => true,

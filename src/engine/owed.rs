@@ -9,7 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::Shared;
-use crate::run::{NewRun, Outcome, Run};
+use super::follow_up::Ending;
+use crate::run::NewRun;
 use crate::store::{Started, StoreError};
 
 /// One write the store still owes.
@@ -23,8 +24,9 @@ pub(super) enum Owed {
         job_id: i64,
         at: DateTime<Utc>,
     },
-    /// Runs ended with these outcomes; counted, noticed and followed up once written.
-    Finished(Vec<(Run, Outcome)>),
+    /// Runs ended with these outcomes and follow-ups; counted, noticed and
+    /// followed up once written.
+    Finished(Vec<Ending>),
 }
 
 impl Shared {
@@ -81,20 +83,16 @@ impl Shared {
                         },
                     )
                 }
-                Owed::Finished(ended) => {
-                    let writes: Vec<_> = ended.iter().map(|(r, o)| (r.id, o.clone())).collect();
-                    match self.store.finish(&writes).await {
+                Owed::Finished(endings) => {
+                    let closings: Vec<_> = endings.iter().map(|e| e.closing.clone()).collect();
+                    match self.store.finish(&closings).await {
                         Ok(closed) => {
                             // The slots were given back when the runs ended; what is
                             // left is what follows a recorded outcome.
-                            let Owed::Finished(ended) = next else {
+                            let Owed::Finished(endings) = next else {
                                 continue;
                             };
-                            for (mut run, outcome) in ended {
-                                super::follow_up::apply(&mut run, outcome);
-                                let recorded = closed.contains(&run.id);
-                                self.recorded(run, recorded).await;
-                            }
+                            self.landed(endings, closed);
                             continue;
                         }
                         Err(e) => Err(e),

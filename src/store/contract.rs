@@ -49,7 +49,7 @@ async fn claimed(store: &dyn Store, run: NewRun) -> Run {
 async fn ended(store: &dyn Store, connection: &str, at: i64, status: RunStatus) -> Run {
     let run = claimed(store, tick(connection, at)).await;
     store
-        .finish(&[(run.id, ended_as(status, at + 60, Some(5)))])
+        .finish(&[Closing::only(run.id, ended_as(status, at + 60, Some(5)))])
         .await
         .expect("the outcome is written");
     run
@@ -119,12 +119,24 @@ pub async fn a_run_moves_from_pending_to_running_to_one_outcome(store: &dyn Stor
     assert_eq!(store.open_runs().await.unwrap(), vec![running]);
 
     let closed = store
-        .finish(&[(run.id, ended_as(RunStatus::Succeeded, 200, Some(1_000)))])
+        .finish(&[Closing::only(
+            run.id,
+            ended_as(RunStatus::Succeeded, 200, Some(1_000)),
+        )])
         .await
         .unwrap();
-    assert_eq!(closed, vec![run.id]);
+    assert_eq!(
+        closed,
+        vec![Closed {
+            run_id: run.id,
+            then: Vec::new()
+        }]
+    );
     let again = store
-        .finish(&[(run.id, ended_as(RunStatus::Failed, 300, None))])
+        .finish(&[Closing::only(
+            run.id,
+            ended_as(RunStatus::Failed, 300, None),
+        )])
         .await
         .unwrap();
     assert!(again.is_empty(), "an outcome is recorded once");
@@ -175,7 +187,10 @@ pub async fn only_a_pending_run_starts_and_a_cancel_asked_meanwhile_is_told(stor
     );
 
     store
-        .finish(&[(cancelled.id, ended_as(RunStatus::Cancelled, 300, None))])
+        .finish(&[Closing::only(
+            cancelled.id,
+            ended_as(RunStatus::Cancelled, 300, None),
+        )])
         .await
         .unwrap();
     assert!(
@@ -274,7 +289,10 @@ pub async fn totals_and_recent_endings_count_each_ended_run_once(store: &dyn Sto
     ended(store, "orders", 100, RunStatus::Succeeded).await;
     let empty = claimed(store, tick("orders", 200)).await;
     store
-        .finish(&[(empty.id, ended_as(RunStatus::Succeeded, 260, Some(0)))])
+        .finish(&[Closing::only(
+            empty.id,
+            ended_as(RunStatus::Succeeded, 260, Some(0)),
+        )])
         .await
         .unwrap();
     ended(store, "orders", 300, RunStatus::Failed).await;
@@ -340,6 +358,82 @@ pub async fn airbyte_objects_are_recorded_updated_and_forgotten(store: &dyn Stor
     store.ping().await.unwrap();
 }
 
+pub async fn what_an_outcome_sets_off_is_claimed_with_it_once(store: &dyn Store) {
+    let failed = claimed(store, tick("orders", 100)).await;
+    let upstream = claimed(store, tick("customers", 100)).await;
+    // An instant of `invoices` already claimed: its dependency run there is left out.
+    claimed(store, tick("invoices", 200)).await;
+    let retry = NewRun {
+        trigger: Trigger::Retry,
+        scheduled_for: time(260),
+        retry_of: Some(failed.id),
+        ..tick("orders", 260)
+    };
+    let dependency = |connection: &str| NewRun {
+        trigger: Trigger::Dependency,
+        ..tick(connection, 200)
+    };
+    let closed = store
+        .finish(&[
+            Closing {
+                run_id: failed.id,
+                outcome: ended_as(RunStatus::Failed, 200, None),
+                then: vec![retry.clone()],
+            },
+            Closing {
+                run_id: upstream.id,
+                outcome: ended_as(RunStatus::Succeeded, 200, Some(3)),
+                then: vec![dependency("invoices"), dependency("payments")],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    assert_eq!(closed[0].run_id, failed.id);
+    let [retried] = closed[0].then.as_slice() else {
+        panic!("one retry: {closed:?}");
+    };
+    assert_eq!(
+        (retried.trigger, retried.retry_of, retried.scheduled_for),
+        (Trigger::Retry, Some(failed.id), time(260))
+    );
+    assert_eq!(closed[1].run_id, upstream.id);
+    let started: Vec<&str> = closed[1]
+        .then
+        .iter()
+        .map(|r| r.connection.as_str())
+        .collect();
+    assert_eq!(started, ["payments"], "invoices' instant was taken");
+    assert_eq!(store.retries_of(failed.id).await.unwrap(), 1);
+
+    // An outcome that does not land (the run had ended) sets nothing off.
+    let again = store
+        .finish(&[Closing {
+            run_id: failed.id,
+            outcome: ended_as(RunStatus::Failed, 300, None),
+            then: vec![NewRun {
+                scheduled_for: time(360),
+                ..retry
+            }],
+        }])
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(store.retries_of(failed.id).await.unwrap(), 1);
+    let open: Vec<i64> = store
+        .open_runs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        open.len(),
+        3,
+        "the invoices tick, the retry, the payments run: {open:?}"
+    );
+}
+
 /// Runs every promise above, each against a store of its own from `fresh`.
 pub async fn holds_for<S, F, Fut>(fresh: F)
 where
@@ -350,6 +444,7 @@ where
     a_tick_is_claimed_once_and_manual_runs_may_share_an_instant(&fresh().await).await;
     claiming_many_keeps_the_order_and_skips_ticks_claimed_before(&fresh().await).await;
     a_run_moves_from_pending_to_running_to_one_outcome(&fresh().await).await;
+    what_an_outcome_sets_off_is_claimed_with_it_once(&fresh().await).await;
     only_a_pending_run_starts_and_a_cancel_asked_meanwhile_is_told(&fresh().await).await;
     history_is_newest_first_filtered_and_limited(&fresh().await).await;
     marks_keep_the_newest_tick_claim_success_and_the_failure_streak(&fresh().await).await;

@@ -20,6 +20,8 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// Set by [`MemoryStore::stop_answering`].
     silent: AtomicBool,
+    /// Set by [`MemoryStore::refuse_claims`].
+    refusing_claims: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +53,13 @@ impl MemoryStore {
         self.silent.store(true, Ordering::Relaxed);
     }
 
+    /// From now on a claim on its own ([`Store::claim`], [`Store::claim_many`])
+    /// fails, as if the process died right after the write before it: for tests
+    /// that nothing an outcome sets off is written apart from the outcome.
+    pub fn refuse_claims(&self) {
+        self.refusing_claims.store(true, Ordering::Relaxed);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -63,6 +72,50 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Claims a run as [`Store::claim`] does: `None` when its instant is taken.
+    fn claim(&mut self, new: NewRun) -> Option<Run> {
+        let scheduled_for = stored(new.scheduled_for);
+        let taken = is_unique_trigger(new.trigger)
+            && self.runs.iter().any(|r| {
+                is_unique_trigger(r.trigger)
+                    && r.connection == new.connection
+                    && r.scheduled_for == scheduled_for
+            });
+        if taken {
+            return None;
+        }
+        let run = Run {
+            id: i64::try_from(self.runs.len() + 1).unwrap_or(i64::MAX),
+            connection: new.connection,
+            connection_id: new.connection_id,
+            trigger: new.trigger,
+            scheduled_for,
+            claimed_at: stored(new.claimed_at),
+            started_at: None,
+            finished_at: None,
+            status: RunStatus::Pending,
+            job_id: None,
+            attempts: 0,
+            records_synced: None,
+            bytes_synced: None,
+            error: None,
+            retry_of: new.retry_of,
+            cancel_requested_at: None,
+        };
+        let now = run.claimed_at;
+        let marks = self.marks_of(&run.connection);
+        marks.last_claimed = Some(marks.last_claimed.map_or(now, |t| t.max(now)));
+        if run.trigger == Trigger::Schedule {
+            marks.last_tick = Some(
+                marks
+                    .last_tick
+                    .map_or(scheduled_for, |t| t.max(scheduled_for)),
+            );
+        }
+        self.runs.push(run.clone());
+        Some(run)
+    }
+
     fn run_mut(&mut self, run_id: i64) -> Option<&mut Run> {
         let index = usize::try_from(run_id).ok()?.checked_sub(1)?;
         self.runs.get_mut(index)
@@ -106,52 +159,11 @@ impl Store for MemoryStore {
 
     async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
         self.answer().await;
-        let mut inner = self.lock();
-        let mut claimed = Vec::with_capacity(runs.len());
-        for new in runs {
-            let scheduled_for = stored(new.scheduled_for);
-            let taken = is_unique_trigger(new.trigger)
-                && inner.runs.iter().any(|r| {
-                    is_unique_trigger(r.trigger)
-                        && r.connection == new.connection
-                        && r.scheduled_for == scheduled_for
-                });
-            if taken {
-                claimed.push(None);
-                continue;
-            }
-            let run = Run {
-                id: i64::try_from(inner.runs.len() + 1).unwrap_or(i64::MAX),
-                connection: new.connection,
-                connection_id: new.connection_id,
-                trigger: new.trigger,
-                scheduled_for,
-                claimed_at: stored(new.claimed_at),
-                started_at: None,
-                finished_at: None,
-                status: RunStatus::Pending,
-                job_id: None,
-                attempts: 0,
-                records_synced: None,
-                bytes_synced: None,
-                error: None,
-                retry_of: new.retry_of,
-                cancel_requested_at: None,
-            };
-            let now = run.claimed_at;
-            let marks = inner.marks_of(&run.connection);
-            marks.last_claimed = Some(marks.last_claimed.map_or(now, |t| t.max(now)));
-            if run.trigger == Trigger::Schedule {
-                marks.last_tick = Some(
-                    marks
-                        .last_tick
-                        .map_or(scheduled_for, |t| t.max(scheduled_for)),
-                );
-            }
-            inner.runs.push(run.clone());
-            claimed.push(Some(run));
+        if self.refusing_claims.load(Ordering::Relaxed) {
+            return Err(StoreError::Query("claims refused for a test".into()));
         }
-        Ok(claimed)
+        let mut inner = self.lock();
+        Ok(runs.into_iter().map(|new| inner.claim(new)).collect())
     }
 
     async fn mark_started(
@@ -202,12 +214,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError> {
+    async fn finish(&self, closings: &[Closing]) -> Result<Vec<Closed>, StoreError> {
         self.answer().await;
         let mut inner = self.lock();
         let mut closed = Vec::new();
-        for (run_id, outcome) in outcomes {
-            let Some(run) = inner.run_mut(*run_id).filter(|r| r.status.is_open()) else {
+        for closing in closings {
+            let outcome = &closing.outcome;
+            let Some(run) = inner.run_mut(closing.run_id).filter(|r| r.status.is_open()) else {
                 continue;
             };
             run.status = outcome.status;
@@ -218,9 +231,20 @@ impl Store for MemoryStore {
             run.error = outcome.error.clone();
             let connection = run.connection.clone();
             inner.mark_end(&connection, outcome.status, stored(outcome.finished_at));
-            closed.push(*run_id);
+            closed.push(closing);
         }
-        Ok(closed)
+        // Follow-ups after every outcome, as one transaction would order them.
+        Ok(closed
+            .into_iter()
+            .map(|closing| Closed {
+                run_id: closing.run_id,
+                then: closing
+                    .then
+                    .iter()
+                    .filter_map(|new| inner.claim(new.clone()))
+                    .collect(),
+            })
+            .collect())
     }
 
     async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {

@@ -47,6 +47,34 @@ pub enum Started {
     NotPending,
 }
 
+/// A run's outcome, and the runs it sets off (a retry, the runs of connections
+/// that wait on it): [`Store::finish`] claims them with the outcome.
+#[derive(Clone, Debug)]
+pub struct Closing {
+    pub run_id: i64,
+    pub outcome: Outcome,
+    pub then: Vec<NewRun>,
+}
+
+impl Closing {
+    /// An outcome that sets nothing off.
+    pub fn only(run_id: i64, outcome: Outcome) -> Self {
+        Self {
+            run_id,
+            outcome,
+            then: Vec::new(),
+        }
+    }
+}
+
+/// A run [`Store::finish`] closed, with the follow-ups it claimed (a follow-up
+/// whose instant was claimed before is left out).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Closed {
+    pub run_id: i64,
+    pub then: Vec<Run>,
+}
+
 /// Which runs `history` returns, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct HistoryFilter {
@@ -122,10 +150,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records the counts of running jobs, in one transaction.
     async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError>;
 
-    /// Closes runs with their outcomes, in one transaction, and returns the ids
-    /// it closed. A run already closed is left as it was (and not returned), so
-    /// an outcome is never recorded twice.
-    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError>;
+    /// Closes runs with their outcomes and, for each run it closes, claims what
+    /// follows the outcome (as [`Store::claim_many`] would), all in one
+    /// transaction: a crash at any instant leaves both or neither. A run already
+    /// closed is left as it was, nothing of its follow-ups is claimed, and it is
+    /// not returned, so an outcome is recorded, and followed up, once.
+    async fn finish(&self, closings: &[Closing]) -> Result<Vec<Closed>, StoreError>;
 
     /// Every run still open (pending or running), oldest first.
     async fn open_runs(&self) -> Result<Vec<Run>, StoreError>;

@@ -301,6 +301,29 @@ fn read_run(row: &SqliteRow) -> Result<Run, StoreError> {
     })
 }
 
+/// The run a claim inserted as `id`, as later reads will see it.
+fn pending_run(run: NewRun, id: i64) -> Result<Run, StoreError> {
+    Ok(Run {
+        id,
+        connection: run.connection,
+        connection_id: run.connection_id,
+        trigger: run.trigger,
+        // At the store's precision.
+        scheduled_for: from_ms(ms(run.scheduled_for))?,
+        claimed_at: from_ms(ms(run.claimed_at))?,
+        started_at: None,
+        finished_at: None,
+        status: RunStatus::Pending,
+        job_id: None,
+        attempts: 0,
+        records_synced: None,
+        bytes_synced: None,
+        error: None,
+        retry_of: run.retry_of,
+        cancel_requested_at: None,
+    })
+}
+
 fn read_runs(rows: Vec<SqliteRow>) -> Result<Vec<Run>, StoreError> {
     rows.iter().map(read_run).collect()
 }
@@ -324,30 +347,7 @@ impl Store for SqliteStore {
         writer.done();
         runs.into_iter()
             .zip(ids)
-            .map(|(run, id)| {
-                id.map(|id| {
-                    Ok(Run {
-                        id,
-                        connection: run.connection,
-                        connection_id: run.connection_id,
-                        trigger: run.trigger,
-                        // Read back at the store's precision, as later reads will see it.
-                        scheduled_for: from_ms(ms(run.scheduled_for))?,
-                        claimed_at: from_ms(ms(run.claimed_at))?,
-                        started_at: None,
-                        finished_at: None,
-                        status: RunStatus::Pending,
-                        job_id: None,
-                        attempts: 0,
-                        records_synced: None,
-                        bytes_synced: None,
-                        error: None,
-                        retry_of: run.retry_of,
-                        cancel_requested_at: None,
-                    })
-                })
-                .transpose()
-            })
+            .map(|(run, id)| id.map(|id| pending_run(run, id)).transpose())
             .collect()
     }
 
@@ -416,14 +416,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError> {
-        if outcomes.is_empty() {
+    async fn finish(&self, closings: &[Closing]) -> Result<Vec<Closed>, StoreError> {
+        if closings.is_empty() {
             return Ok(Vec::new());
         }
-        let mut closed = Vec::with_capacity(outcomes.len());
+        let mut closed = Vec::with_capacity(closings.len());
         let mut writer = self.writer().await?;
         let mut tx = writer.begin().await.map_err(query_error)?;
-        for (run_id, outcome) in outcomes {
+        for closing in closings {
+            let (run_id, outcome) = (closing.run_id, &closing.outcome);
             let done = sqlx::query(
                 "UPDATE runs SET status = ?, finished_at = ?, \
                      attempts = max(attempts, ?), \
@@ -442,12 +443,32 @@ impl Store for SqliteStore {
             .await
             .map_err(query_error)?;
             if done.rows_affected() > 0 {
-                closed.push(*run_id);
+                closed.push(closing);
             }
+        }
+        // What follows the outcomes that landed, claimed with them.
+        let then: Vec<NewRun> = closed.iter().flat_map(|c| c.then.clone()).collect();
+        let mut ids = Vec::with_capacity(then.len());
+        for chunk in then.chunks(CLAIM_CHUNK) {
+            ids.extend(claim_chunk(&mut tx, chunk).await?);
         }
         tx.commit().await.map_err(query_error)?;
         writer.done();
-        Ok(closed)
+        let mut claimed = then.into_iter().zip(ids);
+        closed
+            .into_iter()
+            .map(|closing| {
+                let then = claimed
+                    .by_ref()
+                    .take(closing.then.len())
+                    .filter_map(|(run, id)| id.map(|id| pending_run(run, id)))
+                    .collect::<Result<_, _>>()?;
+                Ok(Closed {
+                    run_id: closing.run_id,
+                    then,
+                })
+            })
+            .collect()
     }
 
     async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {
@@ -843,9 +864,10 @@ mod tests {
             .unwrap();
         store.mark_started(after.id, 99, Utc::now()).await.unwrap();
         let closed = store
-            .finish(&[(after.id, outcome(RunStatus::Succeeded))])
+            .finish(&[Closing::only(after.id, outcome(RunStatus::Succeeded))])
             .await
             .unwrap();
+        let closed: Vec<i64> = closed.iter().map(|c| c.run_id).collect();
         assert_eq!(closed, vec![after.id]);
         assert!(store.set_paused("orders", true).await.unwrap());
         assert_eq!(
@@ -886,7 +908,7 @@ mod tests {
         let run = store.claim(tick(connection, at)).await.unwrap().unwrap();
         let mut end = outcome(status);
         end.finished_at = DateTime::from_timestamp(at + 60, 0).unwrap();
-        store.finish(&[(run.id, end)]).await.unwrap();
+        store.finish(&[Closing::only(run.id, end)]).await.unwrap();
     }
 
     fn marks_of(marks: &[ConnectionMarks], connection: &str) -> ConnectionMarks {

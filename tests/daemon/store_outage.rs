@@ -63,9 +63,9 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.record_progress(updates).await
     }
-    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<Vec<i64>, StoreError> {
+    async fn finish(&self, closings: &[Closing]) -> Result<Vec<Closed>, StoreError> {
         self.check()?;
-        self.inner.finish(outcomes).await
+        self.inner.finish(closings).await
     }
     async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {
         self.inner.open_runs().await

@@ -119,6 +119,16 @@ async fn crash_loop(kills: usize, mix: Mix) {
         ids.push((*name, id));
         text.push_str(&connection_block(name, id, "* * * * * *", extra));
     }
+    // On no rule of its own: it runs once after each success of `steady`, and is
+    // never paused, so each of those successes must set off exactly one run of it.
+    let report = control.add_connection("report");
+    control.set_plan(
+        report,
+        JobPlan::succeeding(Duration::from_millis(300), 5, 500),
+    );
+    text.push_str(&format!(
+        "\n[[connections]]\nname = \"report\"\nconnection_id = \"{report}\"\nafter = [\"steady\"]\n"
+    ));
     let config = dir.path().join("cronbyte.toml");
     std::fs::write(&config, valid(&text)).expect("config written");
 
@@ -160,7 +170,9 @@ async fn crash_loop(kills: usize, mix: Mix) {
     );
 
     let jobs = control.jobs();
-    let ledger = ledger(&jobs, &runs, &names(&ids));
+    let mut every = ids.clone();
+    every.push(("report", report));
+    let ledger = ledger(&jobs, &runs, &names(&every));
     let taken_up = stderr_files
         .iter()
         .filter(|f| read(f).contains("taking up runs left open"))
@@ -192,6 +204,7 @@ async fn crash_loop(kills: usize, mix: Mix) {
         found_lost > 0,
         "no kill landed between a sync request and its answer: the loop missed the window it is for"
     );
+    follow_ups_once(&runs);
     let twice = ticks_claimed_twice(&store).await;
     assert!(twice.is_empty(), "ticks claimed more than once: {twice:?}");
     assert_eq!(
@@ -206,6 +219,51 @@ async fn crash_loop(kills: usize, mix: Mix) {
         panicked.join("\n")
     );
     emulator.shutdown().await;
+}
+
+/// What outcomes set off, counted: every first run of `flaky` that failed has exactly
+/// one retry (`retries = 1`), and `report` has exactly one dependency run per success
+/// of `steady`: a kill between an outcome and its follow-ups would lose one, and a
+/// follow-up written twice would show as two.
+fn follow_ups_once(runs: &[cronbyte::run::Run]) {
+    use cronbyte::run::{RunStatus, Trigger};
+    let mut problems = Vec::new();
+    for failed in runs.iter().filter(|r| {
+        r.connection == "flaky" && r.retry_of.is_none() && r.status == RunStatus::Failed
+    }) {
+        let retries = runs
+            .iter()
+            .filter(|r| r.retry_of == Some(failed.id))
+            .count();
+        if retries != 1 {
+            problems.push(format!(
+                "flaky run {} failed and has {retries} retries",
+                failed.id
+            ));
+        }
+    }
+    let successes = runs
+        .iter()
+        .filter(|r| r.connection == "steady" && r.status == RunStatus::Succeeded)
+        .count();
+    let dependents = runs
+        .iter()
+        .filter(|r| r.connection == "report" && r.trigger == Trigger::Dependency)
+        .count();
+    if dependents != successes {
+        problems.push(format!(
+            "{successes} successes of steady set off {dependents} runs of report"
+        ));
+    }
+    assert!(
+        successes > 0 && runs.iter().any(|r| r.trigger == Trigger::Retry),
+        "no success of steady or no retry of flaky: the loop did not exercise follow-ups"
+    );
+    assert!(
+        problems.is_empty(),
+        "follow-ups lost or doubled:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// A run queued behind another (`on_overlap = "queue"`) and taken up after a `kill -9`

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Timelike, Utc};
 use cronbyte::emulator::{Emulator, EmulatorHandle, EmulatorOptions, JobPlan};
 use cronbyte::run::{Outcome, Progress, RunStatus};
-use cronbyte::store::{HistoryFilter, SqliteStore, Store};
+use cronbyte::store::{Closing, HistoryFilter, SqliteStore, Store};
 use uuid::Uuid;
 
 use crate::daemon::Daemon;
@@ -427,13 +427,19 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     };
     let started = Instant::now();
     for chunk in ids[..updates / 2].chunks(1) {
-        let batch: Vec<_> = chunk.iter().map(|id| (*id, outcome(id))).collect();
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|id| Closing::only(*id, outcome(id)))
+            .collect();
         store.finish(&batch).await?;
     }
     let single_rate = (updates / 2) as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     for chunk in ids[updates / 2..].chunks(200) {
-        let batch: Vec<_> = chunk.iter().map(|id| (*id, outcome(id))).collect();
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|id| Closing::only(*id, outcome(id)))
+            .collect();
         store.finish(&batch).await?;
     }
     let batched_rate = (updates - updates / 2) as f64 / started.elapsed().as_secs_f64();

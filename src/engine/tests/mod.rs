@@ -222,3 +222,62 @@ async fn a_run_never_asks_again_while_the_search_for_its_lost_answers_job_fails(
         "the sync was asked for once"
     );
 }
+
+/// A retry and the run of a connection that runs `after` another are written in
+/// the very transaction that records the outcome setting them off: when nothing
+/// can be written after that outcome (here, claims on their own fail, as after a
+/// crash right behind the outcome's write), neither is lost.
+#[tokio::test(start_paused = true)]
+async fn a_retry_and_a_dependent_run_are_written_with_the_outcome_that_sets_them_off() {
+    const ID_B: &str = "4b5c6d7e-0000-4000-8000-000000000002";
+    const ID_C: &str = "4b5c6d7e-0000-4000-8000-000000000003";
+    let config = config(&format!(
+        "{}{}[[connections]]\nname = \"report\"\nconnection_id = \"{ID_C}\"\nafter = [\"orders\"]\n",
+        connection(
+            "flaky",
+            ID_A,
+            "0 0 3 * * *",
+            "retries = 1\nretry_backoff = \"5s\""
+        ),
+        connection("orders", ID_B, "0 0 3 * * *", ""),
+    ));
+    let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
+    let airbyte = Harness::airbyte(origin);
+    airbyte.plan(
+        ID_A,
+        Plan {
+            ends: crate::airbyte::JobStatus::Failed,
+            ..Plan::default()
+        },
+    );
+    let harness = Harness::start(&config, origin, airbyte.clone()).await;
+    harness
+        .engine
+        .trigger_now("flaky")
+        .await
+        .expect("triggered");
+    harness
+        .engine
+        .trigger_now("orders")
+        .await
+        .expect("triggered");
+    harness.store.refuse_claims();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let runs: Vec<(String, Trigger, RunStatus)> = harness
+        .runs()
+        .await
+        .into_iter()
+        .map(|r| (r.connection, r.trigger, r.status))
+        .collect();
+    let has = |name: &str, trigger: Trigger| {
+        runs.iter()
+            .any(|(c, t, s)| c == name && *t == trigger && !s.is_open())
+    };
+    assert!(has("flaky", Trigger::Retry), "the retry ran: {runs:?}");
+    assert!(
+        has("report", Trigger::Dependency),
+        "the dependent ran: {runs:?}"
+    );
+    assert_eq!(airbyte.jobs().len(), 4, "{runs:?}");
+}
