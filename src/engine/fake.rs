@@ -100,6 +100,9 @@ struct State {
     jobs: Vec<FakeJob>,
     faults: Vec<(Op, Fault, Lasting)>,
     calls: HashMap<Op, usize>,
+    /// The most jobs running at once so far. Jobs only start in `sync`, so the
+    /// count there, the new job included, is the high-water mark.
+    max_running: usize,
 }
 
 pub struct FakeAirbyte {
@@ -141,6 +144,11 @@ impl FakeAirbyte {
     /// How many calls of `op` were made.
     pub fn calls(&self, op: Op) -> usize {
         self.state().calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// The most jobs that were running at once, by this fake's clock.
+    pub fn max_running(&self) -> usize {
+        self.state().max_running
     }
 
     /// Counts the call and says which fault, if any, it meets.
@@ -235,6 +243,12 @@ impl Airbyte for FakeAirbyte {
             };
             let seen = job.at(now);
             state.jobs.push(job);
+            let running = state
+                .jobs
+                .iter()
+                .filter(|j| !j.at(now).status.is_terminal())
+                .count();
+            state.max_running = state.max_running.max(running);
             Ok(seen)
         })
     }

@@ -14,11 +14,18 @@ use crate::config::{self, Config, Format};
 use crate::store::{HistoryFilter, MemoryStore};
 use fake::{FakeAirbyte, Fault, Lasting, Op, Plan};
 
+mod policies;
+
 /// A config of these connections; the engine's Airbyte is a [`FakeAirbyte`].
 fn config(connections: &str) -> Config {
+    config_with_workers("poll_interval = \"1s\"", connections)
+}
+
+/// A config with these `[workers]` keys and these connections (and groups).
+fn config_with_workers(workers: &str, connections: &str) -> Config {
     let text = format!(
         "[airbyte]\nbase_url = \"http://127.0.0.1:1/api/v1\"\n\
-         [workers]\npoll_interval = \"1s\"\n\n{connections}"
+         [workers]\n{workers}\n\n{connections}"
     );
     config::from_str(&text, Format::Toml).expect("a valid test config")
 }
@@ -38,6 +45,9 @@ struct Harness {
     engine: Engine,
     store: Arc<MemoryStore>,
     airbyte: Arc<FakeAirbyte>,
+    /// The engine's shutdown token, kept so a test can stop the engine (and
+    /// start another on the same store, as a restart does).
+    shutdown: CancellationToken,
 }
 
 impl Harness {
@@ -56,6 +66,7 @@ impl Harness {
         airbyte: Arc<FakeAirbyte>,
         store: Arc<MemoryStore>,
     ) -> Self {
+        let shutdown = CancellationToken::new();
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
@@ -67,7 +78,7 @@ impl Harness {
                 clock: Clock::accelerated(origin, 1),
                 notifier: Notifier::default(),
             },
-            CancellationToken::new(),
+            shutdown.clone(),
         )
         .await
         .expect("the engine starts");
@@ -75,7 +86,14 @@ impl Harness {
             engine,
             store,
             airbyte,
+            shutdown,
         }
+    }
+
+    /// Stops the engine as SIGTERM does, and waits until its tasks have ended.
+    async fn stop(&self) {
+        self.shutdown.cancel();
+        self.engine.stopped().await;
     }
 
     /// Every run in the history, oldest first.
