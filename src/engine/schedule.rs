@@ -108,11 +108,12 @@ pub(super) async fn run(shared: Arc<Shared>) {
             let Some(Reverse((at, name))) = heap.pop() else {
                 break;
             };
-            // A connection removed by a reload is gone from the catalog: it stops here.
-            let Some(connection) = catalog.by_name.get(&name).cloned() else {
+            // A connection removed or disabled by a reload (which may have come in
+            // the instant this tick fell due) stops here.
+            let Some(connection) = catalog.by_name.get(&name).filter(|c| c.enabled).cloned() else {
                 continue;
             };
-            if let Some(rule) = connection.cron.as_ref().filter(|_| connection.enabled) {
+            if let Some(rule) = &connection.cron {
                 // From now, not from `at`: after a long sleep the ticks in between
                 // are one misfire, not a burst of runs.
                 let next = rule.next_after(at.max(now));

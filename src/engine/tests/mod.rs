@@ -156,6 +156,44 @@ async fn a_reload_in_the_instant_a_tick_falls_due_keeps_the_tick() {
     assert!(missing.is_empty(), "ticks dropped: {missing:?}");
 }
 
+/// A reload that disables a connection in the very instant its tick falls due
+/// claims that tick no more than a later one: a disabled connection is not
+/// scheduled, whichever the schedule sees first.
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_disables_a_connection_as_its_tick_falls_due_claims_no_tick() {
+    let enabled = config(&connection("every-second", ID_A, "* * * * * *", ""));
+    let disabled = config(&connection(
+        "every-second",
+        ID_A,
+        "* * * * * *",
+        "enabled = false",
+    ));
+    let origin: DateTime<Utc> = "2026-06-01T00:00:00.250Z".parse().expect("a time");
+    let Harness { engine, store, .. } =
+        Harness::start(&enabled, origin, Harness::airbyte(origin)).await;
+    settle().await;
+    let at = origin.with_nanosecond(0).expect("a time") + chrono::Duration::seconds(1);
+    let now = engine.shared.clock.now();
+    tokio::time::advance((at - now).to_std().expect("ahead")).await;
+    engine.reload(disabled.connections.clone(), disabled.groups.clone());
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let claimed: Vec<DateTime<Utc>> = store
+        .history(&HistoryFilter {
+            connection: None,
+            limit: 1_000,
+        })
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|run| run.scheduled_for)
+        .collect();
+    assert!(
+        claimed.is_empty(),
+        "ticks claimed after the reload disabled it: {claimed:?}"
+    );
+}
+
 /// An engine with nothing to do still makes progress in both loops, however
 /// long it idles: the watchdog never restarts a healthy daemon.
 #[tokio::test(start_paused = true)]
