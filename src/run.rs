@@ -16,6 +16,11 @@
 //!   +--(cancelled waiting for a slot, or no job came of a cancelled request)--> cancelled
 //! ```
 //!
+//! Closing a run also claims, in the same transaction, what its outcome sets
+//! off: the retry of a failed run (pending, due after its backoff) and the runs
+//! of connections that wait on a succeeded one (`after`). A run queued behind
+//! another (`on_overlap = "queue"`) is claimed already and waits `pending`.
+//!
 //! A cancel asked while the sync is being requested sets `cancel_requested_at`;
 //! the run keeps its slot until Airbyte answers, then either runs on until its job,
 //! cancelled in Airbyte, ends `cancelled` with the job named, or ends `cancelled`
