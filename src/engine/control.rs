@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::tracker::FollowedJob;
-use super::{Engine, EngineError, Shared, outcome};
+use super::state::FollowedJob;
+use super::{Engine, EngineError, outcome};
 use crate::airbyte::JobStatus;
 use crate::run::{Progress, Run, RunStatus};
 use crate::store::{AirbyteObject, HistoryFilter};
@@ -57,28 +57,13 @@ impl Engine {
             .collect();
         let now = shared.clock.now();
         let catalog = shared.catalog();
-        let active: Vec<Option<i64>> = {
-            let conns = shared.lock_conns();
-            catalog
-                .ordered
-                .iter()
-                .map(|c| conns.get(&c.name).and_then(|s| s.active))
-                .collect()
-        };
-        let paused: Vec<bool> = {
-            let paused = shared.lock_paused();
-            catalog
-                .ordered
-                .iter()
-                .map(|c| paused.contains(&c.name))
-                .collect()
-        };
+        let standing =
+            shared.state(|s| s.standing(catalog.ordered.iter().map(|c| c.name.as_str())));
         Ok(catalog
             .ordered
             .iter()
-            .zip(active)
-            .zip(paused)
-            .map(|((c, active_run), paused)| ConnectionStatus {
+            .zip(standing)
+            .map(|(c, (active_run, paused))| ConnectionStatus {
                 name: c.name.clone(),
                 connection_id: c.connection_id.clone(),
                 cron: c.cron.as_ref().map(|r| r.expr().to_owned()),
@@ -132,7 +117,7 @@ impl Engine {
     /// Cancels an open run: its Airbyte job when it has one, else the run itself.
     pub async fn cancel(&self, run_id: i64) -> Result<CancelOutcome, EngineError> {
         let shared = &self.shared;
-        if let Some(followed) = shared.followed_job(run_id) {
+        if let Some(followed) = shared.state(|s| s.followed_job(run_id)) {
             return self.cancel_job(run_id, followed).await;
         }
         let run = shared
@@ -147,23 +132,23 @@ impl Engine {
             // Open with a job but not followed here: another process follows it.
             return Err(EngineError::NotFollowedHere(run_id));
         }
-        if !shared.cancelled_before_start(run_id) {
+        if !shared.state(|s| s.cancel_waiting(run_id)) {
             // Its sync is being requested: Airbyte may be starting a job this very
             // moment. The run keeps its slot; once the request is answered, its job
             // is cancelled in Airbyte, or it ends without one.
-            shared.lock_cancels_in_flight().insert(run_id);
+            shared.state(|s| s.cancel_in_flight(run_id));
             return if shared
                 .store
                 .request_cancel(run_id, shared.clock.now())
                 .await?
             {
                 // Its job may have become known meanwhile.
-                if shared.followed_job(run_id).is_some() {
+                if shared.state(|s| s.followed_job(run_id)).is_some() {
                     shared.cancel_for_operator(run_id);
                 }
                 Ok(CancelOutcome::Requested)
             } else {
-                shared.lock_cancels_in_flight().remove(&run_id);
+                shared.state(|s| s.take_cancel_in_flight(run_id));
                 let status = shared.store.run(run_id).await?.map(|r| r.status);
                 Err(EngineError::RunEnded(
                     run_id,
@@ -209,7 +194,7 @@ impl Engine {
                 _ => return Err(refused.into()),
             }
         }
-        shared.operator_cancelled(run_id);
+        shared.state(|s| s.operator_cancelled(run_id));
         Ok(CancelOutcome::Requested)
     }
 
@@ -218,39 +203,5 @@ impl Engine {
             .connection(name)
             .map(|_| ())
             .ok_or_else(|| EngineError::UnknownConnection(name.to_owned()))
-    }
-}
-
-impl Shared {
-    /// Forgets a run cancelled before it started wherever it waits: in the
-    /// queue, queued behind its connection's run, or (checked at start) delayed.
-    /// False, and nothing done, when the run holds a slot: its sync is being
-    /// requested.
-    fn cancelled_before_start(&self, run_id: i64) -> bool {
-        {
-            let mut queue = self.lock_queue();
-            if queue.holds_slot(run_id) {
-                return false;
-            }
-            queue.remove_waiting(run_id);
-        }
-        for state in self.lock_conns().values_mut() {
-            if state.queued.as_ref().is_some_and(|r| r.id == run_id) {
-                state.queued = None;
-            }
-        }
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id);
-        true
-    }
-
-    /// Whether a run was cancelled while it waited, and so must not start.
-    pub(super) fn take_cancelled(&self, run_id: i64) -> bool {
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&run_id)
     }
 }

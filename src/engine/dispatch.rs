@@ -4,7 +4,6 @@
 //! is requested, riding out outages and telling a 409 caused by our own lost
 //! request from a real overlap.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,44 +11,12 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use super::owed::Owed;
+use super::state::Overlap;
 use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job};
 use crate::config::OnOverlap;
 use crate::run::{Progress, Run, RunStatus};
 use crate::store::Started;
-
-/// Runs waiting for a slot, and the runs holding one.
-#[derive(Debug, Default)]
-pub struct Queue {
-    waiting: VecDeque<Run>,
-    /// Runs being triggered or followed, by run id, with their group: each holds
-    /// one slot until it ends.
-    holders: HashMap<i64, Option<String>>,
-    /// Slots held per group.
-    groups: HashMap<String, usize>,
-}
-
-impl Queue {
-    pub fn in_flight(&self) -> usize {
-        self.holders.len()
-    }
-
-    /// Whether the run holds a slot: its sync is being requested, or followed.
-    pub(super) fn holds_slot(&self, run_id: i64) -> bool {
-        self.holders.contains_key(&run_id)
-    }
-
-    pub(super) fn remove_waiting(&mut self, run_id: i64) {
-        self.waiting.retain(|r| r.id != run_id);
-    }
-
-    fn take_slot(&mut self, run_id: i64, group: Option<String>) {
-        if let Some(group) = &group {
-            *self.groups.entry(group.clone()).or_default() += 1;
-        }
-        self.holders.insert(run_id, group);
-    }
-}
 
 /// How a sync request ended.
 enum Triggered {
@@ -74,16 +41,6 @@ enum Search {
     Unknown,
 }
 
-/// What a run does about another run of its connection in flight.
-enum Overlap {
-    /// Nothing is in flight: trigger.
-    Go,
-    /// Wait behind the run in flight (`on_overlap = "queue"`).
-    Wait,
-    /// Do not start, for this reason.
-    Skip(String),
-}
-
 /// How long a sync request keeps being retried through an outage, or waits
 /// behind a running sync, before the run is given up as `trigger_failed`.
 const TRIGGER_DEADLINE: Duration = Duration::from_secs(15 * 60);
@@ -94,7 +51,7 @@ const ATTACH_SEARCH: u32 = 5;
 impl Shared {
     /// Queues a claimed run and starts what the slots allow.
     pub(super) fn enqueue(self: &Arc<Self>, run: Run) {
-        self.lock_queue().waiting.push_back(run);
+        self.state(|s| s.enqueue(run));
         self.pump();
     }
 
@@ -134,62 +91,34 @@ impl Shared {
         }
         let cap = self.workers.max_concurrent_syncs.max(1);
         let catalog = self.catalog();
-        let mut queue = self.lock_queue();
-        let mut index = 0;
-        while queue.in_flight() < cap && index < queue.waiting.len() {
-            let group = catalog
-                .by_name
-                .get(&queue.waiting[index].connection)
-                .and_then(|c| c.group.clone());
-            let group_full = group.as_ref().is_some_and(|g| {
-                let limit = catalog.group_limits.get(g).copied().unwrap_or(usize::MAX);
-                queue.groups.get(g).copied().unwrap_or(0) >= limit
-            });
-            if group_full {
-                index += 1;
-                continue;
-            }
-            let Some(run) = queue.waiting.remove(index) else {
-                break;
-            };
-            queue.take_slot(run.id, group);
+        let (starts, in_flight, waiting) = self.state(|s| {
+            let starts = s.startable(cap, &catalog);
+            (starts, s.in_flight(), s.waiting())
+        });
+        for run in starts {
             let shared = Arc::clone(self);
             self.tasks.spawn(async move { shared.start(run).await });
         }
-        self.metrics.set_in_flight(queue.in_flight());
-        self.metrics.set_waiting(queue.waiting.len());
-    }
-
-    /// Takes a slot for a run that arrives already running (taken up at start).
-    pub(super) fn hold_slot(&self, run: &Run) {
-        let group = self
-            .connection(&run.connection)
-            .and_then(|c| c.group.clone());
-        let mut queue = self.lock_queue();
-        queue.take_slot(run.id, group);
-        self.metrics.set_in_flight(queue.in_flight());
+        self.metrics.set_in_flight(in_flight);
+        self.metrics.set_waiting(waiting);
     }
 
     /// Gives the run's slot back, if it held one, and lets the next run start.
     pub(super) fn release(self: &Arc<Self>, run_id: i64) {
-        {
-            let mut queue = self.lock_queue();
-            if let Some(Some(group)) = queue.holders.remove(&run_id)
-                && let Some(n) = queue.groups.get_mut(&group)
-            {
-                *n = n.saturating_sub(1);
-            }
-        }
+        self.state(|s| s.release(run_id));
         self.pump();
     }
 
     /// Applies the overlap policy, requests the sync and hands the job to the
     /// tracker, or closes the run when no job came of it.
     async fn start(self: Arc<Self>, run: Run) {
-        if self.take_cancelled(run.id) {
+        if self.state(|s| s.take_cancelled(run.id)) {
             return self.release(run.id);
         }
-        match self.overlap(&run) {
+        let policy = self
+            .connection(&run.connection)
+            .map_or(OnOverlap::Attach, |c| c.on_overlap);
+        match self.state(|s| s.overlap(&run, policy)) {
             Overlap::Go => {}
             Overlap::Wait => return self.release(run.id),
             Overlap::Skip(reason) => {
@@ -224,7 +153,7 @@ impl Shared {
                     Ok(Started::Running { cancel_requested }) => {
                         let run_id = run.id;
                         self.follow(run, job.id, Some(&job));
-                        let in_flight = self.lock_cancels_in_flight().remove(&run_id);
+                        let in_flight = self.state(|s| s.take_cancel_in_flight(run_id));
                         if cancel_requested || in_flight {
                             self.cancel_for_operator(run_id);
                         }
@@ -246,7 +175,7 @@ impl Shared {
             Triggered::Skipped(reason) | Triggered::Failed(reason)
                 if self.cancel_was_requested(&run).await =>
             {
-                self.lock_cancels_in_flight().remove(&run.id);
+                self.state(|s| s.take_cancel_in_flight(run.id));
                 let closing = outcome(
                     &self.clock,
                     RunStatus::Cancelled,
@@ -276,7 +205,7 @@ impl Shared {
                 self.finish_run(run, closing).await;
             }
             Triggered::Cancelled => {
-                self.lock_cancels_in_flight().remove(&run.id);
+                self.state(|s| s.take_cancel_in_flight(run.id));
                 let closing = outcome(
                     &self.clock,
                     RunStatus::Cancelled,
@@ -286,43 +215,9 @@ impl Shared {
                 self.finish_run(run, closing).await;
             }
             Triggered::Interrupted => {
-                self.set_inactive(&run);
+                self.state(|s| s.set_inactive(&run));
                 self.release(run.id);
             }
-        }
-    }
-
-    /// What a run does about another run of its connection being active; a run
-    /// that may go ahead becomes the active one.
-    fn overlap(&self, run: &Run) -> Overlap {
-        let policy = self
-            .connection(&run.connection)
-            .map_or(OnOverlap::Attach, |c| c.on_overlap);
-        let mut conns = self.lock_conns();
-        let state = conns.entry(run.connection.clone()).or_default();
-        let Some(active) = state.active.filter(|&a| a != run.id) else {
-            state.active = Some(run.id);
-            return Overlap::Go;
-        };
-        match policy {
-            OnOverlap::Skip => Overlap::Skip(format!(
-                "run {active} of this connection was still in flight (on_overlap = skip)"
-            )),
-            // The active run follows that job and records its outcome; this tick
-            // adds nothing, so the job's result is recorded once.
-            OnOverlap::Attach => Overlap::Skip(format!(
-                "run {active} of this connection was still in flight; its job covers this tick (on_overlap = attach)"
-            )),
-            OnOverlap::Queue => match &state.queued {
-                None => {
-                    state.queued = Some(run.clone());
-                    Overlap::Wait
-                }
-                Some(waiting) => Overlap::Skip(format!(
-                    "run {} already waits for run {active} to end (on_overlap = queue keeps one)",
-                    waiting.id
-                )),
-            },
         }
     }
 
@@ -520,8 +415,7 @@ impl Shared {
         let earliest = since - CLOCK_ALLOWANCE;
         // Jobs followed here whose runs' rows do not say so yet (the store refused
         // the write and owes it).
-        let followed: std::collections::HashSet<i64> =
-            self.lock_tracked().values().map(|t| t.job_id).collect();
+        let followed = self.state(|s| s.followed_jobs());
         let mut candidates: Vec<Job> = jobs
             .into_iter()
             .filter(|j| j.created_at.is_some_and(|c| c >= earliest))

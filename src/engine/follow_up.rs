@@ -110,13 +110,9 @@ impl Shared {
             apply(&mut run, closing.outcome);
             log_outcome(&run);
             self.metrics.run_ended(&run);
-            self.send_notice(&run);
-            if run.status == RunStatus::Succeeded {
-                let finished = run.finished_at.unwrap_or_else(|| self.clock.now());
-                self.lock_conns()
-                    .entry(run.connection.clone())
-                    .or_default()
-                    .last_success = Some(finished);
+            let was_failing = self.state(|s| s.outcome_recorded(&run));
+            if let Some(event) = NotifyEvent::of(run.status, was_failing) {
+                self.notifier.notify(event, &run);
             }
             for next in then {
                 self.claimed(&next);
@@ -137,42 +133,9 @@ impl Shared {
 
     /// Frees the run's slot and its connection, starting the run queued behind it.
     pub(super) fn free(self: &Arc<Self>, run: &Run) {
-        let queued = self.set_inactive(run);
-        self.release(run.id);
-        if let Some(next) = queued {
-            self.enqueue(next);
-        }
-    }
-
-    /// Notices a failure, or a recovery after failures.
-    fn send_notice(&self, run: &Run) {
-        let was_failing = {
-            let mut conns = self.lock_conns();
-            let state = conns.entry(run.connection.clone()).or_default();
-            let was = state.failing;
-            match run.status {
-                RunStatus::Failed | RunStatus::TimedOut | RunStatus::TriggerFailed => {
-                    state.failing = true
-                }
-                RunStatus::Succeeded => state.failing = false,
-                _ => {}
-            }
-            was
-        };
-        if let Some(event) = NotifyEvent::of(run.status, was_failing) {
-            self.notifier.notify(event, run);
-        }
-    }
-
-    /// Marks the connection free of `run` and hands back the run queued behind it.
-    pub(super) fn set_inactive(&self, run: &Run) -> Option<Run> {
-        let mut conns = self.lock_conns();
-        let state = conns.entry(run.connection.clone()).or_default();
-        if state.active == Some(run.id) {
-            state.active = None;
-            state.queued.take()
-        } else {
-            None
+        match self.state(|s| s.free(run)) {
+            Some(next) => self.enqueue(next),
+            None => self.pump(),
         }
     }
 
@@ -220,9 +183,10 @@ impl Shared {
         let mut runs = Vec::new();
         for dependent in dependents {
             if !dependent.enabled
-                || self.is_paused(&dependent.name)
                 || batch.claimed.contains(&dependent.name)
-                || !self.upstream_ready(&dependent, batch)
+                || !self.state(|s| {
+                    !s.is_paused(&dependent.name) && s.upstream_ready(&dependent, &batch.succeeded)
+                })
             {
                 continue;
             }
@@ -237,25 +201,6 @@ impl Shared {
             });
         }
         runs
-    }
-
-    /// Whether every connection `dependent` runs after succeeded since its last
-    /// run, counting the successes of the batch being written.
-    fn upstream_ready(&self, dependent: &ConnectionSettings, batch: &Batch) -> bool {
-        let conns = self.lock_conns();
-        let since: Option<DateTime<Utc>> = conns.get(&dependent.name).and_then(|s| s.last_claimed);
-        dependent.after.iter().all(|upstream| {
-            let success = batch
-                .succeeded
-                .get(upstream)
-                .copied()
-                .or_else(|| conns.get(upstream).and_then(|s| s.last_success));
-            match (success, since) {
-                (Some(success), Some(since)) => success > since,
-                (Some(_), None) => true,
-                (None, _) => false,
-            }
-        })
     }
 }
 

@@ -6,6 +6,13 @@
 //! when and claims the run, [`dispatch`] waits for a slot and triggers the sync,
 //! [`tracker`] polls the job to its end, and [`follow_up`] records the outcome and
 //! starts what it calls for (a retry, a queued run, dependent connections).
+//!
+//! Those files do the I/O. What the engine holds in memory about connections and
+//! runs (active and queued runs, slots, followed jobs, pauses, cancels on their
+//! way) has one owner, [`state`], and changes only through its methods: a reader
+//! finds there everything that can change a connection's state in memory. The
+//! rest (configuration, the writes the store owes, the watchdog's heartbeats) is
+//! each kept by the one file that changes it.
 
 mod airbyte;
 mod clock;
@@ -16,13 +23,14 @@ mod fake;
 mod follow_up;
 mod owed;
 mod schedule;
+mod state;
 #[cfg(test)]
 mod tests;
 mod tracker;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -34,12 +42,11 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::run::{NewRun, Outcome, Progress, Run, RunStatus, Trigger};
 use crate::store::{Store, StoreError};
+use state::State;
 
 pub use airbyte::Airbyte;
 pub use clock::Clock;
 pub use control::{CancelOutcome, ConnectionStatus};
-pub use dispatch::Queue;
-pub use tracker::Tracked;
 
 /// How long in-flight work may go on after shutdown is asked for. Airbyte jobs
 /// themselves run on; the next start takes them up again from the history.
@@ -87,23 +94,6 @@ pub struct EngineParts {
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
-}
-
-/// What the engine remembers of one connection while it runs.
-#[derive(Debug, Default)]
-struct ConnState {
-    /// The run now triggering or following a job; at most one per connection.
-    active: Option<i64>,
-    /// A run waiting for the active one to end (`on_overlap = "queue"`).
-    queued: Option<Run>,
-    /// The newest tick claimed, for the misfire policy after a pause.
-    last_tick: Option<DateTime<Utc>>,
-    /// When its newest run was claimed, for `after` dependencies.
-    last_claimed: Option<DateTime<Utc>>,
-    /// When its newest succeeded run ended.
-    last_success: Option<DateTime<Utc>>,
-    /// Its newest run that counts failed (for recovery notices).
-    failing: bool,
 }
 
 /// The connections the engine schedules, as the config last (re)loaded says.
@@ -155,23 +145,15 @@ pub(crate) struct Shared {
     catalog: std::sync::RwLock<Arc<Catalog>>,
     /// Told when the catalog changes, so the schedule is rebuilt.
     reloaded: tokio::sync::Notify,
-    queue: Mutex<Queue>,
-    tracked: Mutex<HashMap<i64, Tracked>>,
-    conns: Mutex<HashMap<String, ConnState>>,
-    /// Connections paused now, as the store last said.
-    paused: Mutex<HashSet<String>>,
+    /// What the engine holds in memory about connections and runs, behind one
+    /// lock taken for one method of [`State`] at a time.
+    state: Mutex<State>,
     /// Writes the store refused, waiting for it to work again.
     owed: owed::OwedQueue,
     /// When the schedule loop last turned, for the watchdog.
     heartbeat: Mutex<tokio::time::Instant>,
     /// When the poll loop last made progress (see [`Engine::stuck_loop`]).
     poll_heartbeat: Mutex<tokio::time::Instant>,
-    /// Runs an operator cancelled while they waited, which must not start.
-    cancelled: Mutex<HashSet<i64>>,
-    /// Runs an operator cancelled while their sync was being requested: the
-    /// hand-over between the control API and the run's start, whichever of the
-    /// two sees the run's job first sends its cancel.
-    cancels_in_flight: Mutex<HashSet<i64>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Runs claimed before this instant were claimed by an earlier process.
@@ -189,22 +171,7 @@ impl Engine {
         parts: EngineParts,
         shutdown: CancellationToken,
     ) -> Result<Self, EngineError> {
-        let mut conns: HashMap<String, ConnState> = HashMap::new();
-        for marks in parts.store.marks().await? {
-            conns.insert(
-                marks.connection,
-                ConnState {
-                    last_tick: marks.last_tick,
-                    last_claimed: marks.last_claimed,
-                    last_success: marks.last_success,
-                    // From the store, so the first success after a restart is still
-                    // noticed as a recovery.
-                    failing: marks.failures > 0,
-                    ..ConnState::default()
-                },
-            );
-        }
-        let paused = parts.store.paused().await?.into_iter().collect();
+        let state = State::new(parts.store.marks().await?, parts.store.paused().await?);
         let shared = Arc::new(Shared {
             store: parts.store,
             airbyte: parts.airbyte,
@@ -218,12 +185,7 @@ impl Engine {
                 parts.groups,
             ))),
             reloaded: tokio::sync::Notify::new(),
-            queue: Mutex::new(Queue::default()),
-            tracked: Mutex::new(HashMap::new()),
-            conns: Mutex::new(conns),
-            paused: Mutex::new(paused),
-            cancelled: Mutex::new(HashSet::new()),
-            cancels_in_flight: Mutex::new(HashSet::new()),
+            state: Mutex::new(state),
             heartbeat: Mutex::new(tokio::time::Instant::now()),
             poll_heartbeat: Mutex::new(tokio::time::Instant::now()),
             owed: Default::default(),
@@ -300,7 +262,7 @@ impl Engine {
 
     /// Runs holding a slot right now (triggering or followed).
     pub fn in_flight(&self) -> usize {
-        self.shared.lock_queue().in_flight()
+        self.shared.state(|s| s.in_flight())
     }
 
     /// Claims a manual run of `name` now; it goes through the same queue and
@@ -331,30 +293,14 @@ impl Engine {
 }
 
 impl Shared {
-    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_cancels_in_flight(&self) -> MutexGuard<'_, HashSet<i64>> {
-        self.cancels_in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_tracked(&self) -> MutexGuard<'_, HashMap<i64, Tracked>> {
-        self.tracked.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_conns(&self) -> MutexGuard<'_, HashMap<String, ConnState>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_paused(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `change` on the engine's in-memory state, under its one lock. Never
+    /// awaits: the lock is held for that one call only.
+    fn state<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
+        change(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn is_paused(&self, name: &str) -> bool {
-        self.lock_paused().contains(name)
+        self.state(|s| s.is_paused(name))
     }
 
     fn catalog(&self) -> Arc<Catalog> {
@@ -367,17 +313,8 @@ impl Shared {
 
     /// Remembers that `run` was claimed.
     fn claimed(&self, run: &Run) {
-        let mut conns = self.lock_conns();
-        let state = conns.entry(run.connection.clone()).or_default();
-        // By the engine's clock, like the successes it is compared with.
-        state.last_claimed = Some(self.clock.now());
-        if run.trigger == Trigger::Schedule {
-            state.last_tick = Some(
-                state
-                    .last_tick
-                    .map_or(run.scheduled_for, |t| t.max(run.scheduled_for)),
-            );
-        }
+        let now = self.clock.now();
+        self.state(|s| s.claimed(run, now));
     }
 
     /// At start, every run the history holds open is followed again: a running

@@ -59,10 +59,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         if shared.is_paused(&connection.name) {
             continue;
         }
-        let last = shared
-            .lock_conns()
-            .get(&connection.name)
-            .and_then(|s| s.last_tick);
+        let last = shared.state(|s| s.last_tick(&connection.name));
         if let Some(last) = last {
             catch_up(&shared, connection, last, started).await;
         }
@@ -164,17 +161,12 @@ async fn refresh_pauses(shared: &Arc<Shared>) {
             return;
         }
     };
-    let resumed: Vec<String> = {
-        let mut paused = shared.paused.lock().unwrap_or_else(|p| p.into_inner());
-        let resumed = paused.difference(&now_paused).cloned().collect();
-        for name in now_paused.difference(&paused) {
-            tracing::info!(connection = %name, "connection paused");
-            // A paused connection is not expected to stay fresh.
-            shared.metrics.set_expected_interval(name, None);
-        }
-        *paused = now_paused;
-        resumed
-    };
+    let (resumed, paused) = shared.state(|s| s.set_paused(now_paused));
+    for name in paused {
+        tracing::info!(connection = %name, "connection paused");
+        // A paused connection is not expected to stay fresh.
+        shared.metrics.set_expected_interval(&name, None);
+    }
     let now = shared.clock.now();
     for name in resumed {
         tracing::info!(connection = %name, "connection resumed");
@@ -188,7 +180,7 @@ async fn refresh_pauses(shared: &Arc<Shared>) {
                 .metrics
                 .set_expected_interval(&name, rule.next_after(next).map(|n| n - next));
         }
-        let last = shared.lock_conns().get(&name).and_then(|s| s.last_tick);
+        let last = shared.state(|s| s.last_tick(&name));
         if let Some(last) = last {
             catch_up(shared, &connection, last, now).await;
         }

@@ -14,16 +14,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use super::state::{Answered, DueCancel, Round, Why};
 use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job, JobStatus};
-use crate::run::{Progress, Run, RunStatus};
-
-/// After this many polls in a row that Airbyte answers "no such job", the run is
-/// closed as failed rather than followed forever.
-const NOT_FOUND_LIMIT: u32 = 3;
-
-/// Below this many followed jobs, reading each one is as cheap as a listing.
-const BATCH_MIN: usize = 2;
+use crate::run::{Run, RunStatus};
 
 /// Jobs per page of a listing.
 const PAGE_SIZE: u32 = 200;
@@ -31,79 +25,21 @@ const PAGE_SIZE: u32 = 200;
 /// At most this many pages per round: beyond, the rest is read job by job.
 const MAX_PAGES: u32 = 50;
 
-/// A followed run's job, as a cancel request sees it.
-#[derive(Debug)]
-pub(super) struct FollowedJob {
-    pub job_id: i64,
-    /// An operator's cancel was accepted by Airbyte already.
-    pub by_operator: bool,
-    /// Airbyte accepted the cancel for the run's timeout.
-    pub for_timeout: bool,
-}
-
-/// A run whose job is being followed.
-#[derive(Debug)]
-pub struct Tracked {
-    pub run: Run,
-    pub job_id: i64,
-    /// When the run times out and its job is to be cancelled.
-    deadline: Option<DateTime<Utc>>,
-    /// Airbyte accepted our cancel request for the timeout.
-    cancel_accepted: bool,
-    /// A cancel request (for the timeout, or an operator's) is on its way.
-    cancelling: bool,
-    /// An operator cancelled the run before its job was known: the job is to be
-    /// cancelled in Airbyte, asked at each poll until Airbyte accepts.
-    operator_cancel_owed: bool,
-    /// An operator cancelled the run's job.
-    by_operator: bool,
-    progress: Progress,
-    not_found: u32,
-    /// The job's `updatedAt` as Airbyte last reported it.
-    last_update: Option<DateTime<Utc>>,
-    /// When Airbyte last answered about this very job. A listing shows only jobs
-    /// that changed, so a job not seen for a while is read on its own: that
-    /// refreshes its counts and guards against a change the listing missed.
-    confirmed: Option<Instant>,
-}
-
 impl Shared {
     /// Starts following `job_id` for `run`. A run taken up from an earlier process
     /// takes a slot now; one started here already holds the slot it started with.
     pub(super) fn follow(self: &Arc<Self>, run: Run, job_id: i64, seen: Option<&Job>) {
-        if seen.is_none() {
-            self.hold_slot(&run);
-            self.lock_conns()
-                .entry(run.connection.clone())
-                .or_default()
-                .active = Some(run.id);
-        }
-        let timeout = self
-            .connection(&run.connection)
+        let connection = self.connection(&run.connection);
+        let group = connection.as_ref().and_then(|c| c.group.clone());
+        let timeout = connection
             .and_then(|c| c.timeout)
             .and_then(|t| chrono::Duration::from_std(t).ok());
         let deadline = timeout.map(|t| run.started_at.unwrap_or(run.claimed_at) + t);
-        let progress = Progress {
-            attempts: run.attempts,
-            records_synced: run.records_synced,
-            bytes_synced: run.bytes_synced,
-        };
-        self.lock_tracked().insert(
-            run.id,
-            Tracked {
-                run,
-                job_id,
-                deadline,
-                cancel_accepted: false,
-                cancelling: false,
-                operator_cancel_owed: false,
-                by_operator: false,
-                progress,
-                not_found: 0,
-                last_update: seen.and_then(|j| j.updated_at),
-                confirmed: seen.map(|_| Instant::now()),
-            },
-        );
+        let in_flight = self.state(|s| {
+            s.follow(run, job_id, seen, group, deadline);
+            s.in_flight()
+        });
+        self.metrics.set_in_flight(in_flight);
     }
 
     /// One round: every followed job is read once (changed jobs through one
@@ -111,7 +47,16 @@ impl Shared {
     /// jobs are cancelled.
     async fn poll_once(self: &Arc<Self>) {
         self.poll_progressed();
-        let (batch, single, since) = self.plan_round();
+        let stale_after = (self.workers.poll_interval * 10).max(Duration::from_secs(60));
+        let batching = self.batch_polls.load(Ordering::Relaxed);
+        let floor = self.clock.now()
+            - chrono::Duration::from_std(self.workers.poll_interval).unwrap_or_default()
+            - CLOCK_ALLOWANCE;
+        let Round {
+            batch,
+            single,
+            since,
+        } = self.state(|s| s.plan_round(stale_after, batching, floor));
         if batch.is_empty() && single.is_empty() {
             return;
         }
@@ -153,49 +98,18 @@ impl Shared {
         );
 
         let polled = answers.len() + unanswered.as_ref().map_or(0, |(n, _)| *n);
-        let mut progressed = Vec::new();
-        let mut ended = Vec::new();
-        let mut vanished = Vec::new();
-        {
-            let mut tracked = self.lock_tracked();
-            for (run_id, answer) in answers {
-                let Some(entry) = tracked.get_mut(&run_id) else {
-                    continue;
-                };
-                match answer {
-                    Ok(job) => {
-                        entry.not_found = 0;
-                        entry.confirmed = Some(Instant::now());
-                        entry.last_update = job.updated_at.or(entry.last_update);
-                        let progress = Progress {
-                            attempts: job.attempts.max(entry.progress.attempts),
-                            records_synced: job.records_synced.or(entry.progress.records_synced),
-                            bytes_synced: job.bytes_synced.or(entry.progress.bytes_synced),
-                        };
-                        if job.status.is_terminal() {
-                            if let Some(done) = tracked.remove(&run_id) {
-                                ended.push((done, job, progress));
-                            }
-                        } else if progress != entry.progress {
-                            entry.progress = progress.clone();
-                            progressed.push((run_id, progress));
-                        }
-                    }
-                    Err(AirbyteError::NotFound { message, .. }) => {
-                        entry.not_found += 1;
-                        if entry.not_found >= NOT_FOUND_LIMIT
-                            && let Some(gone) = tracked.remove(&run_id)
-                        {
-                            vanished.push((gone, message));
-                        }
-                    }
-                    Err(e) => {
-                        let count = unanswered.as_ref().map_or(0, |(n, _)| *n);
-                        let first = unanswered.map(|(_, first)| first).unwrap_or(e);
-                        unanswered = Some((count + 1, first));
-                    }
-                }
-            }
+        let (
+            Answered {
+                progressed,
+                ended,
+                vanished,
+            },
+            errors,
+        ) = self.state(|s| s.answered(answers));
+        for e in errors {
+            let count = unanswered.as_ref().map_or(0, |(n, _)| *n);
+            let first = unanswered.map(|(_, first)| first).unwrap_or(e);
+            unanswered = Some((count + 1, first));
         }
 
         // One line per round, not per job, so an outage does not flood the log.
@@ -209,7 +123,8 @@ impl Shared {
         }
         self.poll_progressed();
         let mut closing = Vec::with_capacity(ended.len() + vanished.len());
-        for (done, job, progress) in ended {
+        for done in ended {
+            let job = done.job;
             let (status, error) = final_status(&job, done.cancel_accepted, done.by_operator);
             let error = error.or_else(|| {
                 (status == RunStatus::TimedOut).then(|| {
@@ -219,14 +134,13 @@ impl Shared {
                     )
                 })
             });
-            closing.push((done.run, outcome(&self.clock, status, progress, error)));
+            closing.push((done.run, outcome(&self.clock, status, done.progress, error)));
         }
-        for (gone, message) in vanished {
-            let job_id = gone.job_id;
+        for (run, job_id, progress, message) in vanished {
             let error = format!("Airbyte no longer knows job {job_id}: {message}");
             closing.push((
-                gone.run,
-                outcome(&self.clock, RunStatus::Failed, gone.progress, Some(error)),
+                run,
+                outcome(&self.clock, RunStatus::Failed, progress, Some(error)),
             ));
         }
         self.finish_runs(closing).await;
@@ -242,71 +156,11 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
-    /// The job a followed run is following, and whether its cancel was asked.
-    pub(super) fn followed_job(&self, run_id: i64) -> Option<FollowedJob> {
-        self.lock_tracked().get(&run_id).map(|t| FollowedJob {
-            job_id: t.job_id,
-            by_operator: t.by_operator,
-            for_timeout: t.cancel_accepted,
-        })
-    }
-
-    /// Notes that an operator had the run's job cancelled.
-    pub(super) fn operator_cancelled(&self, run_id: i64) {
-        if let Some(entry) = self.lock_tracked().get_mut(&run_id) {
-            entry.by_operator = true;
-        }
-    }
-
     /// How long each connection's oldest running sync has run, for the metrics.
     fn report_running_ages(&self) {
         let now = self.clock.now();
-        let ages: Vec<(String, i64)> = self
-            .lock_tracked()
-            .values()
-            .filter_map(|t| {
-                let started = t.run.started_at?;
-                Some((
-                    t.run.connection.clone(),
-                    (now - started).num_seconds().max(0),
-                ))
-            })
-            .collect();
+        let ages = self.state(|s| s.running_ages(now));
         self.metrics.set_running_ages(&ages);
-    }
-
-    /// Splits the followed jobs into those a listing of changed jobs covers and
-    /// those read one by one, with the instant the listing starts from.
-    #[allow(clippy::type_complexity)]
-    fn plan_round(&self) -> (Vec<(i64, i64)>, Vec<(i64, i64)>, Option<DateTime<Utc>>) {
-        let now = Instant::now();
-        let stale_after = (self.workers.poll_interval * 10).max(Duration::from_secs(60));
-        let batching = self.batch_polls.load(Ordering::Relaxed);
-        let mut batch = Vec::new();
-        let mut single = Vec::new();
-        let mut since: Option<DateTime<Utc>> = None;
-        for t in self.lock_tracked().values() {
-            let fresh = t
-                .confirmed
-                .is_some_and(|c| now.duration_since(c) < stale_after);
-            match t.last_update {
-                Some(updated) if batching && fresh => {
-                    since = Some(since.map_or(updated, |s| s.min(updated)));
-                    batch.push((t.run.id, t.job_id));
-                }
-                _ => single.push((t.run.id, t.job_id)),
-            }
-        }
-        if batch.len() < BATCH_MIN {
-            single.append(&mut batch);
-            return (batch, single, None);
-        }
-        // Never reach back further than needed: a long-running job would otherwise
-        // pull every job of the last hours into each listing.
-        let floor = self.clock.now()
-            - chrono::Duration::from_std(self.workers.poll_interval).unwrap_or_default()
-            - CLOCK_ALLOWANCE;
-        (batch, single, since.map(|s| s.max(floor)))
     }
 
     /// Every sync job updated at or after `since`, by id, through as few
@@ -343,22 +197,7 @@ impl Shared {
     /// reports the job ended.
     pub(super) fn cancel_overdue(self: &Arc<Self>) {
         let now = self.clock.now();
-        let due: Vec<(i64, i64, String, Why)> = self
-            .lock_tracked()
-            .values_mut()
-            .filter(|t| !t.cancelling)
-            .filter_map(|t| {
-                let why = if t.operator_cancel_owed {
-                    Why::Operator
-                } else if !t.cancel_accepted && t.deadline.is_some_and(|d| now >= d) {
-                    Why::Timeout
-                } else {
-                    return None;
-                };
-                t.cancelling = true;
-                Some((t.run.id, t.job_id, t.run.connection.clone(), why))
-            })
-            .collect();
+        let due = self.state(|s| s.due_cancels(now));
         if due.is_empty() {
             return;
         }
@@ -366,9 +205,9 @@ impl Shared {
         self.tasks.spawn(async move {
             let concurrency = shared.workers.poll_concurrency.max(1);
             futures::stream::iter(due)
-                .for_each_concurrent(concurrency, |(run_id, job_id, connection, why)| {
+                .for_each_concurrent(concurrency, |due| {
                     let shared = Arc::clone(&shared);
-                    async move { shared.send_cancel(run_id, job_id, &connection, why).await }
+                    async move { shared.send_cancel(due).await }
                 })
                 .await;
         });
@@ -377,23 +216,18 @@ impl Shared {
     /// Notes that an operator cancelled a followed run whose job was not known
     /// when they asked, and sends the cancel now.
     pub(super) fn cancel_for_operator(self: &Arc<Self>, run_id: i64) {
-        if let Some(entry) = self.lock_tracked().get_mut(&run_id)
-            && !entry.by_operator
-        {
-            entry.operator_cancel_owed = true;
-        }
+        self.state(|s| s.owe_operator_cancel(run_id));
         self.cancel_overdue();
     }
 
-    async fn send_cancel(&self, run_id: i64, job_id: i64, connection: &str, why: Why) {
-        let result = self.airbyte.cancel(job_id).await;
-        let mut tracked = self.lock_tracked();
-        // Gone: the job ended and its outcome was recorded meanwhile.
-        let Some(entry) = tracked.get_mut(&run_id) else {
-            return;
-        };
-        entry.cancelling = false;
-        let accepted = match result {
+    async fn send_cancel(&self, due: DueCancel) {
+        let DueCancel {
+            run_id,
+            job_id,
+            connection,
+            why,
+        } = due;
+        let accepted = match self.airbyte.cancel(job_id).await {
             Ok(_) => {
                 match why {
                     Why::Timeout => tracing::warn!(%connection, run_id, job_id,
@@ -411,25 +245,8 @@ impl Shared {
                 false
             }
         };
-        if accepted {
-            match why {
-                Why::Timeout => entry.cancel_accepted = true,
-                Why::Operator => {
-                    entry.operator_cancel_owed = false;
-                    entry.by_operator = true;
-                }
-            }
-        }
+        self.state(|s| s.cancel_answered(run_id, why, accepted));
     }
-}
-
-/// Why cronbyte cancels a job.
-#[derive(Clone, Copy, Debug)]
-enum Why {
-    /// Its run passed the connection's timeout.
-    Timeout,
-    /// An operator cancelled its run.
-    Operator,
 }
 
 /// The run status for a job that ended, and the failure text to keep.
