@@ -226,7 +226,9 @@ impl Shared {
     /// pending by an earlier stop) is never sent again before the search for the
     /// job it may have started has answered: while that search fails, the run
     /// waits, since a second request could start a second job once the first
-    /// ended, and the first would then be in no run's history.
+    /// ended, and the first would then be in no run's history. Waiting ends at
+    /// the trigger deadline, with the run `trigger_failed`: a job Airbyte did
+    /// start and never let us find is then on no run.
     async fn trigger(&self, run: &Run) -> Triggered {
         let connection_id = run.connection_id.as_str();
         let taken_up = run.claimed_at < self.started_at;
@@ -316,14 +318,18 @@ impl Shared {
                                     "a sync was already running; following it");
                                 return Triggered::Started(job);
                             }
-                            // The running job ended meanwhile: ask again.
-                            None => {}
-                            Some(Err(())) => tokio::time::sleep(self.workers.poll_interval).await,
+                            // No running sync job listed (it ended meanwhile, or the
+                            // 409 is for a job of another kind, a reset say), or no
+                            // listing: ask again after a poll interval.
+                            Some(Err(())) | None => {
+                                tokio::time::sleep(self.workers.poll_interval).await
+                            }
                         },
                         OnOverlap::Queue => match self.running_job(connection_id).await {
                             Some(Ok(job)) => self.wait_for_end(job.id, deadline).await,
-                            None => {}
-                            Some(Err(())) => tokio::time::sleep(self.workers.poll_interval).await,
+                            Some(Err(())) | None => {
+                                tokio::time::sleep(self.workers.poll_interval).await
+                            }
                         },
                     }
                 }

@@ -13,6 +13,9 @@ use chrono::{DateTime, Utc};
 use super::{Airbyte, Clock};
 use crate::airbyte::{Error, Job, JobStatus};
 
+/// More calls of one kind than any test makes, short of a runaway loop.
+const RUNAWAY: usize = 100_000;
+
 /// The calls of [`Airbyte`], to count them and aim faults at them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -31,6 +34,8 @@ pub enum Fault {
     Unavailable,
     /// Airbyte acts on the request, and its answer never arrives (a timeout).
     LostAnswer,
+    /// A 409 on a sync, for a job no listing of sync jobs shows (a reset, say).
+    Conflict,
 }
 
 /// For how long a fault lasts.
@@ -151,11 +156,19 @@ impl FakeAirbyte {
         self.state().max_running
     }
 
-    /// Counts the call and says which fault, if any, it meets.
+    /// Counts the call and says which fault, if any, it meets. An engine that
+    /// calls without ever waiting would hold tokio's paused clock still and hang
+    /// its test: past a bound, the call panics instead, and the test fails on
+    /// its counts.
     fn enter(&self, op: Op) -> Option<Fault> {
         let now = self.clock.now();
         let mut state = self.state();
-        *state.calls.entry(op).or_default() += 1;
+        let calls = state.calls.entry(op).or_default();
+        *calls += 1;
+        assert!(
+            *calls < RUNAWAY,
+            "{calls} calls of {op:?}: the engine calls Airbyte in a loop that never waits"
+        );
         let mut met = None;
         state.faults.retain_mut(|(aimed, fault, lasting)| {
             if *aimed != op || met.is_some() {
@@ -187,12 +200,23 @@ impl FakeAirbyte {
     ) -> Result<T, Error> {
         let endpoint = format!("{op:?}");
         let fault = self.enter(op);
-        if fault == Some(Fault::Unavailable) {
-            return Err(Error::Unavailable {
-                endpoint,
-                status: 503,
-                message: "planned outage".into(),
-            });
+        match fault {
+            Some(Fault::Unavailable) => {
+                return Err(Error::Unavailable {
+                    endpoint,
+                    status: 503,
+                    message: "planned outage".into(),
+                });
+            }
+            Some(Fault::Conflict) => {
+                return Err(Error::AlreadyRunning {
+                    endpoint,
+                    connection_id: String::new(),
+                    message: "A reset is running for this connection".into(),
+                    after_lost_answer: false,
+                });
+            }
+            _ => {}
         }
         let now = self.clock.now();
         let answer = act(&mut self.state(), now);

@@ -6,14 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
 use super::Shared;
 use super::owed::Owed;
 use crate::config::ConnectionSettings;
 use crate::notify::NotifyEvent;
 use crate::run::{NewRun, Outcome, Run, RunStatus, Trigger};
-use crate::store::{Closed, Closing};
+use crate::store::{Closed, Closing, StoreError};
 
 /// A run that ended, with its outcome and what it sets off, on its way to the
 /// store.
@@ -21,15 +19,6 @@ use crate::store::{Closed, Closing};
 pub(super) struct Ending {
     pub run: Run,
     pub closing: Closing,
-}
-
-/// What a batch of outcomes decided so far, for the outcomes after it.
-#[derive(Default)]
-struct Batch {
-    /// Connections that succeeded in the batch, with when.
-    succeeded: HashMap<String, DateTime<Utc>>,
-    /// Connections whose dependency runs the batch claims.
-    claimed: HashSet<String>,
 }
 
 impl Shared {
@@ -41,59 +30,63 @@ impl Shared {
 
     /// Closes runs in one store transaction (a poll round's worth), with what
     /// their outcomes set off claimed in that same transaction, then does for
-    /// each what [`Shared::finish_run`] does. Should the store refuse, the
-    /// slots are still given back and the outcomes wait in memory (see `owed`).
+    /// each what [`Shared::finish_run`] does. The slots go back at once; should
+    /// the store refuse, the outcomes wait in memory (see `owed`).
     pub(super) async fn finish_runs(self: &Arc<Self>, ended: Vec<(Run, Outcome)>) {
         if ended.is_empty() {
             return;
         }
-        let endings = self.follow_ups(ended).await;
-        let closings: Vec<Closing> = endings.iter().map(|e| e.closing.clone()).collect();
-        match self.store.finish(&closings).await {
-            Ok(closed) => {
-                for ending in &endings {
-                    self.free(&ending.run);
-                }
-                self.landed(endings, closed);
-            }
-            Err(e) => {
-                for ending in &endings {
-                    self.free(&ending.run);
-                }
-                self.owe(Owed::Finished(endings), &e);
-            }
+        for (run, _) in &ended {
+            self.free(run);
         }
+        if let Err(e) = self.write_endings(&ended).await {
+            self.owe(Owed::Finished(ended), &e);
+        }
+    }
+
+    /// Decides what the outcomes set off and writes both in one transaction,
+    /// then does what follows a recorded outcome. Decided at each try: outcomes
+    /// owed through a store outage are followed up as the engine knows things
+    /// when they land.
+    pub(super) async fn write_endings(
+        self: &Arc<Self>,
+        ended: &[(Run, Outcome)],
+    ) -> Result<(), StoreError> {
+        let endings = self.follow_ups(ended).await?;
+        let closings: Vec<Closing> = endings.iter().map(|e| e.closing.clone()).collect();
+        let closed = self.store.finish(&closings).await?;
+        self.landed(endings, closed);
+        Ok(())
     }
 
     /// What each outcome sets off, decided before it is written so the store
     /// claims it with the outcome: a retry of a failed run, and the runs of the
-    /// connections that wait on a succeeded one. Successes and claims earlier in
-    /// the batch count for the runs after them (two upstreams of one connection
-    /// succeeding in one poll round start it once).
-    async fn follow_ups(&self, ended: Vec<(Run, Outcome)>) -> Vec<Ending> {
-        let mut batch = Batch::default();
+    /// connections that wait on a succeeded one. A success counts for `after`
+    /// from the moment Airbyte reports it, written or not, so upstreams that
+    /// succeed in different rounds start their dependent once even through a
+    /// store outage; a dependent is chosen once per batch.
+    async fn follow_ups(&self, ended: &[(Run, Outcome)]) -> Result<Vec<Ending>, StoreError> {
+        let mut chosen = HashSet::new();
         let mut endings = Vec::with_capacity(ended.len());
         for (run, outcome) in ended {
             let then = match outcome.status {
-                RunStatus::Failed => self.retry(&run).await.into_iter().collect(),
+                RunStatus::Failed => self.retry(run).await?.into_iter().collect(),
                 RunStatus::Succeeded => {
-                    batch
-                        .succeeded
-                        .insert(run.connection.clone(), outcome.finished_at);
-                    self.dependents(&run.connection, &mut batch)
+                    self.state(|s| s.succeeded(&run.connection, outcome.finished_at));
+                    self.dependents(&run.connection, &mut chosen)
                 }
                 _ => Vec::new(),
             };
             endings.push(Ending {
                 closing: Closing {
                     run_id: run.id,
-                    outcome,
+                    outcome: outcome.clone(),
                     then,
                 },
-                run,
+                run: run.clone(),
             });
         }
-        endings
+        Ok(endings)
     }
 
     /// Once outcomes are in the history: for each run the store closed, the
@@ -142,40 +135,37 @@ impl Shared {
     /// The retry of a failed run, due after its backoff, while the connection's
     /// `retries` allow. It is claimed with the failure (pending, due at the end
     /// of the backoff), so a restart does not lose it.
-    async fn retry(&self, run: &Run) -> Option<NewRun> {
-        let connection = self.connection(&run.connection)?;
+    /// A store that cannot count the earlier retries fails the whole write, which
+    /// is then owed like any refused one.
+    async fn retry(&self, run: &Run) -> Result<Option<NewRun>, StoreError> {
+        let Some(connection) = self.connection(&run.connection) else {
+            return Ok(None);
+        };
         if connection.retries == 0 {
-            return None;
+            return Ok(None);
         }
         let first = run.retry_of.unwrap_or(run.id);
-        let done = match self.store.retries_of(first).await {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!(connection = %run.connection, run_id = run.id, error = %e,
-                    "could not count earlier retries; not retrying");
-                return None;
-            }
-        };
+        let done = self.store.retries_of(first).await?;
         if done >= connection.retries {
             tracing::warn!(connection = %run.connection, run_id = run.id, retries = done,
                 "sync failed and its retries are spent");
-            return None;
+            return Ok(None);
         }
         let now = self.clock.now();
         let backoff = retry_backoff(&connection, done);
-        Some(NewRun {
+        Ok(Some(NewRun {
             connection: run.connection.clone(),
             connection_id: run.connection_id.clone(),
             trigger: Trigger::Retry,
             scheduled_for: now + chrono::Duration::from_std(backoff).unwrap_or_default(),
             retry_of: Some(first),
             claimed_at: now,
-        })
+        }))
     }
 
     /// The runs of each connection that runs `after` `upstream` and whose every
     /// upstream has now succeeded since its own last run.
-    fn dependents(&self, upstream: &str, batch: &mut Batch) -> Vec<NewRun> {
+    fn dependents(&self, upstream: &str, chosen: &mut HashSet<String>) -> Vec<NewRun> {
         let Some(dependents) = self.catalog().dependents.get(upstream).cloned() else {
             return Vec::new();
         };
@@ -183,14 +173,12 @@ impl Shared {
         let mut runs = Vec::new();
         for dependent in dependents {
             if !dependent.enabled
-                || batch.claimed.contains(&dependent.name)
-                || !self.state(|s| {
-                    !s.is_paused(&dependent.name) && s.upstream_ready(&dependent, &batch.succeeded)
-                })
+                || chosen.contains(&dependent.name)
+                || !self.state(|s| !s.is_paused(&dependent.name) && s.upstream_ready(&dependent))
             {
                 continue;
             }
-            batch.claimed.insert(dependent.name.clone());
+            chosen.insert(dependent.name.clone());
             runs.push(NewRun {
                 connection: dependent.name.clone(),
                 connection_id: dependent.connection_id.clone(),

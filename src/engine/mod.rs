@@ -178,7 +178,12 @@ impl Engine {
             metrics: parts.metrics,
             notifier: parts.notifier,
             workers: parts.workers,
-            started_at: parts.clock.now(),
+            // At the store's precision (milliseconds), as the claims it is
+            // compared with are read back.
+            started_at: {
+                let now = parts.clock.now();
+                DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+            },
             clock: parts.clock,
             catalog: std::sync::RwLock::new(Arc::new(Catalog::new(
                 parts.connections,

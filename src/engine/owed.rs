@@ -9,8 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::Shared;
-use super::follow_up::Ending;
-use crate::run::NewRun;
+use crate::run::{NewRun, Outcome, Run};
 use crate::store::{Started, StoreError};
 
 /// One write the store still owes.
@@ -24,9 +23,9 @@ pub(super) enum Owed {
         job_id: i64,
         at: DateTime<Utc>,
     },
-    /// Runs ended with these outcomes and follow-ups; counted, noticed and
-    /// followed up once written.
-    Finished(Vec<Ending>),
+    /// Runs ended with these outcomes; what they set off is decided, and they
+    /// are counted and noticed, when they are written.
+    Finished(Vec<(Run, Outcome)>),
 }
 
 impl Shared {
@@ -83,21 +82,8 @@ impl Shared {
                         },
                     )
                 }
-                Owed::Finished(endings) => {
-                    let closings: Vec<_> = endings.iter().map(|e| e.closing.clone()).collect();
-                    match self.store.finish(&closings).await {
-                        Ok(closed) => {
-                            // The slots were given back when the runs ended; what is
-                            // left is what follows a recorded outcome.
-                            let Owed::Finished(endings) = next else {
-                                continue;
-                            };
-                            self.landed(endings, closed);
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
+                // The slots were given back when the runs ended.
+                Owed::Finished(ended) => self.write_endings(ended).await,
             };
             if let Err(e) = result {
                 self.metrics.store_error();

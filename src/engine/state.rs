@@ -224,28 +224,24 @@ impl State {
             RunStatus::Failed | RunStatus::TimedOut | RunStatus::TriggerFailed => {
                 state.failing = true
             }
-            RunStatus::Succeeded => {
-                state.failing = false;
-                state.last_success = run.finished_at.or(state.last_success);
-            }
+            RunStatus::Succeeded => state.failing = false,
             _ => {}
         }
         was_failing
     }
 
+    /// Notes that Airbyte reported a success of the connection that ended at `at`.
+    pub fn succeeded(&mut self, name: &str, at: DateTime<Utc>) {
+        let state = self.conn(name);
+        state.last_success = Some(state.last_success.map_or(at, |t| t.max(at)));
+    }
+
     /// Whether every connection `dependent` runs after succeeded since its own
-    /// last run; `succeeded` are successes not recorded here yet.
-    pub fn upstream_ready(
-        &self,
-        dependent: &ConnectionSettings,
-        succeeded: &HashMap<String, DateTime<Utc>>,
-    ) -> bool {
+    /// last run.
+    pub fn upstream_ready(&self, dependent: &ConnectionSettings) -> bool {
         let since = self.conns.get(&dependent.name).and_then(|s| s.last_claimed);
         dependent.after.iter().all(|upstream| {
-            let success = succeeded
-                .get(upstream)
-                .copied()
-                .or_else(|| self.conns.get(upstream).and_then(|s| s.last_success));
+            let success = self.conns.get(upstream).and_then(|s| s.last_success);
             match (success, since) {
                 (Some(success), Some(since)) => success > since,
                 (Some(_), None) => true,
@@ -613,11 +609,11 @@ impl State {
     }
 
     /// Notes how a cancel sent for `run_id` fared: accepted, or to be asked
-    /// again at a later poll.
-    pub fn cancel_answered(&mut self, run_id: i64, why: Why, accepted: bool) {
-        // Gone: the job ended and its outcome was recorded meanwhile.
+    /// again at a later poll. False when the run is no longer followed: its
+    /// job ended and its outcome was recorded meanwhile.
+    pub fn cancel_answered(&mut self, run_id: i64, why: Why, accepted: bool) -> bool {
         let Some(entry) = self.tracked.get_mut(&run_id) else {
-            return;
+            return false;
         };
         entry.cancelling = false;
         if accepted {
@@ -629,5 +625,6 @@ impl State {
                 }
             }
         }
+        true
     }
 }

@@ -227,25 +227,22 @@ impl Shared {
             connection,
             why,
         } = due;
-        let accepted = match self.airbyte.cancel(job_id).await {
-            Ok(_) => {
-                match why {
-                    Why::Timeout => tracing::warn!(%connection, run_id, job_id,
-                        "sync ran past its timeout; cancelled it in Airbyte"),
-                    Why::Operator => tracing::info!(%connection, run_id, job_id,
-                        "cancelled the job in Airbyte, as an operator asked"),
-                }
-                true
-            }
-            // The job ended on its own meanwhile; the next poll records how.
-            Err(AirbyteError::NotFound { .. }) => true,
-            Err(e) => {
-                tracing::warn!(%connection, run_id, job_id, error = %e,
-                    "Airbyte did not take a cancel; will ask again at the next poll");
-                false
-            }
-        };
-        self.state(|s| s.cancel_answered(run_id, why, accepted));
+        let answer = self.airbyte.cancel(job_id).await;
+        // The job ended on its own meanwhile; the next poll records how.
+        let accepted = matches!(answer, Ok(_) | Err(AirbyteError::NotFound { .. }));
+        if !self.state(|s| s.cancel_answered(run_id, why, accepted)) {
+            // No longer followed: its outcome was recorded meanwhile.
+            return;
+        }
+        match (answer, why) {
+            (Ok(_), Why::Timeout) => tracing::warn!(%connection, run_id, job_id,
+                "sync ran past its timeout; cancelled it in Airbyte"),
+            (Ok(_), Why::Operator) => tracing::info!(%connection, run_id, job_id,
+                "cancelled the job in Airbyte, as an operator asked"),
+            (Err(AirbyteError::NotFound { .. }), _) => {}
+            (Err(e), _) => tracing::warn!(%connection, run_id, job_id, error = %e,
+                "Airbyte did not take a cancel; will ask again at the next poll"),
+        }
     }
 }
 

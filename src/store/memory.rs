@@ -22,6 +22,8 @@ pub struct MemoryStore {
     silent: AtomicBool,
     /// Set by [`MemoryStore::refuse_claims`].
     refusing_claims: AtomicBool,
+    /// Set by [`MemoryStore::refuse_outcomes`].
+    refusing_outcomes: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +60,11 @@ impl MemoryStore {
     /// that nothing an outcome sets off is written apart from the outcome.
     pub fn refuse_claims(&self) {
         self.refusing_claims.store(true, Ordering::Relaxed);
+    }
+
+    /// While on, writing outcomes ([`Store::finish`]) fails, as on a full disk.
+    pub fn refuse_outcomes(&self, on: bool) {
+        self.refusing_outcomes.store(on, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -216,6 +223,9 @@ impl Store for MemoryStore {
 
     async fn finish(&self, closings: &[Closing]) -> Result<Vec<Closed>, StoreError> {
         self.answer().await;
+        if self.refusing_outcomes.load(Ordering::Relaxed) {
+            return Err(StoreError::Query("outcomes refused for a test".into()));
+        }
         let mut inner = self.lock();
         let mut closed = Vec::new();
         for closing in closings {

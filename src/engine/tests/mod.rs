@@ -337,3 +337,87 @@ async fn a_retry_and_a_dependent_run_are_written_with_the_outcome_that_sets_them
     );
     assert_eq!(airbyte.jobs().len(), 4, "{runs:?}");
 }
+
+/// A connection that runs `after` two others starts once both succeeded, even
+/// when they succeed in different poll rounds while the store refuses to record
+/// outcomes: each success counts from the moment Airbyte reports it.
+#[tokio::test(start_paused = true)]
+async fn a_dependent_starts_after_upstreams_that_succeeded_in_different_rounds_of_a_store_outage() {
+    const ID_B: &str = "4b5c6d7e-0000-4000-8000-000000000002";
+    const ID_C: &str = "4b5c6d7e-0000-4000-8000-000000000003";
+    let config = config(&format!(
+        "{}{}[[connections]]\nname = \"report\"\nconnection_id = \"{ID_C}\"\nafter = [\"orders\", \"customers\"]\n",
+        connection("orders", ID_A, "0 0 3 * * *", ""),
+        connection("customers", ID_B, "0 0 3 * * *", ""),
+    ));
+    let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
+    let airbyte = Harness::airbyte(origin);
+    airbyte.plan(
+        ID_B,
+        Plan {
+            lasts: Duration::from_secs(5),
+            ..Plan::default()
+        },
+    );
+    let harness = Harness::start(&config, origin, airbyte.clone()).await;
+    harness.store.refuse_outcomes(true);
+    harness
+        .engine
+        .trigger_now("orders")
+        .await
+        .expect("triggered");
+    harness
+        .engine
+        .trigger_now("customers")
+        .await
+        .expect("triggered");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    harness.store.refuse_outcomes(false);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let runs: Vec<(String, Trigger, RunStatus)> = harness
+        .runs()
+        .await
+        .into_iter()
+        .map(|r| (r.connection, r.trigger, r.status))
+        .collect();
+    let report: Vec<_> = runs.iter().filter(|(c, ..)| c == "report").collect();
+    assert!(
+        matches!(
+            report.as_slice(),
+            [(_, Trigger::Dependency, RunStatus::Succeeded)]
+        ),
+        "one dependent run, once both upstreams' outcomes landed: {runs:?}"
+    );
+}
+
+/// A 409 for a job no listing of sync jobs shows (a reset runs, say) makes the
+/// run ask again a poll interval later, not at once: it must not hammer Airbyte
+/// with two requests a turn until its trigger deadline.
+#[tokio::test(start_paused = true)]
+async fn a_409_for_a_job_no_listing_shows_is_asked_again_a_poll_interval_later() {
+    let config = config(&connection("orders", ID_A, "0 0 3 * * *", ""));
+    let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
+    let airbyte = Harness::airbyte(origin);
+    airbyte.fail(
+        Op::Sync,
+        Fault::Conflict,
+        Lasting::Until(origin + chrono::Duration::seconds(10)),
+    );
+    let harness = Harness::start(&config, origin, airbyte.clone()).await;
+    harness
+        .engine
+        .trigger_now("orders")
+        .await
+        .expect("triggered");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+
+    let syncs = harness.airbyte.calls(Op::Sync);
+    assert!(
+        (10..=13).contains(&syncs),
+        "{syncs} sync requests in 10 s of 409s at a 1 s poll interval"
+    );
+    let runs = harness.runs().await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:?}");
+}
