@@ -111,6 +111,20 @@ impl Harness {
     }
 }
 
+/// The instants of every run claimed, newest first.
+async fn claimed_ticks(store: &MemoryStore) -> Vec<DateTime<Utc>> {
+    store
+        .history(&HistoryFilter {
+            connection: None,
+            limit: 1_000,
+        })
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|run| run.scheduled_for)
+        .collect()
+}
+
 /// Lets every task that can run, run, without moving the clock.
 async fn settle() {
     for _ in 0..50 {
@@ -142,16 +156,7 @@ async fn a_reload_in_the_instant_a_tick_falls_due_keeps_the_tick() {
         due.push(at);
         settle().await;
     }
-    let claimed: Vec<DateTime<Utc>> = store
-        .history(&HistoryFilter {
-            connection: None,
-            limit: 1_000,
-        })
-        .await
-        .expect("history")
-        .into_iter()
-        .map(|run| run.scheduled_for)
-        .collect();
+    let claimed = claimed_ticks(&store).await;
     let missing: Vec<_> = due.iter().filter(|at| !claimed.contains(at)).collect();
     assert!(missing.is_empty(), "ticks dropped: {missing:?}");
 }
@@ -178,16 +183,7 @@ async fn a_reload_that_disables_a_connection_as_its_tick_falls_due_claims_no_tic
     engine.reload(disabled.connections.clone(), disabled.groups.clone());
     settle().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let claimed: Vec<DateTime<Utc>> = store
-        .history(&HistoryFilter {
-            connection: None,
-            limit: 1_000,
-        })
-        .await
-        .expect("history")
-        .into_iter()
-        .map(|run| run.scheduled_for)
-        .collect();
+    let claimed = claimed_ticks(&store).await;
     assert!(
         claimed.is_empty(),
         "ticks claimed after the reload disabled it: {claimed:?}"
