@@ -135,6 +135,7 @@ impl Shared {
     /// The retry of a failed run, due after its backoff, while the connection's
     /// `retries` allow. It is claimed with the failure (pending, due at the end
     /// of the backoff), so a restart does not lose it.
+    ///
     /// A store that cannot count the earlier retries fails the whole write, which
     /// is then owed like any refused one.
     async fn retry(&self, run: &Run) -> Result<Option<NewRun>, StoreError> {
