@@ -137,10 +137,7 @@ async fn settle() {
 /// rebuilt from the last instant it fired, not from the reload's now.
 #[tokio::test(start_paused = true)]
 async fn a_reload_in_the_instant_a_tick_falls_due_keeps_the_tick() {
-    let config = config(
-        "[[connections]]\nname = \"every-second\"\n\
-         connection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\ncron = \"* * * * * *\"\n",
-    );
+    let config = config(&connection("every-second", ID_A, "* * * * * *", ""));
     let origin: DateTime<Utc> = "2026-06-01T00:00:00.250Z".parse().expect("a time");
     let Harness { engine, store, .. } =
         Harness::start(&config, origin, Harness::airbyte(origin)).await;
@@ -194,10 +191,7 @@ async fn a_reload_that_disables_a_connection_as_its_tick_falls_due_claims_no_tic
 /// long it idles: the watchdog never restarts a healthy daemon.
 #[tokio::test(start_paused = true)]
 async fn an_idle_engine_is_never_taken_for_a_stuck_one() {
-    let config = config(
-        "[[connections]]\nname = \"nightly\"\n\
-         connection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\ncron = \"0 0 3 * * *\"\n",
-    );
+    let config = config(&connection("nightly", ID_A, "0 0 3 * * *", ""));
     let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
     let Harness { engine, .. } = Harness::start(&config, origin, Harness::airbyte(origin)).await;
     for _ in 0..60 {
@@ -210,10 +204,7 @@ async fn an_idle_engine_is_never_taken_for_a_stuck_one() {
 /// check names that loop once a watchdog interval has passed without progress.
 #[tokio::test(start_paused = true)]
 async fn a_schedule_loop_stalled_on_the_store_is_reported_stuck() {
-    let config = config(
-        "[[connections]]\nname = \"every-second\"\n\
-         connection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\ncron = \"* * * * * *\"\n",
-    );
+    let config = config(&connection("every-second", ID_A, "* * * * * *", ""));
     let origin: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().expect("a time");
     let Harness { engine, store, .. } =
         Harness::start(&config, origin, Harness::airbyte(origin)).await;
