@@ -275,7 +275,7 @@ async fn a_reload_applies_a_valid_config_and_rejects_an_invalid_one() {
     let first = with_token(&harness.config_text(&connection_toml(
         "leaving",
         leaving,
-        &cron_at(soon(Duration::from_secs(1))),
+        &cron_at(soon(START_LEAD)),
     )));
     let (daemon, path) = harness.start_from_file(&first).await;
     harness
@@ -383,8 +383,10 @@ async fn cancelling_a_run_whose_job_already_ended_is_a_conflict_not_an_airbyte_f
         "quick",
         JobPlan::succeeding(Duration::from_millis(100), 3, 30),
     );
-    let text = with_token(&harness.config_text(&connection_toml("quick", quick, "0 0 1 1 *")))
-        .replace("poll_interval = \"200ms\"", "poll_interval = \"3s\"");
+    let text = with_poll_interval(
+        &with_token(&harness.config_text(&connection_toml("quick", quick, "0 0 1 1 *"))),
+        "3s",
+    );
     let (daemon, _) = harness.start_from_file(&text).await;
     let api = format!("{}/api/v1", daemon.url());
     let run_id = trigger_run(&api, "quick").await;

@@ -78,7 +78,7 @@ impl Harness {
         format!(
             "[airbyte]\nbase_url = \"{}\"\n[airbyte.retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\nmax_elapsed = \"2s\"\n\
              [store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
-             [workers]\npoll_interval = \"200ms\"\n\n{connections}",
+             [workers]\n{POLL}\n\n{connections}",
             self.emulator.config_api_base(),
             self.store_path().display(),
         )
@@ -144,7 +144,7 @@ impl Harness {
 
     /// Starts the daemon with one connection whose rule fires once, a second from now.
     pub async fn start_firing_once(&self, name: &str, id: Uuid) -> Running {
-        let rule = cron_at(soon(Duration::from_secs(1)));
+        let rule = cron_at(soon(START_LEAD));
         self.start(self.config(&connection_toml(name, id, &rule)))
             .await
     }
@@ -221,6 +221,10 @@ pub fn cron_at(at: DateTime<Utc>) -> String {
     format!("{} {} {} * * *", at.second(), at.minute(), at.hour())
 }
 
+/// How long before its first tick a test's daemon is started: the daemon is up
+/// in about 100 ms on an idle machine, five times that leaves room for a busy one.
+pub const START_LEAD: Duration = Duration::from_millis(500);
+
 /// A second boundary at least `lead` from now, for a rule that must not fire
 /// before the daemon is up.
 pub fn soon(lead: Duration) -> DateTime<Utc> {
@@ -241,11 +245,14 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|line| line[series.len()..].trim().parse().ok())
 }
 
-/// The store file opened beside the daemon, as `cronbyte pause` opens it.
-pub async fn open_store(harness: &Harness) -> SqliteStore {
-    SqliteStore::open(&harness.store_path())
-        .await
-        .expect("store opens")
+/// The poll interval of the harness's configs: short, so that outcomes are
+/// seen soon after the emulator's jobs end.
+const POLL: &str = "poll_interval = \"50ms\"";
+
+/// `toml` (a whole config from [`Harness::config_text`]) polling every `interval`.
+pub fn with_poll_interval(toml: &str, interval: &str) -> String {
+    assert!(toml.contains(POLL), "not a harness config: {toml}");
+    toml.replacen(POLL, &format!("poll_interval = \"{interval}\""), 1)
 }
 
 /// The control token of daemons started with [`with_token`].

@@ -16,9 +16,9 @@ async fn a_job_in_flight_across_a_restart_is_recorded_once() {
     let harness = Harness::new().await;
     let id = harness.connection(
         "ecommerce",
-        JobPlan::succeeding(Duration::from_secs(2), 500, 5_000),
+        JobPlan::succeeding(Duration::from_secs(1), 500, 5_000),
     );
-    let toml = connection_toml("ecommerce", id, &cron_at(soon(Duration::from_secs(1))));
+    let toml = connection_toml("ecommerce", id, &cron_at(soon(START_LEAD)));
     let first = harness.start(harness.config(&toml)).await;
     harness.wait_until_running().await;
     let took = first.stop().await;

@@ -331,7 +331,7 @@ async fn a_recovery_after_a_restart_is_still_noticed() {
     );
     let config = || {
         harness.config(
-            &(connection_toml("billing", id, &cron_at(soon(Duration::from_secs(1))))
+            &(connection_toml("billing", id, &cron_at(soon(START_LEAD)))
                 + &format!("\n[[notify]]\nurl = \"http://{addr}/hook\"\non = [\"recovered\"]\n")),
         )
     };

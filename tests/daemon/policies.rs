@@ -1,10 +1,10 @@
 //! The scheduling policies end to end, through the binary's config, the SQLite
 //! store and the emulator: one test per family where the path differs from the
-//! engine's own (a job recorded once under attach, catch-up across a real
-//! restart, a DST day on the accelerated clock, a timeout cancel Airbyte refuses,
-//! retries through failed attempts, fifty connections under a cap, a dependency
-//! chain, a pause written to the store from outside). Every policy's cases are held on the paused clock in
-//! `src/engine/tests/policies.rs`, in a fraction of the time.
+//! engine's own (a job recorded once under attach, a DST day on the accelerated
+//! clock, a timeout cancel Airbyte refuses, retries through failed attempts,
+//! fifty connections under a cap, a dependency chain). Every policy's cases,
+//! catch-up after a restart and pauses read from the store included, are held on
+//! the paused clock in `src/engine/tests/policies.rs`, in a fraction of the time.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +13,6 @@ use chrono::{DateTime, TimeZone, Utc};
 use cronbyte::emulator::JobPlan;
 use cronbyte::engine::Clock;
 use cronbyte::run::{Run, RunStatus, Trigger};
-use cronbyte::store::Store;
 
 use crate::helpers::*;
 
@@ -41,12 +40,13 @@ async fn overlap_under(policy: &str) -> (Harness, Vec<Run>) {
     let harness = Harness::new().await;
     let id = harness.connection(
         "long",
-        JobPlan::succeeding(Duration::from_millis(2_500), 5, 50),
+        JobPlan::succeeding(Duration::from_millis(1_300), 5, 50),
     );
+    // Ticks every second and jobs of 1.3 s: every other tick finds a job running.
     let block =
-        connection_toml("long", id, "*/2 * * * * *") + &format!("on_overlap = \"{policy}\"\n");
+        connection_toml("long", id, "* * * * * *") + &format!("on_overlap = \"{policy}\"\n");
     let daemon = harness.start(harness.config(&block)).await;
-    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    tokio::time::sleep(Duration::from_millis(3_600)).await;
     daemon.stop().await;
     let runs = harness.runs().await;
     assert!(runs.len() >= 3, "{runs:#?}");
@@ -92,70 +92,30 @@ async fn a_long_sync_under_overlap_attach_records_its_job_once() {
     assert_eq!(by_job.len(), harness.control().jobs().len());
 }
 
-async fn down_across_three_ticks(misfire: &str) -> (Vec<Run>, DateTime<Utc>, DateTime<Utc>) {
-    let harness = Harness::new().await;
-    let id = harness.connection(
-        "hourly",
-        JobPlan::succeeding(Duration::from_millis(100), 1, 1),
-    );
-    let block =
-        connection_toml("hourly", id, "*/2 * * * * *") + &format!("misfire = \"{misfire}\"\n");
-    let first = harness.start(harness.config(&block)).await;
-    harness
-        .wait_for(Duration::from_secs(10), "a first run", |runs| {
-            !ended(runs).is_empty()
-        })
-        .await;
-    first.stop().await;
-    let stopped = Utc::now();
-    tokio::time::sleep(Duration::from_millis(6_200)).await;
-    let restarted = Utc::now();
-    let second = harness.start(harness.config(&block)).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    second.stop().await;
-    (harness.runs().await, stopped, restarted)
-}
-
-/// `run_once`: the ticks missed while down become one catch-up run, for the
-/// newest missed instant.
-#[tokio::test]
-async fn a_daemon_down_across_three_ticks_catches_up_once_under_run_once() {
-    let (runs, stopped, restarted) = down_across_three_ticks("run_once").await;
-    let missed: Vec<_> = runs
-        .iter()
-        .filter(|r| r.scheduled_for > stopped && r.scheduled_for <= restarted)
-        .collect();
-    assert_eq!(missed.len(), 1, "one catch-up run: {runs:#?}");
-    let newest = restarted.timestamp() - restarted.timestamp() % 2;
-    assert_eq!(missed[0].scheduled_for.timestamp(), newest, "{runs:#?}");
-}
-
-/// A `30 2 * * *` rule in Europe/Paris over a whole day, on an accelerated clock.
-async fn paris_half_past_two_on(day_start_utc: DateTime<Utc>) -> Vec<Run> {
+/// A `30 2 * * *` rule in Europe/Paris from `from_utc`, for 2.5 hours on an
+/// accelerated clock.
+async fn paris_half_past_two_from(from_utc: DateTime<Utc>) -> Vec<Run> {
     let harness = Harness::new().await;
     let id = harness.connection(
         "nightly",
         JobPlan::succeeding(Duration::from_millis(100), 1, 1),
     );
     let block = connection_toml("nightly", id, "30 2 * * *") + "timezone = \"Europe/Paris\"\n";
-    // One real second is one hour: five hours pass in five seconds.
+    // One real second is one hour.
     let daemon = harness
-        .start_on(
-            harness.config(&block),
-            Clock::accelerated(day_start_utc, 3_600),
-        )
+        .start_on(harness.config(&block), Clock::accelerated(from_utc, 3_600))
         .await;
-    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     daemon.stop().await;
     harness.runs().await
 }
 
 /// Spring forward: 02:30 does not exist in Paris on 2026-03-29; the rule runs
-/// once (at 03:00 CEST), not zero times.
+/// once (at 03:00 CEST), not zero times. From 01:20 CET to 04:50 CEST.
 #[tokio::test]
 async fn a_paris_rule_at_half_past_two_runs_once_on_the_spring_forward_day() {
-    let midnight = Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).unwrap();
-    let runs = paris_half_past_two_on(midnight).await;
+    let before_the_gap = Utc.with_ymd_and_hms(2026, 3, 29, 0, 20, 0).unwrap();
+    let runs = paris_half_past_two_from(before_the_gap).await;
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(
         runs[0].scheduled_for,
@@ -169,8 +129,7 @@ async fn a_paris_rule_at_half_past_two_runs_once_on_the_spring_forward_day() {
 async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
     let harness = Harness::new().await;
     let id = harness.connection("hung", JobPlan::hanging());
-    let block =
-        connection_toml("hung", id, &cron_at(soon(Duration::from_secs(1)))) + "timeout = \"2s\"\n";
+    let block = connection_toml("hung", id, &cron_at(soon(START_LEAD))) + "timeout = \"1s\"\n";
     let daemon = harness.start(harness.config(&block)).await;
     harness.wait_until_running().await;
     // Airbyte fails every request around the deadline: the cancel must be retried.
@@ -179,7 +138,7 @@ async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
         error_rate: 1.0,
         ..Default::default()
     });
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(harness.runs().await[0].status, RunStatus::Running);
     control.set_faults(Default::default());
     let runs = harness
@@ -202,8 +161,11 @@ async fn a_hung_sync_is_cancelled_at_its_timeout_and_recorded_timed_out() {
 async fn a_cancel_airbyte_keeps_refusing_holds_up_no_other_outcome() {
     let harness = Harness::new().await;
     let hung = harness.connection("hung", JobPlan::hanging());
-    let quick = harness.connection("quick", JobPlan::succeeding(Duration::from_secs(3), 1, 10));
-    let at = cron_at(soon(Duration::from_secs(1)));
+    let quick = harness.connection(
+        "quick",
+        JobPlan::succeeding(Duration::from_millis(1_500), 1, 10),
+    );
+    let at = cron_at(soon(START_LEAD));
     let blocks = connection_toml("hung", hung, &at)
         + "timeout = \"1s\"\n"
         + &connection_toml("quick", quick, &at);
@@ -263,8 +225,8 @@ async fn a_sync_that_fails_twice_then_succeeds_is_retried_under_retries_2() {
         id,
         JobPlan::failing(Duration::from_millis(200), "second failure"),
     );
-    let block = connection_toml("flaky", id, &cron_at(soon(Duration::from_secs(1))))
-        + "retries = 2\nretry_backoff = \"500ms\"\nretry_backoff_max = \"1s\"\n";
+    let block = connection_toml("flaky", id, &cron_at(soon(START_LEAD)))
+        + "retries = 2\nretry_backoff = \"100ms\"\nretry_backoff_max = \"200ms\"\n";
     let daemon = harness.start(harness.config(&block)).await;
     let runs = harness
         .wait_for(Duration::from_secs(20), "a success", |runs| {
@@ -325,11 +287,11 @@ async fn peak_concurrency(
 #[tokio::test]
 async fn fifty_connections_due_at_once_never_exceed_five_in_flight() {
     let harness = Harness::new().await;
-    let at = cron_at(soon(Duration::from_secs(1)));
+    let at = cron_at(soon(START_LEAD));
     let mut toml = String::new();
     for i in 0..50 {
         let name = format!("c{i:02}");
-        let id = harness.connection(&name, JobPlan::succeeding(Duration::from_millis(400), 1, 1));
+        let id = harness.connection(&name, JobPlan::succeeding(Duration::from_millis(100), 1, 1));
         toml.push_str(&connection_toml(&name, id, &at));
     }
     let mut config = harness.config(&toml);
@@ -357,11 +319,11 @@ async fn fifty_connections_due_at_once_never_exceed_five_in_flight() {
 #[tokio::test]
 async fn a_two_step_dependency_chain_runs_in_order() {
     let harness = Harness::new().await;
-    let plan = || JobPlan::succeeding(Duration::from_millis(300), 3, 30);
+    let plan = || JobPlan::succeeding(Duration::from_millis(100), 3, 30);
     let bronze = harness.connection("bronze", plan());
     let silver = harness.connection("silver", plan());
     let gold = harness.connection("gold", plan());
-    let toml = connection_toml("bronze", bronze, &cron_at(soon(Duration::from_secs(1))))
+    let toml = connection_toml("bronze", bronze, &cron_at(soon(START_LEAD)))
         + &format!(
             "\n[[connections]]\nname = \"silver\"\nconnection_id = \"{silver}\"\nafter = [\"bronze\"]\n"
         )
@@ -380,56 +342,4 @@ async fn a_two_step_dependency_chain_runs_in_order() {
     assert_eq!(by_name["gold"].trigger, Trigger::Dependency);
     assert!(by_name["silver"].started_at >= by_name["bronze"].finished_at);
     assert!(by_name["gold"].started_at >= by_name["silver"].finished_at);
-}
-
-/// A paused connection claims no ticks; on resume its missed ticks follow the
-/// misfire policy (one catch-up run), then its rule goes on.
-#[tokio::test]
-async fn a_paused_connection_claims_no_ticks_and_catches_up_once_on_resume() {
-    let harness = Harness::new().await;
-    let id = harness.connection(
-        "pausable",
-        JobPlan::succeeding(Duration::from_millis(100), 1, 1),
-    );
-    let daemon = harness
-        .start(harness.config(&connection_toml("pausable", id, "* * * * * *")))
-        .await;
-    harness
-        .wait_for(Duration::from_secs(10), "a first run", |runs| {
-            !ended(runs).is_empty()
-        })
-        .await;
-    let store = open_store(&harness).await;
-    assert!(store.set_paused("pausable", true).await.unwrap());
-    // The daemon reads pauses every 2 s: after that, nothing more is claimed.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let before = harness.runs().await.len();
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
-    assert_eq!(
-        harness.runs().await.len(),
-        before,
-        "a paused connection claims nothing"
-    );
-
-    let resumed = Utc::now();
-    assert!(store.set_paused("pausable", false).await.unwrap());
-    let runs = harness
-        .wait_for(Duration::from_secs(10), "runs after resuming", |runs| {
-            runs.len() >= before + 2
-        })
-        .await;
-    daemon.stop().await;
-    let catch_up = &runs[before];
-    assert!(
-        catch_up.scheduled_for <= resumed + chrono::Duration::seconds(3),
-        "{runs:#?}"
-    );
-    let during: Vec<_> = runs[before..]
-        .iter()
-        .filter(|r| r.scheduled_for < catch_up.scheduled_for)
-        .collect();
-    assert!(
-        during.is_empty(),
-        "only one catch-up for the paused ticks: {runs:#?}"
-    );
 }

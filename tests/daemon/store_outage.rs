@@ -229,7 +229,7 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
 #[tokio::test]
 async fn readers_in_a_loop_during_a_burst_lose_no_write() {
     let harness = Harness::new().await;
-    let at = cron_at(soon(Duration::from_secs(1)));
+    let at = cron_at(soon(START_LEAD));
     let mut toml = String::new();
     for i in 0..30 {
         let name = format!("busy-{i:02}");

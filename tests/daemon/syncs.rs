@@ -16,7 +16,7 @@ async fn a_cron_fired_sync_lands_in_the_history_and_on_metrics() {
         "ecommerce",
         JobPlan::succeeding(Duration::from_millis(600), 1_234, 56_789),
     );
-    let at = soon(Duration::from_secs(1));
+    let at = soon(START_LEAD);
     let daemon = harness
         .start(harness.config(&connection_toml("ecommerce", id, &cron_at(at))))
         .await;
@@ -132,8 +132,7 @@ async fn a_409_under_on_overlap_skip_is_recorded_as_skipped() {
         .await
         .unwrap();
 
-    let block = connection_toml("busy", id, &cron_at(soon(Duration::from_secs(1))))
-        + "on_overlap = \"skip\"\n";
+    let block = connection_toml("busy", id, &cron_at(soon(START_LEAD))) + "on_overlap = \"skip\"\n";
     let daemon = harness.start(harness.config(&block)).await;
     let runs = harness.wait_until_ended().await;
     assert_eq!(runs[0].status, RunStatus::Skipped);
@@ -208,7 +207,7 @@ async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers(
     let harness = Harness::new().await;
     let id = harness.connection(
         "orders",
-        JobPlan::succeeding(Duration::from_secs(2), 77, 7_700),
+        JobPlan::succeeding(Duration::from_secs(1), 77, 7_700),
     );
     let daemon = harness.start_firing_once("orders", id).await;
     harness.wait_until_running().await;
@@ -220,7 +219,7 @@ async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers(
         ..Faults::default()
     });
     // Long enough for the job to end inside the outage and for many polls to fail.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let during = harness.runs().await;
     assert_eq!(
         during[0].status,
@@ -250,11 +249,11 @@ async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers(
 #[tokio::test]
 async fn many_jobs_in_flight_are_followed_through_one_listing_per_round() {
     let harness = Harness::new().await;
-    let at = cron_at(soon(Duration::from_secs(1)));
+    let at = cron_at(soon(START_LEAD));
     let mut toml = String::new();
     for i in 0..20 {
         let name = format!("table-{i:02}");
-        let id = harness.connection(&name, JobPlan::succeeding(Duration::from_secs(2), 10, 100));
+        let id = harness.connection(&name, JobPlan::succeeding(Duration::from_secs(1), 10, 100));
         toml.push_str(&connection_toml(&name, id, &at));
     }
     let daemon = harness.start(harness.config(&toml)).await;
@@ -271,7 +270,7 @@ async fn many_jobs_in_flight_are_followed_through_one_listing_per_round() {
     let listings = requests.get("jobs/list_for_workspaces");
     let reads = requests.get("jobs/get_without_logs");
     assert!(listings >= 1, "{requests:?}");
-    // Reading each job every 200 ms for 2+ s would take over 200 requests.
+    // Reading each job every 50 ms for 1+ s would take over 400 requests.
     assert!(listings + reads < 60, "{requests:?}");
 }
 
@@ -281,7 +280,7 @@ async fn many_jobs_in_flight_are_followed_through_one_listing_per_round() {
 #[tokio::test]
 async fn a_sync_request_whose_answer_was_lost_follows_the_job_it_started() {
     let (runs, jobs) = lost_answer(
-        JobPlan::succeeding(Duration::from_secs(2), 42, 420),
+        JobPlan::succeeding(Duration::from_millis(1_500), 42, 420),
         Duration::ZERO,
         Duration::from_millis(300),
     )
@@ -309,8 +308,7 @@ async fn lost_answer(
     let harness = Harness::new().await;
     let id = harness.connection("lossy", plan);
     let mut config = harness.config(
-        &(connection_toml("lossy", id, &cron_at(soon(Duration::from_secs(1))))
-            + "on_overlap = \"skip\"\n"),
+        &(connection_toml("lossy", id, &cron_at(soon(START_LEAD))) + "on_overlap = \"skip\"\n"),
     );
     config.airbyte.request_timeout = Duration::from_millis(400);
     let control = harness.control();
@@ -341,7 +339,7 @@ async fn lost_answer(
 #[tokio::test]
 async fn a_lost_answer_finds_its_job_though_airbyte_s_clock_is_behind_ours() {
     let (runs, jobs) = lost_answer(
-        JobPlan::succeeding(Duration::from_secs(3), 42, 420),
+        JobPlan::succeeding(Duration::from_millis(1_500), 42, 420),
         Duration::from_secs(5),
         Duration::from_millis(300),
     )
