@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cronbyte::emulator::{
     AttemptPlan, Emulator, EmulatorAuth, EmulatorControl, EmulatorHandle, EmulatorOptions,
-    ErrorStyle, Faults, JobPlan,
+    ErrorStyle, Faults, JobPlan, Schedule, TimeUnit,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -110,6 +110,7 @@ impl Airbyte {
             .await;
         let template = match path.split('?').next().unwrap_or(path) {
             p if p.starts_with("/jobs/") => "/jobs/{jobId}".to_string(),
+            p if p.starts_with("/connections/") => "/connections/{connectionId}".to_string(),
             p => p.to_string(),
         };
         check_public(&method, &template, &answer);
@@ -188,6 +189,19 @@ fn check_config(style: ErrorStyle, op: &str, answer: &Answer) {
                 keys.sort();
                 assert_eq!(keys, ["errorId", "message"], "{body}");
             }
+        }
+        400 if body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("error:")) =>
+        {
+            // A problem a handler threw (a cron validation, say), answered as is whatever
+            // the generation.
+            let kind = body["type"].as_str().unwrap_or_default();
+            let name = specs
+                .problems
+                .problem_named_by_type(kind)
+                .unwrap_or_else(|| panic!("api-problems.yaml has no problem typed {kind}"));
+            assert_problem(&name, body);
         }
         400 => match style {
             // Not declared; bean validation answers `InvalidInputExceptionInfo`.
@@ -1236,6 +1250,23 @@ async fn airbyte_2_error_bodies_carry_an_error_id_and_workspaces_list_is_gone() 
     control.finish_all_jobs();
     control.set_connection_active(connection, false);
     assert_eq!(airbyte.sync(connection).await.status, 500);
+
+    // A refused schedule: the handler's 422 loses its message, a thrown problem keeps its.
+    let both = create_connection(
+        &airbyte,
+        "both",
+        json!({"schedule": {"units": 1, "timeUnit": "hours"}, "scheduleType": "basic"}),
+    )
+    .await;
+    assert_eq!(both.status, 422);
+    let no_cron = airbyte
+        .config(
+            "connections/update",
+            json!({"connectionId": connection, "scheduleType": "cron", "scheduleData": {}}),
+        )
+        .await;
+    assert_eq!(no_cron.status, 400);
+    assert_eq!(no_cron.body["title"], "Cron data is missing");
     airbyte.handle.shutdown().await;
 }
 
@@ -1508,6 +1539,464 @@ async fn ten_thousand_connections_stay_quick_to_sync_and_list() {
         started.elapsed() < Duration::from_secs(30),
         "500 syncs among 10,000 connections took {:?}",
         started.elapsed()
+    );
+    airbyte.handle.shutdown().await;
+}
+
+/// The source and destination `add_connection` shares, for creating connections by hand.
+async fn shared_actors(airbyte: &Airbyte) -> (Uuid, Uuid) {
+    let seed = airbyte.control.add_connection("seed");
+    let read = airbyte
+        .config("connections/get", json!({"connectionId": seed}))
+        .await;
+    (id_of(&read, "sourceId"), id_of(&read, "destinationId"))
+}
+
+/// `connections/create` with the other fields a client sends beside `extra`.
+async fn create_connection(airbyte: &Airbyte, name: &str, extra: Value) -> Answer {
+    let (source, destination) = shared_actors(airbyte).await;
+    let mut body = json!({
+        "name": name,
+        "sourceId": source,
+        "destinationId": destination,
+        "status": "active",
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    airbyte.config("connections/create", body).await
+}
+
+#[tokio::test]
+async fn a_legacy_schedule_given_to_create_is_stored_as_basic_and_every_read_shows_it() {
+    let airbyte = Airbyte::start(EmulatorOptions::default()).await;
+    let created = create_connection(
+        &airbyte,
+        "daily",
+        json!({"schedule": {"units": 24, "timeUnit": "hours"}}),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let id = id_of(&created, "connectionId");
+    let fetched = airbyte
+        .config("connections/get", json!({"connectionId": id}))
+        .await;
+    let listed = airbyte
+        .config(
+            "connections/list",
+            json!({"workspaceId": airbyte.control.workspace_id()}),
+        )
+        .await;
+    let in_list = listed.body["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["connectionId"] == id.to_string())
+        .unwrap()
+        .clone();
+    for read in [&created.body, &fetched.body, &in_list] {
+        assert_eq!(read["scheduleType"], "basic");
+        assert_eq!(
+            read["scheduleData"],
+            json!({"basicSchedule": {"timeUnit": "hours", "units": 24}})
+        );
+        assert_eq!(read["schedule"], json!({"units": 24, "timeUnit": "hours"}));
+    }
+    assert_eq!(
+        airbyte.control.schedule(id),
+        Some(Schedule::Basic {
+            units: 24,
+            time_unit: TimeUnit::Hours
+        })
+    );
+    let public = airbyte
+        .public(Method::GET, &format!("/connections/{id}"), None)
+        .await;
+    assert_eq!(
+        public.body["schedule"],
+        json!({"scheduleType": "basic", "basicTiming": "Every 24 HOURS"})
+    );
+    airbyte.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_created_without_schedule_fields_is_manual() {
+    let airbyte = Airbyte::start(EmulatorOptions::default()).await;
+    let created = create_connection(&airbyte, "on demand", json!({})).await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    assert_eq!(created.body["scheduleType"], "manual");
+    assert!(created.body.get("scheduleData").is_none());
+    assert!(created.body.get("schedule").is_none());
+    let id = id_of(&created, "connectionId");
+    assert_eq!(airbyte.control.schedule(id), Some(Schedule::Manual));
+    assert_eq!(airbyte.control.schedule(Uuid::new_v4()), None);
+    airbyte.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_create_with_both_schedule_schemas_is_refused_and_creates_nothing() {
+    let airbyte = Airbyte::start(EmulatorOptions::default()).await;
+    let both = create_connection(
+        &airbyte,
+        "both",
+        json!({"schedule": {"units": 1, "timeUnit": "hours"}, "scheduleType": "manual"}),
+    )
+    .await;
+    assert_eq!(both.status, 422);
+    assert_eq!(
+        both.body["message"],
+        "The provided configuration does not fulfill the specification. Errors: supply old or \
+         new schedule schema but not both"
+    );
+    assert_eq!(
+        both.body["exceptionClassName"],
+        "io.airbyte.commons.server.errors.BadObjectSchemaKnownException"
+    );
+    let listed = airbyte
+        .config(
+            "connections/list",
+            json!({"workspaceId": airbyte.control.workspace_id()}),
+        )
+        .await;
+    let names: Vec<&str> = listed.body["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["seed"], "only the helper's own connection exists");
+    airbyte.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_update_to_cron_then_to_manual_replaces_the_whole_schedule() {
+    let airbyte = Airbyte::start(EmulatorOptions::default()).await;
+    let created = create_connection(
+        &airbyte,
+        "moving",
+        json!({"schedule": {"units": 6, "timeUnit": "hours"}}),
+    )
+    .await;
+    let id = id_of(&created, "connectionId");
+    let update = |body: Value| {
+        let mut body = body;
+        body["connectionId"] = json!(id);
+        airbyte.config("connections/update", body)
+    };
+
+    let cron = update(json!({
+        "scheduleType": "cron",
+        "scheduleData": {"cron": {"cronExpression": "0 0 12 * * ?", "cronTimeZone": "Europe/Paris"}},
+    }))
+    .await;
+    assert_eq!(cron.status, 200, "{}", cron.text);
+    assert_eq!(cron.body["scheduleType"], "cron");
+    assert_eq!(
+        cron.body["scheduleData"],
+        json!({"cron": {"cronExpression": "0 0 12 * * ?", "cronTimeZone": "Europe/Paris"}})
+    );
+    assert!(
+        cron.body.get("schedule").is_none(),
+        "the legacy field is only for basic schedules"
+    );
+
+    // The patch reads only scheduleType: the legacy field, or data alone, change nothing.
+    let legacy = update(json!({"schedule": {"units": 1, "timeUnit": "days"}})).await;
+    assert_eq!(legacy.status, 200);
+    assert_eq!(legacy.body["scheduleType"], "cron");
+    let data_alone = update(json!({
+        "scheduleData": {"basicSchedule": {"units": 1, "timeUnit": "days"}},
+    }))
+    .await;
+    assert_eq!(data_alone.body["scheduleData"], cron.body["scheduleData"]);
+
+    let basic = update(json!({
+        "scheduleType": "basic",
+        "scheduleData": {"basicSchedule": {"units": 2, "timeUnit": "days"}},
+    }))
+    .await;
+    assert_eq!(
+        basic.body["schedule"],
+        json!({"units": 2, "timeUnit": "days"})
+    );
+
+    let manual = update(json!({"scheduleType": "manual"})).await;
+    assert_eq!(manual.body["scheduleType"], "manual");
+    assert!(manual.body.get("scheduleData").is_none());
+    assert!(manual.body.get("schedule").is_none());
+    assert_eq!(airbyte.control.schedule(id), Some(Schedule::Manual));
+    airbyte.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn schedules_of_the_wrong_shape_are_refused_naming_the_field() {
+    let airbyte = Airbyte::start(EmulatorOptions::default()).await;
+    let created = create_connection(&airbyte, "target", json!({})).await;
+    let id = id_of(&created, "connectionId");
+    let update = |body: Value| {
+        let mut body = body;
+        body["connectionId"] = json!(id);
+        airbyte.config("connections/update", body)
+    };
+
+    let unit = update(json!({
+        "scheduleType": "basic",
+        "scheduleData": {"basicSchedule": {"units": 2, "timeUnit": "fortnights"}},
+    }))
+    .await;
+    assert_eq!(unit.status, 422);
+    let message = unit.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("Unexpected value 'fortnights'"),
+        "{message}"
+    );
+    assert!(
+        message.contains("ConnectionScheduleDataBasicSchedule[\"timeUnit\"]"),
+        "{message}"
+    );
+
+    let units = create_connection(
+        &airbyte,
+        "stringly",
+        json!({"schedule": {"units": "24", "timeUnit": "hours"}}),
+    )
+    .await;
+    assert_eq!(units.status, 422);
+    assert!(
+        units.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConnectionSchedule[\"units\"]")
+    );
+
+    let no_zone = update(json!({
+        "scheduleType": "cron",
+        "scheduleData": {"cron": {"cronExpression": "0 0 12 * * ?"}},
+    }))
+    .await;
+    assert_eq!(no_zone.status, 400);
+    assert_eq!(
+        no_zone.body["validationErrors"][0]["propertyPath"],
+        "updateConnection.connectionUpdate.scheduleData.cron.cronTimeZone"
+    );
+
+    let no_data = update(json!({"scheduleType": "cron"})).await;
+    assert_eq!(no_data.status, 422);
+    let no_cron = update(json!({"scheduleType": "cron", "scheduleData": {}})).await;
+    assert_eq!(no_cron.status, 400);
+    assert_eq!(
+        no_cron.body["type"],
+        "error:cron-validation/missing-cron-data"
+    );
+    let etc = update(json!({
+        "scheduleType": "cron",
+        "scheduleData": {"cron": {"cronExpression": "0 0 12 * * ?", "cronTimeZone": "Etc/GMT+2"}},
+    }))
+    .await;
+    assert_eq!(etc.status, 400);
+    assert_eq!(etc.body["data"]["cronTimezone"], "Etc/GMT+2");
+    assert_eq!(etc.body["data"]["connectionId"], id.to_string());
+    let unix = update(json!({
+        "scheduleType": "cron",
+        "scheduleData": {"cron": {"cronExpression": "0 12 * * *", "cronTimeZone": "UTC"}},
+    }))
+    .await;
+    assert_eq!(
+        unix.body["type"],
+        "error:cron-validation/invalid-expression"
+    );
+
+    assert_eq!(
+        airbyte.control.schedule(id),
+        Some(Schedule::Manual),
+        "nothing refused was stored"
+    );
+    airbyte.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_public_api_renders_every_schedule_and_accepts_manual_and_cron() {
+    let airbyte = Airbyte::start(EmulatorOptions::default()).await;
+    let control = &airbyte.control;
+    let (source, destination) = shared_actors(&airbyte).await;
+    let seeded = control.add_connection("seeded");
+    let client = &airbyte;
+    let get = |id: Uuid| {
+        let path = format!("/connections/{id}");
+        async move { client.public(Method::GET, &path, None).await }
+    };
+
+    for (schedule, expected) in [
+        (Schedule::Manual, json!({"scheduleType": "manual"})),
+        (
+            Schedule::Basic {
+                units: 30,
+                time_unit: TimeUnit::Minutes,
+            },
+            json!({"scheduleType": "basic", "basicTiming": "Every 30 MINUTES"}),
+        ),
+        (
+            Schedule::Cron {
+                expression: "0 15 6 ? * MON-FRI".into(),
+                zone: "America/New_York".into(),
+            },
+            json!({"scheduleType": "cron", "cronExpression": "0 15 6 ? * MON-FRI America/New_York"}),
+        ),
+    ] {
+        control.set_schedule(seeded, schedule.clone());
+        assert_eq!(control.schedule(seeded), Some(schedule));
+        let answer = get(seeded).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["schedule"], expected);
+    }
+
+    let created = airbyte
+        .public(
+            Method::POST,
+            "/connections",
+            Some(json!({
+                "sourceId": source,
+                "destinationId": destination,
+                "name": "public cron",
+                "schedule": {"scheduleType": "cron", "cronExpression": "0 0 3 * * ?"},
+            })),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    assert_eq!(
+        created.body["schedule"],
+        json!({"scheduleType": "cron", "cronExpression": "0 0 3 * * ? UTC"})
+    );
+    assert!(
+        !created.body["configurations"]["streams"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let id = id_of(&created, "connectionId");
+    let config_read = airbyte
+        .config("connections/get", json!({"connectionId": id}))
+        .await;
+    assert_eq!(
+        config_read.body["scheduleData"],
+        json!({"cron": {"cronExpression": "0 0 3 * * ?", "cronTimeZone": "UTC"}})
+    );
+
+    // What a read shows can be sent back as it is.
+    let echoed = airbyte
+        .public(
+            Method::PATCH,
+            &format!("/connections/{id}"),
+            Some(json!({"schedule": created.body["schedule"]})),
+        )
+        .await;
+    assert_eq!(echoed.status, 200, "{}", echoed.text);
+    assert_eq!(echoed.body["schedule"], created.body["schedule"]);
+    let renamed = airbyte
+        .public(
+            Method::PATCH,
+            &format!("/connections/{id}"),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(renamed.body["name"], "renamed");
+    assert_eq!(
+        renamed.body["schedule"], created.body["schedule"],
+        "a patch without a schedule keeps it"
+    );
+    let manual = airbyte
+        .public(
+            Method::PATCH,
+            &format!("/connections/{id}"),
+            Some(json!({"schedule": {"scheduleType": "manual"}})),
+        )
+        .await;
+    assert_eq!(manual.body["schedule"], json!({"scheduleType": "manual"}));
+    assert_eq!(control.schedule(id), Some(Schedule::Manual));
+
+    let basic = airbyte
+        .public(
+            Method::PATCH,
+            &format!("/connections/{id}"),
+            Some(json!({"schedule": {"scheduleType": "basic"}})),
+        )
+        .await;
+    assert_eq!(basic.status, 400, "basic is not a ScheduleTypeEnum value");
+    let no_expression = airbyte
+        .public(
+            Method::PATCH,
+            &format!("/connections/{id}"),
+            Some(json!({"schedule": {"scheduleType": "cron"}})),
+        )
+        .await;
+    assert_eq!(no_expression.status, 400);
+    assert_eq!(
+        no_expression.body["data"]["message"],
+        "Missing cron expression in the schedule."
+    );
+    let every_second = airbyte
+        .public(
+            Method::PATCH,
+            &format!("/connections/{id}"),
+            Some(json!({"schedule": {"scheduleType": "cron", "cronExpression": "* * * * * ?"}})),
+        )
+        .await;
+    assert_eq!(every_second.status, 400);
+
+    let without_schedule = airbyte
+        .public(
+            Method::POST,
+            "/connections",
+            Some(json!({"sourceId": source, "destinationId": destination})),
+        )
+        .await;
+    assert_eq!(
+        without_schedule.body["schedule"],
+        json!({"scheduleType": "manual"})
+    );
+    assert_eq!(get(Uuid::new_v4()).await.status, 404);
+    assert_eq!(
+        airbyte
+            .public(
+                Method::POST,
+                "/connections",
+                Some(json!({"sourceId": Uuid::new_v4(), "destinationId": destination})),
+            )
+            .await
+            .status,
+        404
+    );
+
+    let base = airbyte.handle.public_api_base();
+    let workspace = control.workspace_id();
+    let page = airbyte
+        .public(
+            Method::GET,
+            &format!("/connections?workspaceIds={workspace}&limit=2"),
+            None,
+        )
+        .await;
+    let names: Vec<&str> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["seed", "seeded"]);
+    assert_eq!(
+        page.body["next"],
+        format!(
+            "{base}/connections?includeDeleted=false&workspaceIds={workspace}&limit=2&offset=2"
+        )
+    );
+    let all = airbyte.public(Method::GET, "/connections", None).await;
+    assert_eq!(all.body["data"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        airbyte
+            .public(Method::GET, "/connections?includeDeleted=maybe", None)
+            .await
+            .status,
+        400
     );
     airbyte.handle.shutdown().await;
 }

@@ -17,7 +17,9 @@ use cronbyte::airbyte::model::{ConnectionRead, DestinationCreate, SourceCreate};
 use cronbyte::airbyte::{ApiKind, Client, ClientSettings};
 use cronbyte::config::{self, Config};
 use cronbyte::daemon::Daemon;
-use cronbyte::emulator::{Emulator, EmulatorControl, EmulatorHandle, EmulatorOptions};
+use cronbyte::emulator::{
+    Emulator, EmulatorControl, EmulatorHandle, EmulatorOptions, Schedule, TimeUnit,
+};
 use cronbyte::pipeline::{self, Action, Applied, ApplyOptions, ObjectKind, PipelineError, Plan};
 use cronbyte::store::{SqliteStore, Store};
 use serde_json::{Value, json};
@@ -371,6 +373,45 @@ async fn a_changed_cursor_field_is_shown_by_plan_and_updated_by_apply() {
         json!(["updated_at"])
     );
     let (plan, shown) = setup.plan(&changed).await;
+    assert!(!plan.has_changes(), "{shown}");
+}
+
+#[tokio::test]
+async fn a_schedule_set_in_airbyte_is_shown_as_drift_and_apply_sets_it_back_to_manual() {
+    let setup = Setup::new().await;
+    let config = setup.example();
+    setup.apply(&config).await;
+    let bronze = setup.connection("ecommerce-to-bronze").await;
+    let id: uuid::Uuid = bronze.connection_id.parse().expect("a UUID");
+    // Someone gave the connection a schedule of its own in Airbyte's UI.
+    setup.control().set_schedule(
+        id,
+        Schedule::Basic {
+            units: 24,
+            time_unit: TimeUnit::Hours,
+        },
+    );
+
+    let (plan, shown) = setup.plan(&config).await;
+    let change = plan
+        .find(ObjectKind::Connection, "ecommerce-to-bronze")
+        .expect("the connection is planned");
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(change.fields.len(), 1, "{shown}");
+    assert_eq!(change.fields[0].field, "schedule_type");
+    assert_eq!(change.fields[0].before.as_deref(), Some("basic"));
+    assert_eq!(change.fields[0].after.as_deref(), Some("manual"));
+
+    let (applied, shown) = setup.apply(&config).await;
+    assert_eq!((applied.created, applied.updated), (0, 1), "{shown}");
+    assert_eq!(setup.control().schedule(id), Some(Schedule::Manual));
+    let bronze = setup.connection("ecommerce-to-bronze").await;
+    assert!(bronze.schedule_data.is_none());
+    assert!(
+        !bronze.extra.contains_key("schedule"),
+        "the legacy field goes with the basic schedule"
+    );
+    let (plan, shown) = setup.plan(&config).await;
     assert!(!plan.has_changes(), "{shown}");
 }
 

@@ -12,8 +12,9 @@ use super::catalog::{self, merge_masked};
 use super::errors::ApiError;
 use super::plan::{JobStatus, JobView};
 use super::render::{self, InfoFlavour};
+use super::schedule::{self, Model};
 use super::server::Call;
-use super::state::{Job, JobKind, StartRefusal, State};
+use super::state::{Job, JobKind, NewConnection, StartRefusal, State};
 
 /// `JobListRequestBody` without a page size gets this many jobs, as the server's
 /// `DEFAULT_PAGE_SIZE`.
@@ -558,7 +559,8 @@ enum Kind {
 }
 
 /// The `ConnectionRead` fields a create or update may set, and what their values must be.
-const CONNECTION_SETTINGS: [(&str, Kind); 20] = [
+/// The schedule fields are not among them: [`schedule::read_fields`] reads those.
+const CONNECTION_SETTINGS: [(&str, Kind); 17] = [
     (
         "namespaceDefinition",
         Kind::OneOf(
@@ -569,12 +571,6 @@ const CONNECTION_SETTINGS: [(&str, Kind); 20] = [
     ("namespaceFormat", Kind::Text),
     ("prefix", Kind::Text),
     ("operationIds", Kind::List),
-    ("schedule", Kind::Object),
-    (
-        "scheduleType",
-        Kind::OneOf(&["manual", "basic", "cron"], "ConnectionScheduleType"),
-    ),
-    ("scheduleData", Kind::Object),
     ("resourceRequirements", Kind::Object),
     ("sourceCatalogId", Kind::Id),
     ("destinationCatalogId", Kind::Id),
@@ -690,18 +686,26 @@ fn create_connection(state: &mut State, call: &Call<'_>) -> Result<Value, ApiErr
     let status = required(status_field(&body)?, operation, "connectionCreate.status")?;
     let sync_catalog = catalog_field(&body)?;
     let mut settings = connection_settings(&body)?;
+    let schedule_fields = schedule::read_fields(&body, Model::Create)?;
     let name = settings
         .remove("name")
         .and_then(|name| name.as_str().map(str::to_string));
     settings.remove("breakingChange");
-    let id = state.create_connection(
+    // The handler looks the actors up before it looks at the schedule.
+    state.source(source_id)?;
+    state.destination(destination_id)?;
+    // The id the server generated for the connection it then fails to create; it shows
+    // only in the data of a refused cron.
+    let schedule = schedule_fields.for_create(Uuid::new_v4())?;
+    let id = state.create_connection(NewConnection {
         name,
         source_id,
         destination_id,
         status,
         sync_catalog,
         settings,
-    )?;
+        schedule,
+    })?;
     Ok(render::connection_read(state.connection(id)?))
 }
 
@@ -715,6 +719,9 @@ fn update_connection(state: &mut State, call: &Call<'_>) -> Result<Value, ApiErr
     let status = status_field(&body)?;
     let sync_catalog = catalog_field(&body)?;
     let mut settings = connection_settings(&body)?;
+    let schedule_fields = schedule::read_fields(&body, Model::Update)?;
+    state.connection(id)?;
+    let schedule = schedule_fields.for_update(id)?;
     let connection = state.connection_mut(id)?;
     if let Some(name) = settings
         .remove("name")
@@ -728,9 +735,10 @@ fn update_connection(state: &mut State, call: &Call<'_>) -> Result<Value, ApiErr
     if let Some(catalog) = sync_catalog {
         connection.sync_catalog = catalog;
     }
-    if settings.get("scheduleType").and_then(Value::as_str) == Some("manual") {
-        connection.settings.remove("scheduleData");
-        connection.settings.remove("schedule");
+    // A new type replaces the whole schedule, so `manual` clears the data and the legacy
+    // field with it.
+    if let Some(schedule) = schedule {
+        connection.schedule = schedule;
     }
     connection.settings.extend(settings);
     Ok(render::connection_read(connection))

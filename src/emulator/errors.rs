@@ -41,6 +41,9 @@ pub(crate) enum ApiError {
         class: &'static str,
         message: String,
     },
+    /// A problem (`api-problems.yaml`) thrown by a handler, such as a cron validation:
+    /// `AbstractThrowableProblemHandler` answers it as is, in every generation.
+    Problem(Problem),
     /// Micronaut's own 404 for a path no controller serves.
     NoRoute { path: String },
     /// Micronaut's own 405 for a path served under another method.
@@ -87,6 +90,17 @@ impl ApiError {
         }
     }
 
+    /// `BadObjectSchemaKnownException`: 422, what a handler's `JsonValidationException`
+    /// becomes (e.g. both schedule schemas in one `connections/create`).
+    pub(crate) fn bad_schema(errors: impl std::fmt::Display) -> Self {
+        Self::Unprocessable {
+            class: "io.airbyte.commons.server.errors.BadObjectSchemaKnownException",
+            message: format!(
+                "The provided configuration does not fulfill the specification. Errors: {errors}"
+            ),
+        }
+    }
+
     pub(crate) fn not_json(message: impl std::fmt::Display) -> Self {
         Self::Unprocessable {
             class: "com.fasterxml.jackson.core.JsonParseException",
@@ -102,6 +116,7 @@ impl ApiError {
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Problem(problem) => problem.status,
         }
     }
 
@@ -130,6 +145,7 @@ impl ApiError {
                     )}]},
                 });
             }
+            Self::Problem(problem) => return problem.body(),
             _ => {}
         }
         match style {
@@ -177,7 +193,7 @@ impl ApiError {
                     "exceptionClassName": class,
                     "exceptionStack": stack,
                 }),
-                Self::NoRoute { .. } | Self::WrongMethod { .. } => Value::Null,
+                Self::NoRoute { .. } | Self::WrongMethod { .. } | Self::Problem(_) => Value::Null,
             },
         }
     }
@@ -187,11 +203,12 @@ impl ApiError {
     }
 }
 
-/// A public API problem (`api-problems.yaml`).
-#[derive(Clone, Debug, PartialEq)]
+/// A problem (`api-problems.yaml`): every public API error, and some Config API ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Problem {
     status: StatusCode,
-    kind: &'static str,
+    /// The whole `type`: a URL on the public API, `error:...` from Config API handlers.
+    kind: String,
     title: &'static str,
     detail: &'static str,
     data: Option<Value>,
@@ -204,7 +221,7 @@ impl Problem {
     pub(crate) fn try_again_later(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::CONFLICT,
-            kind: "#try-again-later",
+            kind: format!("{ERRORS_URL}#try-again-later"),
             title: "try-again-later",
             detail: "Please try again later.",
             data: Some(json!({"message": message.into()})),
@@ -215,7 +232,7 @@ impl Problem {
     pub(crate) fn state_conflict(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::CONFLICT,
-            kind: "#409-state-conflict",
+            kind: format!("{ERRORS_URL}#409-state-conflict"),
             title: "state-conflict",
             detail: "State conflict",
             data: Some(json!({"message": message.into()})),
@@ -225,7 +242,7 @@ impl Problem {
     pub(crate) fn not_found(resource_type: &str, resource_id: impl ToString) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
-            kind: "#resource-not-found",
+            kind: format!("{ERRORS_URL}#resource-not-found"),
             title: "resource-not-found",
             detail: "The requested resource could not be found.",
             data: Some(
@@ -237,7 +254,7 @@ impl Problem {
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
-            kind: "#bad-request",
+            kind: format!("{ERRORS_URL}#bad-request"),
             title: "bad-request",
             detail: "The request could not be understood by the server due to malformed syntax.",
             data: Some(json!({"message": message.into()})),
@@ -247,7 +264,7 @@ impl Problem {
     pub(crate) fn unprocessable(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            kind: "#unprocessable-entity",
+            kind: format!("{ERRORS_URL}#unprocessable-entity"),
             title: "unprocessable-entity",
             detail: "The body of the request was not understood",
             data: Some(json!({"message": message.into()})),
@@ -257,10 +274,28 @@ impl Problem {
     pub(crate) fn unexpected(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: "",
+            kind: ERRORS_URL.to_string(),
             title: "unexpected-problem",
             detail: "An unexpected problem has occurred. If this is an error that needs to be addressed, please submit a pull request or github issue.",
             data: Some(json!({"message": message.into()})),
+        }
+    }
+
+    /// A problem a Config API handler throws, with the `type`, `title` and `detail` its
+    /// schema in `api-problems.yaml` gives as defaults.
+    pub(crate) fn config(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: &'static str,
+        data: Option<Value>,
+    ) -> Self {
+        Self {
+            status,
+            kind: kind.to_string(),
+            title,
+            detail,
+            data,
         }
     }
 
@@ -273,7 +308,7 @@ impl Problem {
     pub(crate) fn body(&self) -> Value {
         let mut body = json!({
             "status": self.status.as_u16(),
-            "type": format!("{ERRORS_URL}{}", self.kind),
+            "type": self.kind,
             "title": self.title,
             "detail": self.detail,
         });

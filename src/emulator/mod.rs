@@ -26,6 +26,7 @@ mod errors;
 mod net;
 mod plan;
 mod render;
+mod schedule;
 mod server;
 mod state;
 
@@ -39,6 +40,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use plan::{AttemptOutcome, AttemptPlan, JobPlan};
+pub use schedule::{Schedule, TimeUnit};
 
 use net::NetControl;
 use state::State;
@@ -146,8 +148,9 @@ pub struct JobSnapshot {
 ///
 /// Operation names are the Config API path below `/api/v1/` (`"connections/sync"`,
 /// `"jobs/get"`, `"health"`, ...), `"public:METHOD /template"` for the public API
-/// (`"public:POST /jobs"`, `"public:GET /jobs/{jobId}"`, ...) and `"other:METHOD /path"` for
-/// anything else.
+/// (`"public:POST /jobs"`, `"public:GET /jobs/{jobId}"`,
+/// `"public:PATCH /connections/{connectionId}"`, ...) and `"other:METHOD /path"` for anything
+/// else.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestCounts {
     pub total: u64,
@@ -281,6 +284,22 @@ impl EmulatorControl {
         self.shared
             .lock()
             .set_connection_active(connection_id, active);
+    }
+
+    /// Stores a connection's schedule as if it had been saved through the API, but without
+    /// the API's checks, so a test can also give it one Airbyte would refuse. Unknown ids are
+    /// ignored.
+    pub fn set_schedule(&self, connection_id: Uuid, schedule: Schedule) {
+        self.shared.lock().set_schedule(connection_id, schedule);
+    }
+
+    /// A connection's schedule; `None` for an unknown id.
+    pub fn schedule(&self, connection_id: Uuid) -> Option<Schedule> {
+        self.shared
+            .lock()
+            .connections
+            .get(&connection_id)
+            .map(|connection| connection.schedule.clone())
     }
 
     /// The plan every future job of this connection follows (after any pushed plans).

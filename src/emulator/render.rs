@@ -1,7 +1,7 @@
 //! How the emulator's data looks on the wire: `JobRead`, `AttemptRead`, `JobInfoRead`,
-//! `SourceRead`, `ConnectionRead`, the public `JobResponse`, and the Java-flavoured date and
-//! duration strings the public API uses. Absent values are left out, never `null`, as the
-//! real server's `NON_ABSENT` serialization does.
+//! `SourceRead`, `ConnectionRead`, the public `JobResponse` and `ConnectionResponse`, and the
+//! Java-flavoured date and duration strings the public API uses. Absent values are left out,
+//! never `null`, as the real server's `NON_ABSENT` serialization does.
 
 use chrono::{DateTime, Timelike};
 use serde_json::{Map, Value, json};
@@ -362,8 +362,109 @@ pub(crate) fn connection_read(connection: &Connection) -> Value {
     read.insert("status".into(), json!(connection.status));
     read.insert("created_at".into(), json!(connection.created_at));
     read.insert("workspaceId".into(), json!(connection.workspace_id));
+    connection.schedule.write_into(&mut read);
     read.retain(|_, value| !value.is_null());
     Value::Object(read)
+}
+
+/// The public `ConnectionSyncModeEnum` of a configured stream, as `ConnectionReadMapper` pairs
+/// the source and destination modes; `None` for pairs it has no name for.
+fn public_sync_mode(config: &Value) -> Option<&'static str> {
+    let source = config.get("syncMode").and_then(Value::as_str);
+    let destination = config.get("destinationSyncMode").and_then(Value::as_str);
+    match (source, destination) {
+        (Some("full_refresh"), Some("overwrite")) => Some("full_refresh_overwrite"),
+        (Some("full_refresh"), Some("append")) => Some("full_refresh_append"),
+        (Some("full_refresh"), Some("overwrite_dedup")) => Some("full_refresh_overwrite_deduped"),
+        (Some("incremental"), Some("append")) => Some("incremental_append"),
+        (Some("incremental"), Some("append_dedup")) => Some("incremental_deduped_history"),
+        (Some("full_refresh" | "incremental"), Some(_)) => None,
+        // A mode missing, or a source mode it does not know: the mapper falls back to this.
+        _ => Some("full_refresh_overwrite"),
+    }
+}
+
+/// The public `StreamConfigurations` of a connection: its selected streams, since the server
+/// stores only those in the configured catalog it reads them from.
+fn stream_configurations(catalog: &Value) -> Value {
+    let streams: Vec<Value> = catalog
+        .get("streams")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| {
+            s.pointer("/config/selected")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+        })
+        .map(|s| {
+            let config = s.get("config").cloned().unwrap_or_else(|| json!({}));
+            let mut stream = Map::new();
+            stream.insert(
+                "name".into(),
+                s.pointer("/stream/name").cloned().unwrap_or_default(),
+            );
+            stream.insert(
+                "namespace".into(),
+                s.pointer("/stream/namespace").cloned().unwrap_or_default(),
+            );
+            for key in ["primaryKey", "cursorField", "includeFiles", "mappers"] {
+                stream.insert(key.into(), config.get(key).cloned().unwrap_or_default());
+            }
+            if let Some(mode) = public_sync_mode(&config) {
+                stream.insert("syncMode".into(), json!(mode));
+            }
+            stream.retain(|_, value| !value.is_null());
+            Value::Object(stream)
+        })
+        .collect();
+    json!({"streams": streams})
+}
+
+/// The public `ConnectionResponse`, mapped from the connection's `ConnectionRead` the way
+/// `ConnectionReadMapper` maps it.
+pub(crate) fn public_connection(connection: &Connection) -> Value {
+    let setting = |key: &str| connection.settings.get(key).filter(|v| !v.is_null());
+    let mut response = Map::new();
+    response.insert("connectionId".into(), json!(connection.id));
+    response.insert("name".into(), json!(connection.name));
+    response.insert("sourceId".into(), json!(connection.source_id));
+    response.insert("destinationId".into(), json!(connection.destination_id));
+    response.insert("workspaceId".into(), json!(connection.workspace_id));
+    response.insert("status".into(), json!(connection.status));
+    response.insert("schedule".into(), connection.schedule.public_response());
+    if let Some(preference) = setting("nonBreakingChangesPreference").and_then(Value::as_str) {
+        let behaviour = if preference == "disable" {
+            "disable_connection"
+        } else {
+            preference
+        };
+        response.insert("nonBreakingSchemaUpdatesBehavior".into(), json!(behaviour));
+    }
+    if let Some(definition) = setting("namespaceDefinition").and_then(Value::as_str) {
+        let definition = if definition == "customformat" {
+            "custom_format"
+        } else {
+            definition
+        };
+        response.insert("namespaceDefinition".into(), json!(definition));
+    }
+    for key in ["namespaceFormat", "prefix", "statusReason"] {
+        if let Some(value) = setting(key) {
+            response.insert(key.into(), value.clone());
+        }
+    }
+    response.insert(
+        "configurations".into(),
+        stream_configurations(&connection.sync_catalog),
+    );
+    response.insert("createdAt".into(), json!(connection.created_at));
+    response.insert(
+        "tags".into(),
+        setting("tags").cloned().unwrap_or_else(|| json!([])),
+    );
+    Value::Object(response)
 }
 
 #[cfg(test)]

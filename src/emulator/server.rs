@@ -80,6 +80,8 @@ impl Route {
             let rest = rest.trim_end_matches('/').to_string();
             let template = if rest.starts_with("jobs/") {
                 "jobs/{jobId}"
+            } else if rest.starts_with("connections/") {
+                "connections/{connectionId}"
             } else {
                 rest.as_str()
             };
@@ -580,6 +582,14 @@ mod tests {
         assert_eq!(
             Route::of(&Method::POST, "/api/public/v1/jobs").name(),
             "public:POST /jobs"
+        );
+        assert_eq!(
+            Route::of(
+                &Method::PATCH,
+                "/api/public/v1/connections/0b8a2f9e-8c4f-4a53-9d47-0c7e5b5a1f00"
+            )
+            .name(),
+            "public:PATCH /connections/{connectionId}"
         );
         assert_eq!(
             Route::of(&Method::GET, "/metrics").name(),

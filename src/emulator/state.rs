@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::catalog::{self, ConnectorKind, Definition};
 use super::errors::ApiError;
 use super::plan::{Ending, JobPlan, JobStatus, JobView, evaluate};
+use super::schedule::Schedule;
 use super::{EmulatorAuth, EmulatorOptions, Faults, JobSnapshot, RequestCounts};
 
 /// The organization every OSS workspace belongs to.
@@ -101,7 +102,8 @@ impl Actors {
 }
 
 /// A connection. Fields clients may patch freely live in `settings`, keyed as in
-/// `ConnectionRead`, so `connections/update` and rendering stay in step with the spec.
+/// `ConnectionRead`, so `connections/update` and rendering stay in step with the spec. The
+/// schedule is typed instead: the server derives its three fields from one stored value.
 #[derive(Clone, Debug)]
 pub(crate) struct Connection {
     pub(crate) id: Uuid,
@@ -112,9 +114,25 @@ pub(crate) struct Connection {
     pub(crate) status: String,
     pub(crate) sync_catalog: Value,
     pub(crate) settings: Map<String, Value>,
+    pub(crate) schedule: Schedule,
     pub(crate) created_at: i64,
     /// Ascending, so the last one is the connection's newest job.
     pub(crate) job_ids: Vec<i64>,
+}
+
+/// What a new connection is made from, as a create request gives it.
+#[derive(Debug)]
+pub(crate) struct NewConnection {
+    /// `None`: named after its source and destination.
+    pub(crate) name: Option<String>,
+    pub(crate) source_id: Uuid,
+    pub(crate) destination_id: Uuid,
+    pub(crate) status: String,
+    /// `None`: every stream the source discovers, in its default configuration.
+    pub(crate) sync_catalog: Option<Value>,
+    /// Over the defaults of [`default_connection_settings`].
+    pub(crate) settings: Map<String, Value>,
+    pub(crate) schedule: Schedule,
 }
 
 /// `JobConfigType` of the jobs the emulator runs.
@@ -362,15 +380,16 @@ impl State {
         })
     }
 
-    pub(crate) fn create_connection(
-        &mut self,
-        name: Option<String>,
-        source_id: Uuid,
-        destination_id: Uuid,
-        status: String,
-        sync_catalog: Option<Value>,
-        settings: Map<String, Value>,
-    ) -> Result<Uuid, ApiError> {
+    pub(crate) fn create_connection(&mut self, new: NewConnection) -> Result<Uuid, ApiError> {
+        let NewConnection {
+            name,
+            source_id,
+            destination_id,
+            status,
+            sync_catalog,
+            settings,
+            schedule,
+        } = new;
         let source = self.source(source_id)?;
         let destination = self.destination(destination_id)?;
         let name = name.unwrap_or_else(|| format!("{} → {}", source.name, destination.name));
@@ -390,6 +409,7 @@ impl State {
             status,
             sync_catalog,
             settings: all_settings,
+            schedule,
             created_at: self.now_secs(),
             job_ids: Vec::new(),
         };
@@ -450,20 +470,27 @@ impl State {
                 }
             }
         };
-        self.create_connection(
-            Some(name.to_string()),
+        self.create_connection(NewConnection {
+            name: Some(name.to_string()),
             source_id,
             destination_id,
-            "active".into(),
-            None,
-            Map::new(),
-        )
+            status: "active".into(),
+            sync_catalog: None,
+            settings: Map::new(),
+            schedule: Schedule::Manual,
+        })
         .unwrap_or_else(|_| Uuid::nil())
     }
 
     pub(crate) fn set_connection_active(&mut self, id: Uuid, active: bool) {
         if let Some(connection) = self.connections.get_mut(&id) {
             connection.status = if active { "active" } else { "inactive" }.into();
+        }
+    }
+
+    pub(crate) fn set_schedule(&mut self, id: Uuid, schedule: Schedule) {
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.schedule = schedule;
         }
     }
 
@@ -623,7 +650,6 @@ fn default_connection_settings() -> Map<String, Value> {
         "namespaceDefinition": "destination",
         "prefix": "",
         "operationIds": [],
-        "scheduleType": "manual",
         "breakingChange": false,
         "notifySchemaChanges": false,
         "notifySchemaChangesByEmail": false,
@@ -794,6 +820,21 @@ mod tests {
         assert_eq!(state.destinations.order.len(), 1);
         let source = state.connection(a).map(|c| c.source_id).ok();
         assert_eq!(source, state.sources.order.first().copied());
+    }
+
+    #[test]
+    fn a_new_connection_is_manual_until_its_schedule_is_set() {
+        let mut state = state();
+        let connection = state.add_connection("orders");
+        let schedule = |state: &State| state.connection(connection).map(|c| c.schedule.clone());
+        assert_eq!(schedule(&state), Ok(Schedule::Manual));
+        let cron = Schedule::Cron {
+            expression: "0 0 6 * * ?".into(),
+            zone: "Europe/Berlin".into(),
+        };
+        state.set_schedule(connection, cron.clone());
+        assert_eq!(schedule(&state), Ok(cron));
+        state.set_schedule(Uuid::new_v4(), Schedule::Manual);
     }
 
     #[test]

@@ -130,6 +130,19 @@ impl Spec {
             .cloned()
     }
 
+    /// The problem schema whose default `type` is `kind`, e.g. the one for
+    /// `error:cron-validation/invalid-timezone`.
+    pub fn problem_named_by_type(&self, kind: &str) -> Option<String> {
+        let schemas = self.doc.pointer("/components/schemas")?.as_object()?;
+        schemas
+            .keys()
+            .find(|name| {
+                self.problem_default(name, "type")
+                    .is_some_and(|default| default == kind)
+            })
+            .cloned()
+    }
+
     /// Validates `instance` against `schema`, which may `$ref` into this spec's components.
     pub fn validate(&self, schema: &Value, instance: &Value) -> Result<(), String> {
         let validator = self.validator(schema)?;
