@@ -78,6 +78,7 @@ fn main() {
             id: i,
             connection: format!("conn-{i:05}"),
             connection_id: "4b5c6d7e-0000-4000-8000-000000000001".into(),
+            instance: "default".into(),
             trigger: Trigger::Schedule,
             scheduled_for: now,
             claimed_at: now,

@@ -3,6 +3,7 @@
 //! shutdown token is cancelled. `cronbyte run`, the demo and the tests all start
 //! this same type.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::airbyte::{Client, ClientSettings, RetryPolicy};
-use crate::config::Config;
+use crate::config::{AirbyteSettings, Config};
 use crate::engine::{Clock, Engine, EngineError, EngineParts};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -51,14 +52,14 @@ pub struct Daemon {
     listener: TcpListener,
     store: Arc<SqliteStore>,
     metrics: Arc<Metrics>,
-    airbyte: Client,
+    /// A client per Airbyte instance, by name.
+    clients: BTreeMap<String, Client>,
     clock: Clock,
     config_path: Option<PathBuf>,
 }
 
-/// The Airbyte client settings a config describes.
-pub fn client_settings(config: &Config) -> ClientSettings {
-    let a = &config.airbyte;
+/// The client settings of one Airbyte instance.
+pub fn client_settings(a: &AirbyteSettings) -> ClientSettings {
     ClientSettings {
         base_url: a.base_url.clone(),
         api: a.api,
@@ -83,15 +84,21 @@ impl Daemon {
             .map_err(|source| DaemonError::Listen { addr, source })?;
         let store = Arc::new(SqliteStore::open(&config.store.path).await?);
         let metrics = Arc::new(Metrics::new(config.metrics.success_ratio_window));
-        let airbyte = Client::observed(client_settings(&config), metrics.clone())?;
+        let mut clients = BTreeMap::new();
+        for (name, settings) in &config.instances {
+            let client = Client::observed(client_settings(settings), metrics.clone())?;
+            clients.insert(name.clone(), client);
+        }
         // Declared connections are found by name; no request when none is declared.
-        crate::pipeline::resolve_connection_ids(&airbyte, &mut config).await?;
+        for (name, client) in &clients {
+            crate::pipeline::resolve_connection_ids(client, name, &mut config).await?;
+        }
         Ok(Self {
             config,
             listener,
             store,
             metrics,
-            airbyte,
+            clients,
             clock: Clock::System,
             config_path: None,
         })
@@ -125,7 +132,7 @@ impl Daemon {
             listener,
             store,
             metrics,
-            airbyte,
+            clients,
             clock,
             config_path,
         } = self;
@@ -141,7 +148,13 @@ impl Daemon {
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
-                airbyte: Arc::new(airbyte.clone()),
+                instances: clients
+                    .iter()
+                    .map(|(name, client)| {
+                        let airbyte: Arc<dyn crate::engine::Airbyte> = Arc::new(client.clone());
+                        (name.clone(), airbyte)
+                    })
+                    .collect(),
                 metrics: metrics.clone(),
                 workers: config.workers.clone(),
                 groups: config.groups.clone(),
@@ -152,9 +165,9 @@ impl Daemon {
             shutdown.clone(),
         )
         .await?;
-        let airbyte_up = Arc::new(AtomicBool::new(false));
+        let airbyte_up = Arc::new(AirbyteUp::new(clients.keys()));
         let health = tokio::spawn(watch_health(
-            airbyte.clone(),
+            clients.clone(),
             metrics.clone(),
             airbyte_up.clone(),
             shutdown.clone(),
@@ -164,7 +177,7 @@ impl Daemon {
             engine.clone(),
             metrics.clone(),
             notifier,
-            airbyte.clone(),
+            clients,
             &config,
         ));
         // The engine holds the connections and the reloader their fingerprints:
@@ -229,11 +242,34 @@ async fn reload_on_hangup(reloader: Arc<Reloader>, shutdown: CancellationToken) 
     }
 }
 
-/// Asks Airbyte's health endpoint now and then, for `cronbyte_airbyte_up`.
+/// Whether each Airbyte instance answered its last health check, for `/readyz`.
+pub struct AirbyteUp(BTreeMap<String, AtomicBool>);
+
+impl AirbyteUp {
+    fn new<'a>(instances: impl Iterator<Item = &'a String>) -> Self {
+        Self(
+            instances
+                .map(|name| (name.clone(), AtomicBool::new(false)))
+                .collect(),
+        )
+    }
+
+    /// The instances that did not answer their last health check, by name.
+    pub fn down(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(_, up)| !up.load(Ordering::Relaxed))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+}
+
+/// Asks every instance's health endpoint now and then, all at once, for
+/// `cronbyte_airbyte_up{airbyte_instance}`: one slow instance delays no other's answer.
 async fn watch_health(
-    airbyte: Client,
+    clients: BTreeMap<String, Client>,
     metrics: Arc<Metrics>,
-    up_flag: Arc<AtomicBool>,
+    up: Arc<AirbyteUp>,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
@@ -242,8 +278,14 @@ async fn watch_health(
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let up = matches!(airbyte.health().await, Ok(true));
-        metrics.set_airbyte_up(up);
-        up_flag.store(up, Ordering::Relaxed);
+        let checks = clients
+            .iter()
+            .map(|(name, client)| async move { (name, matches!(client.health().await, Ok(true))) });
+        for (name, answered) in futures::future::join_all(checks).await {
+            metrics.set_airbyte_up(name, answered);
+            if let Some(flag) = up.0.get(name) {
+                flag.store(answered, Ordering::Relaxed);
+            }
+        }
     }
 }

@@ -93,6 +93,11 @@ struct ByRequest {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByInstance {
+    airbyte_instance: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByOperation {
     operation: &'static str,
 }
@@ -117,7 +122,7 @@ pub struct Metrics {
     lag: Histogram,
     requests: Family<ByRequest, Counter>,
     request_duration: Family<ByOperation, Histogram, fn() -> Histogram>,
-    airbyte_up: Gauge,
+    airbyte_up: Family<ByInstance, Gauge>,
     last_success: PerConnection<Gauge>,
     last_run: PerConnection<Gauge>,
     next_run: PerConnection<Gauge>,
@@ -233,7 +238,7 @@ impl Metrics {
             lag: Histogram::new(LAG_BUCKETS),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(request_durations),
-            airbyte_up: Gauge::default(),
+            airbyte_up: Family::default(),
             last_success: Family::default(),
             last_run: Family::default(),
             next_run: Family::default(),
@@ -307,7 +312,7 @@ impl Metrics {
         );
         r.register(
             "cronbyte_airbyte_up",
-            "1 when Airbyte's last health check passed",
+            "1 when the Airbyte instance's last health check passed",
             self.airbyte_up.clone(),
         );
         r.register(
@@ -578,8 +583,12 @@ impl Metrics {
         self.waiting.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    pub fn set_airbyte_up(&self, up: bool) {
-        self.airbyte_up.set(i64::from(up));
+    pub fn set_airbyte_up(&self, instance: &str, up: bool) {
+        self.airbyte_up
+            .get_or_create(&ByInstance {
+                airbyte_instance: Name(instance.to_owned()),
+            })
+            .set(i64::from(up));
     }
 
     /// The OpenMetrics text exposition of every metric ([`CONTENT_TYPE`]), with

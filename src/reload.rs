@@ -6,7 +6,7 @@
 //! An invalid file is rejected with the same messages as `cronbyte check`, and
 //! the config in force stays.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,8 @@ pub struct ReloadSummary {
     /// Connections whose settings changed, then the sections applied live that
     /// changed (`[[groups]]`, `[defaults]`, `[[notify]]`).
     pub changed: Vec<String>,
-    /// Sections that changed but only take effect after a restart (`[airbyte]`, ...).
+    /// Sections that changed but only take effect after a restart (`[airbyte]` or
+    /// `[instances]`, ...).
     pub needs_restart: Vec<&'static str>,
     /// Declarations that changed, which the daemon does not use: `cronbyte apply`
     /// carries them to Airbyte.
@@ -44,8 +45,9 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// Where failure notices go; its receivers are replaced on reload.
     notifier: Notifier,
-    /// To find declared connections by name, as at start.
-    airbyte: Client,
+    /// The client of each instance the daemon started with, to find declared
+    /// connections by name, as at start.
+    clients: BTreeMap<String, Client>,
     /// The config in force, as much of it as a reload compares against.
     current: Mutex<Fingerprint>,
 }
@@ -109,7 +111,7 @@ impl Fingerprint {
     fn of(config: &Config) -> Self {
         // Named field by field, so a section added to `Config` cannot be forgotten here.
         let Config {
-            airbyte,
+            instances,
             store,
             server,
             workers,
@@ -137,9 +139,16 @@ impl Fingerprint {
                     fingerprint_of(notify, notify.iter().map(|n| exposed(&n.url))),
                 ),
                 (
-                    "[airbyte]",
+                    if instances.len() == 1 && instances.contains_key(config::DEFAULT_INSTANCE) {
+                        "[airbyte]"
+                    } else {
+                        "[instances]"
+                    },
                     Effect::Restart,
-                    fingerprint_of(airbyte, auth_secrets(&airbyte.auth)),
+                    fingerprint_of(
+                        instances,
+                        instances.values().flat_map(|i| auth_secrets(&i.auth)),
+                    ),
                 ),
                 ("[store]", Effect::Restart, fingerprint_of(store, none())),
                 (
@@ -179,7 +188,7 @@ impl Reloader {
         engine: Engine,
         metrics: Arc<Metrics>,
         notifier: Notifier,
-        airbyte: Client,
+        clients: BTreeMap<String, Client>,
         current: &Config,
     ) -> Self {
         Self {
@@ -187,7 +196,7 @@ impl Reloader {
             engine,
             metrics,
             notifier,
-            airbyte,
+            clients,
             current: Mutex::new(Fingerprint::of(current)),
         }
     }
@@ -208,13 +217,21 @@ impl Reloader {
                 return Err(errors.to_string());
             }
         };
-        // Declared connections are found by name in Airbyte, as at start; one that
-        // cannot be found rejects the reload rather than leaving it without an id.
-        if let Err(e) = crate::pipeline::resolve_connection_ids(&self.airbyte, &mut new).await {
+        if let Err(e) = self.check_instances(&new) {
             self.metrics.reloaded("rejected");
             tracing::error!(config = %path.display(), error = %e,
                 "config reload rejected; the config in force stays");
-            return Err(e.to_string());
+            return Err(e);
+        }
+        // Declared connections are found by name in Airbyte, as at start; one that
+        // cannot be found rejects the reload rather than leaving it without an id.
+        for (name, client) in &self.clients {
+            if let Err(e) = crate::pipeline::resolve_connection_ids(client, name, &mut new).await {
+                self.metrics.reloaded("rejected");
+                tracing::error!(config = %path.display(), error = %e,
+                    "config reload rejected; the config in force stays");
+                return Err(e.to_string());
+            }
         }
         let fingerprint = Fingerprint::of(&new);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -227,6 +244,27 @@ impl Reloader {
             needs_apply = ?summary.needs_apply, "config reloaded");
         *current = fingerprint;
         Ok(summary)
+    }
+}
+
+impl Reloader {
+    /// A connection on an instance this daemon did not start with cannot be synced
+    /// until a restart gives it a client: such a reload is refused, naming them.
+    fn check_instances(&self, new: &Config) -> Result<(), String> {
+        let strangers: Vec<String> = new
+            .connections
+            .iter()
+            .filter(|c| !self.clients.contains_key(&c.instance))
+            .map(|c| format!("{} (instance {:?})", c.name, c.instance))
+            .collect();
+        if strangers.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "connections on Airbyte instances this daemon was not started with: {}; \
+             restart cronbyte to add an instance",
+            strangers.join(", ")
+        ))
     }
 }
 

@@ -143,6 +143,8 @@ impl RunStatus {
 pub struct NewRun {
     pub connection: String,
     pub connection_id: String,
+    /// The Airbyte instance the connection lives on: job ids are unique only within one.
+    pub instance: String,
     pub trigger: Trigger,
     /// The tick it is for; for a retry, when it is due. Claims of `Schedule` and
     /// `Dependency` runs are unique on (connection, scheduled_for).
@@ -159,6 +161,8 @@ pub struct Run {
     pub id: i64,
     pub connection: String,
     pub connection_id: String,
+    /// The Airbyte instance its job is on.
+    pub instance: String,
     pub trigger: Trigger,
     pub scheduled_for: DateTime<Utc>,
     pub claimed_at: DateTime<Utc>,

@@ -6,7 +6,6 @@
 mod extract;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -34,7 +33,7 @@ pub struct AppState {
     /// The control API's bearer token; without one the control API is refused.
     pub token: Option<SecretString>,
     /// Whether Airbyte's last health check passed.
-    pub airbyte_up: Arc<AtomicBool>,
+    pub airbyte_up: Arc<crate::daemon::AirbyteUp>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -186,17 +185,20 @@ async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// Ready: the store answers and Airbyte's last health check passed.
+/// Ready: the store answers and every Airbyte instance's last health check passed;
+/// the body names the instances that did not.
 async fn readyz(State(state): State<AppState>) -> Response {
     // Writes waiting for the store mean it refused some: not ready, whatever a
     // read says.
     let backlog = state.engine.store_backlog();
     let store = state.store.ping().await.is_ok() && backlog == 0;
-    let airbyte = state.airbyte_up.load(Ordering::Relaxed);
+    let down = state.airbyte_up.down();
+    let airbyte = down.is_empty();
     let body = json!({
         "store": if store { "ok" } else { "failing" },
         "owed_writes": backlog,
         "airbyte": if airbyte { "ok" } else { "unreachable" },
+        "unreachable_instances": down,
     });
     let status = if store && airbyte {
         StatusCode::OK

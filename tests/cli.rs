@@ -81,6 +81,7 @@ async fn history_prints_one_json_object_per_run() {
             .claim(NewRun {
                 connection: (*connection).into(),
                 connection_id: "0b9c8f1e-1111-4222-8333-944455556666".into(),
+                instance: "default".into(),
                 trigger: Trigger::Schedule,
                 scheduled_for: chrono::DateTime::from_timestamp(1_800_000_000 + i as i64, 0)
                     .unwrap(),

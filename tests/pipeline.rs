@@ -124,10 +124,14 @@ impl Setup {
 
     async fn plan(&self, config: &Config) -> (Plan, String) {
         let mut out = Vec::new();
-        let plan = pipeline::run_plan(config, &mut out)
+        let mut plans = pipeline::run_plan(config, &mut out)
             .await
             .unwrap_or_else(|e| panic!("plan failed: {e}"));
-        (plan, String::from_utf8(out).expect("UTF-8 output"))
+        assert_eq!(plans.len(), 1, "one instance, one plan");
+        (
+            plans.remove(0),
+            String::from_utf8(out).expect("UTF-8 output"),
+        )
     }
 
     async fn try_apply(
@@ -588,7 +592,7 @@ async fn the_daemon_finds_declared_connections_by_name_once_applied() {
 
     setup.apply(&config).await;
     let mut resolved = config.clone();
-    pipeline::resolve_connection_ids(&setup.client(), &mut resolved)
+    pipeline::resolve_connection_ids(&setup.client(), "default", &mut resolved)
         .await
         .expect("resolved");
     let bronze = setup.connection("ecommerce-to-bronze").await;

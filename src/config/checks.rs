@@ -2,7 +2,7 @@
 //! exist and form no cycle), and the warnings about a configuration that is valid but
 //! probably not what was meant.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 
@@ -10,7 +10,7 @@ use super::declared::ActorDraft;
 use super::problem::Problem;
 use super::reader::{Problems, did_you_mean};
 use super::sections::{ConnectionDraft, GroupDraft};
-use super::settings::Config;
+use super::settings::{AirbyteSettings, Config, DEFAULT_INSTANCE};
 use crate::airbyte::Auth;
 
 /// Every cross-connection rule, on whatever parts of the connections were valid.
@@ -55,6 +55,79 @@ pub(super) fn connections(drafts: &[ConnectionDraft], groups: &[GroupDraft], p: 
     cycles(drafts, &index, p);
 }
 
+/// Chooses the instance of every connection, source and destination: the one it names,
+/// else the only one configured, else [`DEFAULT_INSTANCE`]. Reports a name no instance
+/// has, an entry that names none among several, and a source or destination name used
+/// twice on one instance.
+pub(super) fn instances(
+    instances: &BTreeMap<String, AirbyteSettings>,
+    connections: &mut [ConnectionDraft],
+    sources: &mut [ActorDraft],
+    destinations: &mut [ActorDraft],
+    p: &mut Problems,
+) {
+    let choose = |path: &str, named: Option<&String>, p: &mut Problems| -> Option<String> {
+        let names = || instances.keys().map(String::as_str);
+        match named {
+            Some(name) if instances.contains_key(name) => Some(name.clone()),
+            Some(name) => {
+                p.push(Problem::new(
+                    format!("{path}.instance"),
+                    format!(
+                        "no Airbyte instance is named {name:?}{} (the instances: {})",
+                        did_you_mean(name, names(), |n| format!("{n:?}")),
+                        names().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+                None
+            }
+            None if instances.len() == 1 => instances.keys().next().cloned(),
+            None if instances.contains_key(DEFAULT_INSTANCE) => Some(DEFAULT_INSTANCE.into()),
+            None => {
+                p.push(Problem::new(
+                    format!("{path}.instance"),
+                    format!(
+                        "missing: several Airbyte instances are configured ({}) and none is \
+                         named \"default\"; say which one with instance = \"...\"",
+                        names().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+                None
+            }
+        }
+    };
+    for d in connections.iter_mut() {
+        d.instance = choose(&d.path, d.instance.as_ref(), p);
+        if let (Some(settings), Some(instance)) = (&mut d.settings, &d.instance) {
+            settings.instance.clone_from(instance);
+        }
+    }
+    for (key, actors) in [("sources", sources), ("destinations", destinations)] {
+        let mut first: HashMap<(String, String), String> = HashMap::new();
+        for a in actors.iter_mut() {
+            a.instance = choose(&a.path, a.instance.as_ref(), p);
+            let (Some(name), Some(instance)) = (&a.name, &a.instance) else {
+                continue;
+            };
+            if let Some(settings) = &mut a.settings {
+                settings.instance.clone_from(instance);
+            }
+            let what = key.trim_end_matches('s');
+            match first.get(&(instance.clone(), name.clone())) {
+                Some(earlier) => p.push(Problem::new(
+                    format!("{}.name", a.path),
+                    format!(
+                        "duplicate {what} name {name:?} on instance {instance:?} (also {earlier})"
+                    ),
+                )),
+                None => {
+                    first.insert((instance.clone(), name.clone()), a.path.clone());
+                }
+            }
+        }
+    }
+}
+
 /// The `source` and `destination` of each declared connection name a `[[sources]]` and a
 /// `[[destinations]]` entry.
 pub(super) fn declarations(
@@ -69,12 +142,26 @@ pub(super) fn declarations(
             ("destination", &d.destination, destinations),
         ] {
             let Some(named) = named else { continue };
-            let names: Vec<&str> = actors.iter().filter_map(|a| a.name.as_deref()).collect();
+            // Only the connection's own instance counts; an instance that could not be
+            // chosen was reported, and then every instance counts.
+            let names: Vec<&str> = actors
+                .iter()
+                .filter(|a| {
+                    d.instance.is_none() || a.instance.is_none() || a.instance == d.instance
+                })
+                .filter_map(|a| a.name.as_deref())
+                .collect();
             if !names.contains(&named.as_str()) {
+                let on = match &d.instance {
+                    Some(instance) if instance != DEFAULT_INSTANCE => {
+                        format!(" on instance {instance:?}")
+                    }
+                    _ => String::new(),
+                };
                 p.push(Problem::new(
                     format!("{}.{key}", d.path),
                     format!(
-                        "no [[{key}s]] entry is named {named:?}{}",
+                        "no [[{key}s]] entry{on} is named {named:?}{}",
                         did_you_mean(named, names.iter().copied(), |n| format!("{n:?}"))
                     ),
                 ));
@@ -202,14 +289,16 @@ pub(super) fn warnings(config: &Config) -> Vec<Problem> {
         ));
     }
 
-    if config.airbyte.base_url.starts_with("http://")
-        && !matches!(config.airbyte.auth, Auth::None)
-        && !is_local_url(&config.airbyte.base_url)
-    {
-        w.push(Problem::new(
-            "airbyte.base_url",
-            "credentials will be sent over plain http to a host that is not local; use https",
-        ));
+    for instance in config.instances.values() {
+        if instance.base_url.starts_with("http://")
+            && !matches!(instance.auth, Auth::None)
+            && !is_local_url(&instance.base_url)
+        {
+            w.push(Problem::new(
+                format!("{}.base_url", instance.section),
+                "credentials will be sent over plain http to a host that is not local; use https",
+            ));
+        }
     }
 
     let now = Utc::now();

@@ -16,8 +16,12 @@ use super::settings::{
 /// A `[[sources]]` or `[[destinations]]` entry as read, kept even when incomplete so its
 /// name still counts when connections refer to it.
 pub(super) struct ActorDraft {
+    /// The key path of the entry, `sources[i]` or `destinations[i]`.
+    pub(super) path: String,
     /// The name, if it was given and valid.
     pub(super) name: Option<String>,
+    /// The `instance` it names, if given; once instances are checked, the one it uses.
+    pub(super) instance: Option<String>,
     /// The settings, if every key was valid.
     pub(super) settings: Option<ActorSettings>,
 }
@@ -46,14 +50,8 @@ pub(super) fn actors(
             p,
             Table::non_empty_string,
         );
-        if let Some(n) = &name
-            && let Some(j) = out.iter().position(|a| a.name.as_ref() == Some(n))
-        {
-            p.push(Problem::new(
-                t.key_path("name"),
-                format!("duplicate {what} name {n:?} (also {key}[{j}])"),
-            ));
-        }
+        // Names are unique per instance: checked once instances are known.
+        let instance = t.non_empty_string("instance", p);
         let definition = t.required(
             "definition",
             &format!(
@@ -85,13 +83,20 @@ pub(super) fn actors(
             (Some(name), Some(definition), Some(configuration)) if p.len() == before => {
                 Some(ActorSettings {
                     name: name.clone(),
+                    // Chosen once every instance is known (`checks::instances`).
+                    instance: String::new(),
                     definition,
                     configuration,
                 })
             }
             _ => None,
         };
-        out.push(ActorDraft { name, settings });
+        out.push(ActorDraft {
+            path,
+            name,
+            instance,
+            settings,
+        });
     }
     out
 }

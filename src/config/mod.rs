@@ -57,10 +57,10 @@ use std::path::Path;
 pub use problem::{ConfigErrors, Problem};
 pub use settings::{
     ActorSettings, AirbyteSettings, Config, ConnectionSettings, ConnectionStatus,
-    ConnectorConfiguration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DeclaredConnection,
-    Defaults, DestinationSyncMode, GroupSettings, LogFormat, LogSettings, MetricsSettings, Misfire,
-    NamespaceDefinition, OnOverlap, RetrySettings, ServerSettings, StoreSettings, StreamSettings,
-    SyncMode, WorkerSettings,
+    ConnectorConfiguration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_INSTANCE, DEFAULT_REQUEST_TIMEOUT,
+    DeclaredConnection, Defaults, DestinationSyncMode, GroupSettings, LogFormat, LogSettings,
+    MetricsSettings, Misfire, NamespaceDefinition, OnOverlap, RetrySettings, ServerSettings,
+    StoreSettings, StreamSettings, SyncMode, WorkerSettings,
 };
 
 pub(crate) use connector::escape_pointer;

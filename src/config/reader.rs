@@ -144,6 +144,17 @@ impl Table {
         Problem::new(path, message)
     }
 
+    /// Every key of a table whose keys are names the user chooses (`[instances.<name>]`),
+    /// with its value, in name order; none is left behind to be reported unknown.
+    pub(super) fn drain(&mut self) -> Vec<(String, Value)> {
+        let mut entries: Vec<(String, Value)> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter(|(_, v)| !matches!(v.kind, ValueKind::Nil))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
+
     /// A sub-table.
     pub(super) fn table(&mut self, key: &'static str, p: &mut Problems) -> Table {
         let path = self.key_path(key);

@@ -1,6 +1,7 @@
 //! Reads each section of the merged tree into its settings type, collecting every problem:
 //! one section's (or one connection's) mistakes never hide another's.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub(super) fn read_config(
     let mut root = Table::root(tree);
     let origins = super::include::read(&mut root, base, &mut p);
 
-    let airbyte = airbyte(root.table("airbyte", &mut p), &mut p);
+    let instances = instances(&mut root, &mut p);
     let store = store(root.table("store", &mut p), &mut p);
     let server = server(root.table("server", &mut p), &mut p);
     let workers = workers(root.table("workers", &mut p), &mut p);
@@ -37,11 +38,20 @@ pub(super) fn read_config(
     let log = log(root.table("log", &mut p), &mut p);
     let groups = groups(&mut root, &mut p);
     let notify = super::notify::receivers(&mut root, &mut p);
-    let sources = declared::actors(&mut root, "sources", env, &mut p);
-    let destinations = declared::actors(&mut root, "destinations", env, &mut p);
-    let drafts = connections(&mut root, &defaults, &mut p);
+    let mut sources = declared::actors(&mut root, "sources", env, &mut p);
+    let mut destinations = declared::actors(&mut root, "destinations", env, &mut p);
+    let mut drafts = connections(&mut root, &defaults, &mut p);
     root.finish(&mut p);
 
+    if let Some(instances) = &instances {
+        checks::instances(
+            instances,
+            &mut drafts,
+            &mut sources,
+            &mut destinations,
+            &mut p,
+        );
+    }
     checks::connections(&drafts, &groups, &mut p);
     checks::declarations(&drafts, &sources, &destinations, &mut p);
 
@@ -50,10 +60,15 @@ pub(super) fn read_config(
     let actors = |drafts: Vec<ActorDraft>| -> Option<Vec<ActorSettings>> {
         drafts.into_iter().map(|d| d.settings).collect()
     };
-    match (airbyte, connections, actors(sources), actors(destinations)) {
-        (Some(airbyte), Some(connections), Some(sources), Some(destinations)) if p.is_empty() => {
+    match (
+        instances,
+        connections,
+        actors(sources),
+        actors(destinations),
+    ) {
+        (Some(instances), Some(connections), Some(sources), Some(destinations)) if p.is_empty() => {
             Ok(Config {
-                airbyte,
+                instances,
                 store,
                 server,
                 workers,
@@ -107,7 +122,63 @@ fn read_one_section<T>(
     }
 }
 
-/// `[airbyte]`.
+/// The Airbyte instances: `[instances.<name>]` tables, or `[airbyte]` as the one named
+/// [`DEFAULT_INSTANCE`]. `None` when one of them is incomplete.
+fn instances(root: &mut Table, p: &mut Problems) -> Option<BTreeMap<String, AirbyteSettings>> {
+    if !root.has("instances") {
+        return airbyte(root.table("airbyte", p), p)
+            .map(|settings| BTreeMap::from([(DEFAULT_INSTANCE.to_string(), settings)]));
+    }
+    if root.has("airbyte") {
+        let _ = root.take("airbyte");
+        p.push(Problem::new(
+            "airbyte",
+            "give Airbyte either as [airbyte] (one instance) or as [instances.<name>] tables, \
+             not both; [airbyte] is the instance named \"default\"",
+        ));
+    }
+    let mut table = root.table("instances", p);
+    let entries = table.drain();
+    if entries.is_empty() {
+        p.push(Problem::new(
+            "instances",
+            "names no instance: add an [instances.<name>] table with its base_url",
+        ));
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    let mut complete = true;
+    for (name, value) in entries {
+        let path = format!("instances.{name}");
+        if !is_instance_name(&name) {
+            p.push(Problem::new(
+                &path,
+                "an instance name is lower-case letters, digits, `_` and `-`, so that \
+                 environment variables (CRONBYTE__INSTANCES__<NAME>__BASE_URL) can reach it",
+            ));
+            complete = false;
+            continue;
+        }
+        match airbyte(Table::at(path, Some(value), p), p) {
+            Some(settings) => {
+                out.insert(name, settings);
+            }
+            None => complete = false,
+        }
+    }
+    complete.then_some(out)
+}
+
+/// `[a-z0-9_-]+`: the config crate lower-cases environment keys, so only such a name
+/// can be reached by an override.
+pub(super) fn is_instance_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// `[airbyte]` or one `[instances.<name>]`.
 fn airbyte(mut t: Table, p: &mut Problems) -> Option<AirbyteSettings> {
     let base_url = t.required(
         "base_url",
@@ -132,8 +203,10 @@ fn airbyte(mut t: Table, p: &mut Problems) -> Option<AirbyteSettings> {
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let retry = retry(t.table("retry", p), p);
     let workspace = t.non_empty_string("workspace", p);
+    let section = t.location().to_string();
     t.finish(p);
     Some(AirbyteSettings {
+        section,
         base_url: base_url?,
         api,
         auth: auth?,
@@ -162,7 +235,7 @@ fn parse_base_url(value: &Value) -> Result<String, String> {
         return Err("the URL has no host".into());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not contain credentials; put them in [airbyte.auth]".into());
+        return Err("must not contain credentials; put them in the instance's auth table".into());
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must not have a query (?...) or fragment (#...)".into());
@@ -552,6 +625,8 @@ pub(super) struct ConnectionDraft {
     pub(super) path: String,
     /// The name, if it was given and valid.
     pub(super) name: Option<String>,
+    /// The `instance` it names, if given and a string.
+    pub(super) instance: Option<String>,
     /// The connection id in canonical form, if it was given and valid.
     pub(super) connection_id: Option<String>,
     /// The `after` names that were valid strings.
@@ -629,6 +704,7 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
         check_backoff(&t, retry_backoff, retry_backoff_max, p);
     }
     let group = t.non_empty_string("group", p);
+    let instance = t.non_empty_string("instance", p);
     let after_given = t.has("after");
     let after_read = t.string_list("after", p);
     if !cron_given {
@@ -657,6 +733,8 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
     let settings = match (&name, id) {
         (Some(name), Some(connection_id)) if valid => Some(ConnectionSettings {
             name: name.clone(),
+            // Chosen once every instance is known (`checks::instances`).
+            instance: String::new(),
             connection_id,
             cron,
             timezone: timezone.unwrap_or(defaults.timezone),
@@ -677,6 +755,7 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
     ConnectionDraft {
         path,
         name,
+        instance,
         connection_id,
         after,
         group,

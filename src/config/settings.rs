@@ -5,6 +5,7 @@
 //! in the `Default` impls (and in `config/cronbyte.example.toml`, which a test keeps in
 //! step with them).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +19,9 @@ use crate::cron::CronRule;
 /// The whole configuration, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `[airbyte]`: where Airbyte is and how to talk to it.
-    pub airbyte: AirbyteSettings,
+    /// The Airbyte instances, by name: the `[instances.<name>]` tables, or `[airbyte]`
+    /// as the one instance named [`DEFAULT_INSTANCE`]. Never empty.
+    pub instances: BTreeMap<String, AirbyteSettings>,
     /// `[store]`: where the SQLite history lives.
     pub store: StoreSettings,
     /// `[server]`: the HTTP listener for metrics, health and the control API.
@@ -44,9 +46,40 @@ pub struct Config {
     pub destinations: Vec<ActorSettings>,
 }
 
-/// `[airbyte]`: where Airbyte is and how to talk to it.
+/// The name `[airbyte]` stands for: the instance of a config with `[airbyte]`, and the
+/// one an entry without `instance` uses when several are configured.
+pub const DEFAULT_INSTANCE: &str = "default";
+
+impl Config {
+    /// The part of the config that concerns instance `name`: its settings alone, and the
+    /// connections, sources and destinations that live on it. `plan`, `apply` and the
+    /// lookup of declared connections work one instance at a time through it.
+    pub fn on_instance(&self, name: &str) -> Config {
+        let mut part = self.clone();
+        part.instances.retain(|n, _| n == name);
+        part.connections.retain(|c| c.instance == name);
+        part.sources.retain(|a| a.instance == name);
+        part.destinations.retain(|a| a.instance == name);
+        part
+    }
+
+    /// The settings of the one instance an `on_instance` part (or a config with one
+    /// instance) has.
+    pub fn airbyte(&self) -> &AirbyteSettings {
+        self.instances
+            .values()
+            .next()
+            .expect("a config has at least one instance")
+    }
+}
+
+/// `[airbyte]` or one `[instances.<name>]`: where an Airbyte instance is and how to
+/// talk to it.
 #[derive(Clone, Debug)]
 pub struct AirbyteSettings {
+    /// Where these settings are in the config, for messages: `airbyte` or
+    /// `instances.<name>`.
+    pub section: String,
     /// The API base URL, `http` or `https`, without a trailing `/`
     /// (e.g. `http://localhost:8000/api/v1` or `https://api.airbyte.com/v1`). Required.
     pub base_url: String,
@@ -270,6 +303,9 @@ pub struct GroupSettings {
 pub struct ConnectionSettings {
     /// A unique, non-empty name used in logs, metrics, the API and `after`. Required.
     pub name: String,
+    /// The Airbyte instance the connection lives on: `instance`, or the only one
+    /// configured, or [`DEFAULT_INSTANCE`].
+    pub instance: String,
     /// The Airbyte connection id, a UUID, in lowercase hyphenated form. Required, unless the
     /// connection is `declared`: then it is empty until resolved by name in Airbyte
     /// ([`crate::pipeline::resolve_connection_ids`]).
@@ -309,8 +345,10 @@ pub struct ConnectionSettings {
 /// workspace, creating or updating it to match.
 #[derive(Clone, Debug)]
 pub struct ActorSettings {
-    /// Unique among its kind; the name the object has in Airbyte. Required.
+    /// Unique among its kind on its instance; the name the object has in Airbyte. Required.
     pub name: String,
+    /// The Airbyte instance it lives on, chosen as a connection's is.
+    pub instance: String,
     /// The connector: a definition name as Airbyte lists it (`"Postgres"`, `"S3"`) or a
     /// definition id (a UUID, lowercase hyphenated). Required.
     pub definition: String,

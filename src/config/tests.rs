@@ -36,14 +36,14 @@ fn the_example_configuration_validates() {
 #[test]
 fn a_minimal_configuration_gets_the_documented_defaults() {
     let c = toml(MINIMAL);
-    assert_eq!(c.airbyte.base_url, "http://localhost:8000/api/v1");
-    assert_eq!(c.airbyte.api, ApiKind::Config);
-    assert!(matches!(c.airbyte.auth, Auth::None));
-    assert_eq!(c.airbyte.request_timeout, Duration::from_secs(30));
-    assert_eq!(c.airbyte.connect_timeout, Duration::from_secs(10));
-    assert_eq!(c.airbyte.workspace, None);
+    assert_eq!(c.airbyte().base_url, "http://localhost:8000/api/v1");
+    assert_eq!(c.airbyte().api, ApiKind::Config);
+    assert!(matches!(c.airbyte().auth, Auth::None));
+    assert_eq!(c.airbyte().request_timeout, Duration::from_secs(30));
+    assert_eq!(c.airbyte().connect_timeout, Duration::from_secs(10));
+    assert_eq!(c.airbyte().workspace, None);
     assert_eq!(
-        c.airbyte.retry,
+        c.airbyte().retry,
         RetrySettings {
             max_retries: 5,
             initial_backoff: Duration::from_millis(500),
@@ -76,20 +76,33 @@ fn a_minimal_configuration_gets_the_documented_defaults() {
 /// (`airbyte.auth.password_file`, `connections.cron`). The keys inside a connector's
 /// `configuration` table are the connector's, not cronbyte's, so they are not collected.
 fn documented_keys(example: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut section = String::new();
-    for line in example.lines() {
-        let line = line.trim();
-        if let Some(header) = line
-            .strip_prefix("[[")
+    let header = |line: &str| {
+        line.strip_prefix("[[")
             .and_then(|l| l.strip_suffix("]]"))
             .or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')))
-        {
-            section = header.to_string();
+            .map(str::to_string)
+    };
+    let mut out = BTreeSet::new();
+    let mut section = String::new();
+    // Under a commented-out header (the [instances.<name>] form, shown beside the
+    // [airbyte] the example uses), keys are an illustration, not this file's keys.
+    let mut illustration = false;
+    for line in example.lines() {
+        let line = line.trim();
+        if let Some(header) = header(line) {
+            section = header;
+            illustration = false;
             out.insert(section.clone());
             continue;
         }
-        if section.ends_with(".configuration") {
+        if line
+            .strip_prefix('#')
+            .is_some_and(|body| header(body.trim()).is_some())
+        {
+            illustration = true;
+            continue;
+        }
+        if illustration || section.ends_with(".configuration") {
             continue;
         }
         let body = line.trim_start_matches('#').trim();
@@ -246,8 +259,8 @@ fn basic_auth_reads_its_password_from_a_file() {
         password_file = {file:?}
         "#
     ));
-    assert_eq!(c.airbyte.api, ApiKind::Public);
-    match &c.airbyte.auth {
+    assert_eq!(c.airbyte().api, ApiKind::Public);
+    match &c.airbyte().auth {
         Auth::Basic { username, password } => {
             assert_eq!(username, "airbyte");
             assert_eq!(password.expose_secret(), "s3cret");
@@ -267,7 +280,9 @@ fn bearer_and_client_credentials_auth_are_read() {
         token = "t0ken"
         "#,
     );
-    assert!(matches!(&c.airbyte.auth, Auth::Bearer { token } if token.expose_secret() == "t0ken"));
+    assert!(
+        matches!(&c.airbyte().auth, Auth::Bearer { token } if token.expose_secret() == "t0ken")
+    );
     let c = toml(
         r#"
         [airbyte]
@@ -279,7 +294,7 @@ fn bearer_and_client_credentials_auth_are_read() {
         "#,
     );
     assert!(matches!(
-        &c.airbyte.auth,
+        &c.airbyte().auth,
         Auth::ClientCredentials { client_id, client_secret }
             if client_id == "id" && client_secret.expose_secret() == "shh"
     ));
@@ -967,5 +982,199 @@ fn a_broken_section_that_is_read_is_reported_with_its_key_paths() {
     assert!(
         errors.to_string().contains("did you mean `listen`?"),
         "{errors}"
+    );
+}
+
+/// Two instances, `eu` and `us`, with `body` appended.
+fn two_instances(body: &str) -> String {
+    format!(
+        r#"
+        [instances.eu]
+        base_url = "http://airbyte-eu:8001/api/v1"
+        workspace = "EU"
+        [instances.eu.retry]
+        max_retries = 2
+        [instances.us]
+        base_url = "https://api.airbyte.com/v1"
+        api = "public"
+        [instances.us.auth]
+        kind = "bearer"
+        token = "us-token"
+        {body}
+        "#
+    )
+}
+
+#[test]
+fn instances_tables_name_several_airbytes_and_each_entry_says_which_it_is_on() {
+    let config = toml(&two_instances(
+        r#"
+        [[connections]]
+        name = "orders"
+        instance = "eu"
+        connection_id = "9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e"
+        cron = "0 * * * *"
+        [[connections]]
+        name = "billing"
+        instance = "us"
+        connection_id = "9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5f"
+        cron = "0 * * * *"
+        "#,
+    ));
+    let names: Vec<&str> = config.instances.keys().map(String::as_str).collect();
+    assert_eq!(names, ["eu", "us"]);
+    let eu = &config.instances["eu"];
+    assert_eq!(eu.base_url, "http://airbyte-eu:8001/api/v1");
+    assert_eq!(eu.workspace.as_deref(), Some("EU"));
+    assert_eq!(eu.retry.max_retries, 2);
+    assert_eq!(eu.section, "instances.eu");
+    let us = &config.instances["us"];
+    assert_eq!(us.api, ApiKind::Public);
+    assert!(matches!(&us.auth, Auth::Bearer { token } if token.expose_secret() == "us-token"));
+    assert_eq!(config.connections[0].instance, "eu");
+    assert_eq!(config.connections[1].instance, "us");
+    assert_eq!(config.on_instance("us").connections.len(), 1);
+    assert_eq!(config.on_instance("us").airbyte().base_url, us.base_url);
+}
+
+#[test]
+fn airbyte_alone_is_the_instance_named_default_and_entries_are_on_it() {
+    let config = toml(&format!(
+        "{MINIMAL}\n[[connections]]\nname = \"a\"\nconnection_id = \"9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e\"\ncron = \"0 * * * *\"\n"
+    ));
+    assert_eq!(
+        config.instances.keys().collect::<Vec<_>>(),
+        [DEFAULT_INSTANCE]
+    );
+    assert_eq!(config.airbyte().section, "airbyte");
+    assert_eq!(config.connections[0].instance, DEFAULT_INSTANCE);
+}
+
+#[test]
+fn airbyte_and_instances_together_are_refused() {
+    let errors = problems(&format!(
+        "{MINIMAL}\n[instances.eu]\nbase_url = \"http://eu:8001/api/v1\"\n"
+    ));
+    assert!(has_problem(&errors, "airbyte", "not both"), "{errors}");
+}
+
+#[test]
+fn an_unknown_instance_is_named_at_its_key_with_a_suggestion() {
+    let errors = problems(&two_instances(
+        r#"
+        [[connections]]
+        name = "orders"
+        instance = "euw"
+        connection_id = "9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e"
+        cron = "0 * * * *"
+        [[sources]]
+        name = "pg"
+        instance = "asia"
+        definition = "Postgres"
+        configuration = { host = "db" }
+        "#,
+    ));
+    assert!(
+        has_problem(
+            &errors,
+            "connections[0].instance",
+            "no Airbyte instance is named \"euw\""
+        ) && has_problem(&errors, "connections[0].instance", "did you mean \"eu\"")
+            && has_problem(
+                &errors,
+                "connections[0].instance",
+                "(the instances: eu, us)"
+            ),
+        "{errors}"
+    );
+    assert!(
+        has_problem(&errors, "sources[0].instance", "\"asia\""),
+        "{errors}"
+    );
+}
+
+#[test]
+fn with_several_instances_and_none_named_default_an_entry_must_name_one() {
+    let errors = problems(&two_instances(
+        r#"
+        [[connections]]
+        name = "orders"
+        connection_id = "9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e"
+        cron = "0 * * * *"
+        "#,
+    ));
+    assert!(
+        has_problem(&errors, "connections[0].instance", "eu, us"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn an_instance_name_is_lower_case_letters_digits_dashes_and_underscores() {
+    let errors = problems("[instances.\"eu west\"]\nbase_url = \"http://eu:8001/api/v1\"\n");
+    assert!(
+        has_problem(&errors, "instances.eu west", "lower-case"),
+        "{errors}"
+    );
+    toml("[instances.eu-west_2]\nbase_url = \"http://eu:8001/api/v1\"\n");
+}
+
+#[test]
+fn an_incomplete_instance_is_reported_at_its_own_keys() {
+    let errors = problems("[instances.eu]\napi = \"config\"\n[instances.us]\nbase_url = 5\n");
+    assert!(
+        has_problem(&errors, "instances.eu.base_url", "missing"),
+        "{errors}"
+    );
+    assert!(
+        has_problem(&errors, "instances.us.base_url", ""),
+        "{errors}"
+    );
+}
+
+#[test]
+fn source_names_are_unique_per_instance_and_a_connection_joins_its_own_instance_s() {
+    let source = |instance: &str| {
+        format!(
+            "[[sources]]\nname = \"pg\"\ninstance = \"{instance}\"\ndefinition = \"Postgres\"\nconfiguration = {{ host = \"db\" }}\n"
+        )
+    };
+    let destination = "[[destinations]]\nname = \"lake\"\ninstance = \"us\"\ndefinition = \"S3\"\nconfiguration = { bucket = \"b\" }\n";
+    // The same name on two instances is two sources.
+    toml(&two_instances(&format!("{}{}", source("eu"), source("us"))));
+    let errors = problems(&two_instances(&format!("{}{}", source("eu"), source("eu"))));
+    assert!(
+        has_problem(&errors, "sources[1].name", "on instance \"eu\""),
+        "{errors}"
+    );
+    // A declared connection on `eu` cannot join a destination declared on `us`.
+    let errors = problems(&two_instances(&format!(
+        "{}{destination}[[connections]]\nname = \"pg-to-lake\"\ninstance = \"eu\"\nsource = \"pg\"\ndestination = \"lake\"\ncron = \"0 * * * *\"\n",
+        source("eu")
+    )));
+    assert!(
+        has_problem(
+            &errors,
+            "connections[0].destination",
+            "no [[destinations]] entry on instance \"eu\" is named \"lake\""
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn an_environment_variable_reaches_an_instance_by_its_name() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(&path, two_instances("")).expect("written");
+    let env = HashMap::from([(
+        "CRONBYTE__INSTANCES__EU__BASE_URL".to_string(),
+        "http://env-eu:8001/api/v1".to_string(),
+    )]);
+    let config = load_with_env(&path, env).expect("valid");
+    assert_eq!(config.instances["eu"].base_url, "http://env-eu:8001/api/v1");
+    assert_eq!(
+        config.instances["us"].base_url,
+        "https://api.airbyte.com/v1"
     );
 }

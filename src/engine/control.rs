@@ -181,8 +181,9 @@ impl Engine {
         if followed.for_timeout {
             return Err(EngineError::CancellingForTimeout(run_id));
         }
-        if let Err(refused) = shared.airbyte.cancel(followed.job_id).await {
-            let Ok(job) = shared.airbyte.job(followed.job_id).await else {
+        let airbyte = &shared.instance(&followed.instance).airbyte;
+        if let Err(refused) = airbyte.cancel(followed.job_id).await {
+            let Ok(job) = airbyte.job(followed.job_id).await else {
                 return Err(refused.into());
             };
             match job.status {

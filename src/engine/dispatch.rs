@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 
+use super::instance::Instance;
 use super::owed::Owed;
 use super::state::Overlap;
 use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
@@ -231,6 +232,7 @@ impl Shared {
     /// start and never let us find is then on no run.
     async fn trigger(&self, run: &Run) -> Triggered {
         let connection_id = run.connection_id.as_str();
+        let instance = self.instance(&run.instance);
         let taken_up = run.claimed_at < self.started_at;
         let policy = self
             .connection(&run.connection)
@@ -250,7 +252,10 @@ impl Shared {
         let mut tries: u32 = 0;
         loop {
             if maybe_delivered {
-                match self.job_started_since(connection_id, run.claimed_at).await {
+                match self
+                    .job_started_since(&instance, connection_id, run.claimed_at)
+                    .await
+                {
                     Search::Found(job) => {
                         if tries == 0 {
                             tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
@@ -281,7 +286,7 @@ impl Shared {
             if tokio::time::Instant::now() >= deadline {
                 return give_up();
             }
-            match self.airbyte.sync(connection_id).await {
+            match instance.airbyte.sync(connection_id).await {
                 Ok(job) => return Triggered::Started(job),
                 Err(AirbyteError::AlreadyRunning {
                     after_lost_answer,
@@ -290,7 +295,10 @@ impl Shared {
                 }) => {
                     // The running job may be the one a lost answer started.
                     if after_lost_answer || lost_any {
-                        match self.job_started_since(connection_id, run.claimed_at).await {
+                        match self
+                            .job_started_since(&instance, connection_id, run.claimed_at)
+                            .await
+                        {
                             Search::Found(job) => return Triggered::Started(job),
                             Search::Nothing => {}
                             Search::Unknown => {
@@ -306,9 +314,12 @@ impl Shared {
                                 "a sync was already running for this connection (Airbyte answered 409: {message})"
                             ));
                         }
-                        OnOverlap::Attach => match self.running_job(connection_id).await {
+                        OnOverlap::Attach => match self.running_job(&instance, connection_id).await
+                        {
                             Some(Ok(job)) => {
-                                if let Ok(Some(other)) = self.store.run_with_job(job.id).await {
+                                if let Ok(Some(other)) =
+                                    self.store.run_with_job(&instance.name, job.id).await
+                                {
                                     return Triggered::Skipped(format!(
                                         "run {other} follows the sync already running (job {}); its outcome is recorded there",
                                         job.id
@@ -325,12 +336,16 @@ impl Shared {
                                 tokio::time::sleep(self.workers.poll_interval).await
                             }
                         },
-                        OnOverlap::Queue => match self.running_job(connection_id).await {
-                            Some(Ok(job)) => self.wait_for_end(job.id, deadline).await,
-                            Some(Err(())) | None => {
-                                tokio::time::sleep(self.workers.poll_interval).await
+                        OnOverlap::Queue => {
+                            match self.running_job(&instance, connection_id).await {
+                                Some(Ok(job)) => {
+                                    self.wait_for_end(&instance, job.id, deadline).await
+                                }
+                                Some(Err(())) | None => {
+                                    tokio::time::sleep(self.workers.poll_interval).await
+                                }
                             }
-                        },
+                        }
                     }
                 }
                 Err(e) if e.is_retryable() => {
@@ -367,7 +382,7 @@ impl Shared {
     async fn moved_on_while_starting(self: &Arc<Self>, run: Run, job_id: i64) {
         tracing::warn!(connection = %run.connection, run_id = run.id, job_id,
             "the run moved on while its sync was requested; cancelling the job nobody follows");
-        if let Err(e) = self.airbyte.cancel(job_id).await {
+        if let Err(e) = self.instance(&run.instance).airbyte.cancel(job_id).await {
             tracing::warn!(connection = %run.connection, run_id = run.id, job_id, error = %e,
                 "could not cancel the job of a run that moved on");
         }
@@ -376,8 +391,12 @@ impl Shared {
 
     /// The connection's job that has not ended: none when every one ended, an
     /// error when Airbyte could not say.
-    async fn running_job(&self, connection_id: &str) -> Option<Result<Job, ()>> {
-        match self
+    async fn running_job(
+        &self,
+        instance: &Instance,
+        connection_id: &str,
+    ) -> Option<Result<Job, ()>> {
+        match instance
             .airbyte
             .connection_jobs(connection_id, ATTACH_SEARCH)
             .await
@@ -391,10 +410,10 @@ impl Shared {
     }
 
     /// Polls `job_id` until it ends (or `deadline`), for a run queued behind it.
-    async fn wait_for_end(&self, job_id: i64, deadline: tokio::time::Instant) {
+    async fn wait_for_end(&self, instance: &Instance, job_id: i64, deadline: tokio::time::Instant) {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(self.workers.poll_interval).await;
-            match self.airbyte.job(job_id).await {
+            match instance.airbyte.job(job_id).await {
                 Ok(job) if job.status.is_terminal() => return,
                 Err(AirbyteError::NotFound { .. }) => return,
                 _ => {}
@@ -405,8 +424,13 @@ impl Shared {
     /// The newest job of the connection that no other run owns and that Airbyte
     /// says it created at or after `since`, give or take its clock being behind
     /// ours (`CLOCK_ALLOWANCE`), if Airbyte can say.
-    async fn job_started_since(&self, connection_id: &str, since: DateTime<Utc>) -> Search {
-        let jobs = match self
+    async fn job_started_since(
+        &self,
+        instance: &Instance,
+        connection_id: &str,
+        since: DateTime<Utc>,
+    ) -> Search {
+        let jobs = match instance
             .airbyte
             .connection_jobs(connection_id, ATTACH_SEARCH)
             .await
@@ -421,7 +445,7 @@ impl Shared {
         let earliest = since - CLOCK_ALLOWANCE;
         // Jobs followed here whose runs' rows do not say so yet (the store refused
         // the write and owes it).
-        let followed = self.state(|s| s.followed_jobs());
+        let followed = self.state(|s| s.followed_jobs(&instance.name));
         let mut candidates: Vec<Job> = jobs
             .into_iter()
             .filter(|j| j.created_at.is_some_and(|c| c >= earliest))
@@ -432,7 +456,7 @@ impl Shared {
         // run taken up after a restart must not adopt its predecessor's job): the
         // allowance may reach back to an earlier run's job, which its row claims.
         for job in candidates {
-            match self.store.run_with_job(job.id).await {
+            match self.store.run_with_job(&instance.name, job.id).await {
                 Ok(None) => return Search::Found(job),
                 Ok(Some(_)) => continue,
                 Err(e) => {

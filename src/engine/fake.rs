@@ -36,6 +36,10 @@ pub enum Fault {
     LostAnswer,
     /// A 409 on a sync, for a job no listing of sync jobs shows (a reset, say).
     Conflict,
+    /// No answer: the call waits out the request timeout on tokio's clock, then
+    /// fails as a timeout without Airbyte having acted (an instance that is down
+    /// behind a proxy that never answers).
+    Silent,
 }
 
 /// For how long a fault lasts.
@@ -113,6 +117,7 @@ struct State {
 pub struct FakeAirbyte {
     clock: Clock,
     state: Mutex<State>,
+    request_timeout: Duration,
 }
 
 impl FakeAirbyte {
@@ -123,7 +128,14 @@ impl FakeAirbyte {
                 next_id: 1,
                 ..State::default()
             }),
+            request_timeout: Duration::from_secs(1),
         }
+    }
+
+    /// How long a [`Fault::Silent`] call waits before it fails.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -191,9 +203,9 @@ impl FakeAirbyte {
         met
     }
 
-    /// Runs a call: refused before acting on a 503, answered, or acted on and its
-    /// answer lost.
-    fn call<T>(
+    /// Runs a call: refused before acting on a 503, unanswered, answered, or acted
+    /// on and its answer lost.
+    async fn call<T>(
         &self,
         op: Op,
         act: impl FnOnce(&mut State, DateTime<Utc>) -> Result<T, Error>,
@@ -201,6 +213,13 @@ impl FakeAirbyte {
         let endpoint = format!("{op:?}");
         let fault = self.enter(op);
         match fault {
+            Some(Fault::Silent) => {
+                tokio::time::sleep(self.request_timeout).await;
+                return Err(Error::Timeout {
+                    endpoint,
+                    after: self.request_timeout,
+                });
+            }
             Some(Fault::Unavailable) => {
                 return Err(Error::Unavailable {
                     endpoint,
@@ -275,6 +294,7 @@ impl Airbyte for FakeAirbyte {
             state.max_running = state.max_running.max(running);
             Ok(seen)
         })
+        .await
     }
 
     async fn connection_jobs(&self, connection_id: &str, limit: u32) -> Result<Vec<Job>, Error> {
@@ -288,6 +308,7 @@ impl Airbyte for FakeAirbyte {
                 .map(|j| j.at(now))
                 .collect())
         })
+        .await
     }
 
     async fn jobs_updated_since(
@@ -311,6 +332,7 @@ impl Airbyte for FakeAirbyte {
                 .take(page_size as usize)
                 .collect())
         })
+        .await
     }
 
     async fn job(&self, job_id: i64) -> Result<Job, Error> {
@@ -322,6 +344,7 @@ impl Airbyte for FakeAirbyte {
                 .map(|j| j.at(now))
                 .ok_or_else(|| not_found(job_id))
         })
+        .await
     }
 
     async fn cancel(&self, job_id: i64) -> Result<Job, Error> {
@@ -342,15 +365,17 @@ impl Airbyte for FakeAirbyte {
             job.cancelled_at = Some(now);
             Ok(job.at(now))
         })
+        .await
     }
 
     async fn listing_workspaces(&self) -> Result<Vec<String>, Error> {
         self.call(Op::Workspaces, |_, _| {
             Ok(vec!["5ae6b09b-fdec-41af-aaf7-7d94cfc33ef6".to_owned()])
         })
+        .await
     }
 
     fn request_timeout(&self) -> Duration {
-        Duration::from_secs(1)
+        self.request_timeout
     }
 }

@@ -157,6 +157,7 @@ impl Shared {
         Ok(Some(NewRun {
             connection: run.connection.clone(),
             connection_id: run.connection_id.clone(),
+            instance: run.instance.clone(),
             trigger: Trigger::Retry,
             scheduled_for: now + chrono::Duration::from_std(backoff).unwrap_or_default(),
             retry_of: Some(first),
@@ -183,6 +184,7 @@ impl Shared {
             runs.push(NewRun {
                 connection: dependent.name.clone(),
                 connection_id: dependent.connection_id.clone(),
+                instance: dependent.instance.clone(),
                 trigger: Trigger::Dependency,
                 scheduled_for: now,
                 retry_of: None,

@@ -21,6 +21,7 @@ mod dispatch;
 #[cfg(test)]
 mod fake;
 mod follow_up;
+mod instance;
 mod owed;
 mod schedule;
 mod state;
@@ -28,8 +29,7 @@ mod state;
 mod tests;
 mod tracker;
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,11 +42,13 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::run::{NewRun, Outcome, Progress, Run, RunStatus, Trigger};
 use crate::store::{Store, StoreError};
+use instance::Instance;
 use state::State;
 
 pub use airbyte::Airbyte;
 pub use clock::Clock;
 pub use control::{CancelOutcome, ConnectionStatus};
+pub use instance::only_instance;
 
 /// How long in-flight work may go on after shutdown is asked for. Airbyte jobs
 /// themselves run on; the next start takes them up again from the history.
@@ -81,7 +83,8 @@ pub enum EngineError {
 /// What the engine is given to work with.
 pub struct EngineParts {
     pub store: Arc<dyn Store>,
-    pub airbyte: Arc<dyn Airbyte>,
+    /// Every Airbyte instance the config names, by name.
+    pub instances: BTreeMap<String, Arc<dyn Airbyte>>,
     pub metrics: Arc<Metrics>,
     pub workers: WorkerSettings,
     pub groups: Vec<GroupSettings>,
@@ -137,7 +140,9 @@ impl Catalog {
 
 pub(crate) struct Shared {
     store: Arc<dyn Store>,
-    airbyte: Arc<dyn Airbyte>,
+    /// The Airbyte instances by name: those of the config, and any that open runs of
+    /// an earlier config are on. Fixed at start.
+    instances: BTreeMap<String, Arc<Instance>>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
     workers: WorkerSettings,
@@ -152,16 +157,10 @@ pub(crate) struct Shared {
     owed: owed::OwedQueue,
     /// When the schedule loop last turned, for the watchdog.
     heartbeat: Mutex<tokio::time::Instant>,
-    /// When the poll loop last made progress (see [`Engine::stuck_loop`]).
-    poll_heartbeat: Mutex<tokio::time::Instant>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Runs claimed before this instant were claimed by an earlier process.
     started_at: DateTime<Utc>,
-    /// Whether polls may use one listing of changed jobs; off once Airbyte refuses it.
-    batch_polls: AtomicBool,
-    /// The workspaces a listing of changed jobs covers, asked of Airbyte once.
-    workspaces: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl Engine {
@@ -172,9 +171,23 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<Self, EngineError> {
         let state = State::new(parts.store.marks().await?, parts.store.paused().await?);
+        let mut instances: BTreeMap<String, Arc<Instance>> = parts
+            .instances
+            .into_iter()
+            .map(|(name, airbyte)| (name.clone(), Arc::new(Instance::new(name, airbyte))))
+            .collect();
+        let open = parts.store.open_runs().await?;
+        for run in &open {
+            if !instances.contains_key(&run.instance) {
+                tracing::error!(instance = %run.instance, connection = %run.connection, run_id = run.id,
+                    "an open run is on an Airbyte instance the config does not name; it stays open until a config names the instance again");
+                let unconfigured = Instance::unconfigured(run.instance.clone());
+                instances.insert(run.instance.clone(), Arc::new(unconfigured));
+            }
+        }
         let shared = Arc::new(Shared {
             store: parts.store,
-            airbyte: parts.airbyte,
+            instances,
             metrics: parts.metrics,
             notifier: parts.notifier,
             workers: parts.workers,
@@ -192,16 +205,16 @@ impl Engine {
             reloaded: tokio::sync::Notify::new(),
             state: Mutex::new(state),
             heartbeat: Mutex::new(tokio::time::Instant::now()),
-            poll_heartbeat: Mutex::new(tokio::time::Instant::now()),
             owed: Default::default(),
             tasks: TaskTracker::new(),
             shutdown,
-            batch_polls: AtomicBool::new(true),
-            workspaces: tokio::sync::OnceCell::new(),
         });
-        shared.take_up_open_runs().await?;
+        shared.take_up_open_runs(open);
         shared.tasks.spawn(schedule::run(Arc::clone(&shared)));
-        shared.tasks.spawn(tracker::run(Arc::clone(&shared)));
+        for instance in shared.instances.values() {
+            let poll = tracker::run(Arc::clone(&shared), Arc::clone(instance));
+            shared.tasks.spawn(poll);
+        }
         Ok(Self { shared })
     }
 
@@ -237,26 +250,28 @@ impl Engine {
         self.shared.pump();
     }
 
-    /// Which of the engine's two loops, if any, made no progress within
-    /// `within`. Progress is, for the schedule loop, a turn (it turns at least
-    /// once a second, firing what is due); for the poll loop, the start of a
+    /// Which of the engine's loops, if any, made no progress within `within`.
+    /// Progress is, for the schedule loop, a turn (it turns at least once a
+    /// second, firing what is due); for an instance's poll loop, the start of a
     /// round or the end of one of its steps (a listing, a job's poll, a write).
     /// Rounds are a poll interval apart and no step of one waits on more than
-    /// one request, so the poll loop gets a poll interval and a request timeout
-    /// more before it counts as stuck.
+    /// one request, so a poll loop gets a poll interval and its instance's
+    /// request timeout more before it counts as stuck.
     pub fn stuck_loop(&self, within: Duration) -> Option<&'static str> {
-        let quiet = |beat: &Mutex<tokio::time::Instant>| {
-            beat.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
-        };
-        if quiet(&self.shared.heartbeat) > within {
-            Some("schedule")
-        } else if quiet(&self.shared.poll_heartbeat)
-            > within + self.shared.workers.poll_interval + self.shared.airbyte.request_timeout()
-        {
-            Some("poll")
-        } else {
-            None
+        let quiet = self
+            .shared
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if quiet > within {
+            return Some("schedule");
         }
+        let poll_stuck = self.shared.instances.values().any(|instance| {
+            instance.poll_quiet()
+                > within + self.shared.workers.poll_interval + instance.airbyte.request_timeout()
+        });
+        poll_stuck.then_some("poll")
     }
 
     /// Writes the store refused and the engine keeps until it works again;
@@ -280,6 +295,7 @@ impl Engine {
         let new_run = NewRun {
             connection: connection.name.clone(),
             connection_id: connection.connection_id.clone(),
+            instance: connection.instance.clone(),
             trigger: Trigger::Manual,
             scheduled_for: self.shared.clock.now(),
             retry_of: None,
@@ -325,8 +341,7 @@ impl Shared {
     /// At start, every run the history holds open is followed again: a running
     /// one by its job id; a pending one goes back in the queue, where it first
     /// looks for the job its request may have started before the daemon stopped.
-    async fn take_up_open_runs(self: &Arc<Self>) -> Result<(), StoreError> {
-        let open = self.store.open_runs().await?;
+    fn take_up_open_runs(self: &Arc<Self>, open: Vec<Run>) {
         if !open.is_empty() {
             tracing::info!(
                 runs = open.len(),
@@ -342,7 +357,15 @@ impl Shared {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// The instance `name`: one the config names, or a stand-in for one it does
+    /// not (which every call fails on).
+    fn instance(&self, name: &str) -> Arc<Instance> {
+        self.instances.get(name).cloned().unwrap_or_else(|| {
+            tracing::error!(instance = name, "no such Airbyte instance");
+            Arc::new(Instance::unconfigured(name.to_owned()))
+        })
     }
 }
 

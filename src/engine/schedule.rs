@@ -219,6 +219,7 @@ fn tick(connection: &ConnectionSettings, at: DateTime<Utc>, now: DateTime<Utc>) 
     NewRun {
         connection: connection.name.clone(),
         connection_id: connection.connection_id.clone(),
+        instance: connection.instance.clone(),
         trigger: Trigger::Schedule,
         scheduled_for: at,
         retry_of: None,

@@ -68,6 +68,7 @@ struct Tracked {
 /// A followed run's job, as a cancel request sees it.
 #[derive(Debug)]
 pub(super) struct FollowedJob {
+    pub instance: String,
     pub job_id: i64,
     /// An operator's cancel was accepted by Airbyte already.
     pub by_operator: bool,
@@ -97,6 +98,7 @@ pub(super) enum Why {
 /// A followed job whose cancel is to be sent now.
 pub(super) struct DueCancel {
     pub run_id: i64,
+    pub instance: String,
     pub job_id: i64,
     pub connection: String,
     pub why: Why,
@@ -457,13 +459,18 @@ impl State {
     }
 
     /// The job ids of the followed runs.
-    pub fn followed_jobs(&self) -> HashSet<i64> {
-        self.tracked.values().map(|t| t.job_id).collect()
+    pub fn followed_jobs(&self, instance: &str) -> HashSet<i64> {
+        self.tracked
+            .values()
+            .filter(|t| t.run.instance == instance)
+            .map(|t| t.job_id)
+            .collect()
     }
 
     /// The job a followed run is following, and whether its cancel was asked.
     pub fn followed_job(&self, run_id: i64) -> Option<FollowedJob> {
         self.tracked.get(&run_id).map(|t| FollowedJob {
+            instance: t.run.instance.clone(),
             job_id: t.job_id,
             by_operator: t.by_operator,
             for_timeout: t.cancel_accepted,
@@ -501,14 +508,20 @@ impl State {
             .collect()
     }
 
-    /// Splits the followed jobs into those a listing of changed jobs covers
+    /// Splits the jobs followed on `instance` into those a listing of changed jobs covers
     /// (confirmed within `stale_after`, when `batching`) and those read one by
     /// one; the listing starts at the oldest update it covers, but never before
     /// `floor`.
-    pub fn plan_round(&self, stale_after: Duration, batching: bool, floor: DateTime<Utc>) -> Round {
+    pub fn plan_round(
+        &self,
+        instance: &str,
+        stale_after: Duration,
+        batching: bool,
+        floor: DateTime<Utc>,
+    ) -> Round {
         let now = Instant::now();
         let mut round = Round::default();
-        for t in self.tracked.values() {
+        for t in self.tracked.values().filter(|t| t.run.instance == instance) {
             let fresh = t
                 .confirmed
                 .is_some_and(|c| now.duration_since(c) < stale_after);
@@ -600,6 +613,7 @@ impl State {
                 t.cancelling = true;
                 Some(DueCancel {
                     run_id: t.run.id,
+                    instance: t.run.instance.clone(),
                     job_id: t.job_id,
                     connection: t.run.connection.clone(),
                     why,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use tokio::time::Instant;
 
+use super::instance::Instance;
 use super::state::{Answered, DueCancel, Round, Why};
 use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
 use crate::airbyte::{Error as AirbyteError, Job, JobStatus};
@@ -42,13 +42,13 @@ impl Shared {
         self.metrics.set_in_flight(in_flight);
     }
 
-    /// One round: every followed job is read once (changed jobs through one
-    /// listing, the rest one by one), outcomes and progress are written, overdue
-    /// jobs are cancelled.
-    async fn poll_once(self: &Arc<Self>) {
-        self.poll_progressed();
+    /// One round of `instance`: every job followed there is read once (changed
+    /// jobs through one listing, the rest one by one), outcomes and progress are
+    /// written, overdue jobs are cancelled.
+    async fn poll_once(self: &Arc<Self>, instance: &Arc<Instance>) {
+        instance.poll_progressed();
         let stale_after = (self.workers.poll_interval * 10).max(Duration::from_secs(60));
-        let batching = self.batch_polls.load(Ordering::Relaxed);
+        let batching = instance.batch_polls.load(Ordering::Relaxed);
         let floor = self.clock.now()
             - chrono::Duration::from_std(self.workers.poll_interval).unwrap_or_default()
             - CLOCK_ALLOWANCE;
@@ -56,7 +56,7 @@ impl Shared {
             batch,
             single,
             since,
-        } = self.state(|s| s.plan_round(stale_after, batching, floor));
+        } = self.state(|s| s.plan_round(&instance.name, stale_after, batching, floor));
         if batch.is_empty() && single.is_empty() {
             return;
         }
@@ -65,8 +65,8 @@ impl Shared {
         let mut unanswered: Option<(usize, AirbyteError)> = None;
         let mut single = single;
         if let Some(since) = since {
-            let listed = self.list_changed(since).await;
-            self.poll_progressed();
+            let listed = list_changed(instance, since).await;
+            instance.poll_progressed();
             match listed {
                 Ok(mut changed) => {
                     answers.extend(batch.into_iter().filter_map(|(run_id, job_id)| {
@@ -75,22 +75,19 @@ impl Shared {
                 }
                 Err(e) if e.is_retryable() => unanswered = Some((batch.len(), e)),
                 Err(e) => {
-                    tracing::warn!(error = %e,
+                    tracing::warn!(instance = %instance.name, error = %e,
                         "Airbyte refused the job listing; following each job on its own from now on");
-                    self.batch_polls.store(false, Ordering::Relaxed);
+                    instance.batch_polls.store(false, Ordering::Relaxed);
                     single.extend(batch);
                 }
             }
         }
         answers.extend(
             futures::stream::iter(single)
-                .map(|(run_id, job_id)| {
-                    let airbyte = Arc::clone(&self.airbyte);
-                    async move {
-                        let answer = airbyte.job(job_id).await;
-                        self.poll_progressed();
-                        (run_id, answer)
-                    }
+                .map(|(run_id, job_id)| async move {
+                    let answer = instance.airbyte.job(job_id).await;
+                    instance.poll_progressed();
+                    (run_id, answer)
                 })
                 .buffer_unordered(self.workers.poll_concurrency.max(1))
                 .collect::<Vec<_>>()
@@ -114,14 +111,14 @@ impl Shared {
 
         // One line per round, not per job, so an outage does not flood the log.
         if let Some((count, first)) = unanswered {
-            tracing::warn!(unanswered = count, polled, error = %first,
+            tracing::warn!(instance = %instance.name, unanswered = count, polled, error = %first,
                 "Airbyte did not answer some polls; those syncs stay running");
         }
         if let Err(e) = self.store.record_progress(&progressed).await {
             self.metrics.store_error();
             tracing::warn!(error = %e, "could not record the progress of running syncs");
         }
-        self.poll_progressed();
+        instance.poll_progressed();
         let mut closing = Vec::with_capacity(ended.len() + vanished.len());
         for done in ended {
             let job = done.job;
@@ -144,16 +141,8 @@ impl Shared {
             ));
         }
         self.finish_runs(closing).await;
-        self.poll_progressed();
+        instance.poll_progressed();
         self.cancel_overdue();
-    }
-
-    /// Notes that the poll loop moved on, for the watchdog.
-    fn poll_progressed(&self) {
-        *self
-            .poll_heartbeat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     /// How long each connection's oldest running sync has run, for the metrics.
@@ -161,33 +150,6 @@ impl Shared {
         let now = self.clock.now();
         let ages = self.state(|s| s.running_ages(now));
         self.metrics.set_running_ages(&ages);
-    }
-
-    /// Every sync job updated at or after `since`, by id, through as few
-    /// listing requests as the page size allows.
-    async fn list_changed(&self, since: DateTime<Utc>) -> Result<HashMap<i64, Job>, AirbyteError> {
-        let workspaces = self.workspace_ids().await?;
-        let mut changed = HashMap::new();
-        for page in 0..MAX_PAGES {
-            let jobs = self
-                .airbyte
-                .jobs_updated_since(&workspaces, since, PAGE_SIZE, page * PAGE_SIZE)
-                .await?;
-            let full = jobs.len() >= PAGE_SIZE as usize;
-            changed.extend(jobs.into_iter().map(|j| (j.id, j)));
-            if !full {
-                break;
-            }
-        }
-        Ok(changed)
-    }
-
-    /// The workspaces whose jobs a listing covers, asked of Airbyte once.
-    async fn workspace_ids(&self) -> Result<Vec<String>, AirbyteError> {
-        self.workspaces
-            .get_or_try_init(|| self.airbyte.listing_workspaces())
-            .await
-            .cloned()
     }
 
     /// Asks Airbyte to cancel every job past its run's deadline, and every job
@@ -223,11 +185,12 @@ impl Shared {
     async fn send_cancel(&self, due: DueCancel) {
         let DueCancel {
             run_id,
+            instance,
             job_id,
             connection,
             why,
         } = due;
-        let answer = self.airbyte.cancel(job_id).await;
+        let answer = self.instance(&instance).airbyte.cancel(job_id).await;
         // The job ended on its own meanwhile; the next poll records how.
         let accepted = matches!(answer, Ok(_) | Err(AirbyteError::NotFound { .. }));
         if !self.state(|s| s.cancel_answered(run_id, why, accepted)) {
@@ -274,9 +237,35 @@ fn final_status(
     }
 }
 
-/// The tracker's loop: polls until shutdown; a poll under way when shutdown
-/// comes gets the grace period to finish its requests and writes.
-pub(super) async fn run(shared: Arc<Shared>) {
+/// Every sync job of `instance` updated at or after `since`, by id, through as
+/// few listing requests as the page size allows.
+async fn list_changed(
+    instance: &Instance,
+    since: DateTime<Utc>,
+) -> Result<HashMap<i64, Job>, AirbyteError> {
+    let workspaces = instance
+        .workspaces
+        .get_or_try_init(|| instance.airbyte.listing_workspaces())
+        .await?;
+    let mut changed = HashMap::new();
+    for page in 0..MAX_PAGES {
+        let jobs = instance
+            .airbyte
+            .jobs_updated_since(workspaces, since, PAGE_SIZE, page * PAGE_SIZE)
+            .await?;
+        let full = jobs.len() >= PAGE_SIZE as usize;
+        changed.extend(jobs.into_iter().map(|j| (j.id, j)));
+        if !full {
+            break;
+        }
+    }
+    Ok(changed)
+}
+
+/// An instance's poll loop: polls the jobs followed there until shutdown; a poll
+/// under way when shutdown comes gets the grace period to finish its requests
+/// and writes. Owed writes are flushed by every instance's loop in turn.
+pub(super) async fn run(shared: Arc<Shared>, instance: Arc<Instance>) {
     let mut ticker = tokio::time::interval(shared.workers.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -287,7 +276,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         tokio::select! {
             () = async {
                 shared.flush_owed().await;
-                shared.poll_once().await;
+                shared.poll_once(&instance).await;
                 shared.report_running_ages();
             } => {}
             () = async {

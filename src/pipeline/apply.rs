@@ -430,6 +430,7 @@ fn stale(change: &Change) -> PipelineError {
 async fn record(store: &dyn Store, plan: &Plan, run: &Run<'_>) -> Result<(), PipelineError> {
     let now = Utc::now();
     let object = |kind: &str, name: &str, id: &str| AirbyteObject {
+        instance: plan.instance.clone(),
         kind: kind.to_string(),
         name: name.to_string(),
         airbyte_id: id.to_string(),
@@ -446,10 +447,16 @@ async fn record(store: &dyn Store, plan: &Plan, run: &Run<'_>) -> Result<(), Pip
             .iter()
             .map(|(kind, name, id)| object(kind.as_str(), name, id)),
     );
-    let forget: Vec<(String, String)> = run
+    let forget: Vec<(String, String, String)> = run
         .deleted
         .iter()
-        .map(|(kind, name)| (kind.as_str().to_string(), name.clone()))
+        .map(|(kind, name)| {
+            (
+                plan.instance.clone(),
+                kind.as_str().to_string(),
+                name.clone(),
+            )
+        })
         .collect();
     store.record_airbyte_objects(&objects, &forget).await?;
     Ok(())

@@ -34,7 +34,7 @@ pub async fn plan(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let mut stdout = std::io::stdout();
     match run_plan(&config, &mut stdout).await {
-        Ok(plan) if plan.has_changes() => Ok(ExitCode::from(EXIT_CHANGES)),
+        Ok(plans) if plans.iter().any(Plan::has_changes) => Ok(ExitCode::from(EXIT_CHANGES)),
         Ok(_) => Ok(ExitCode::from(EXIT_NO_CHANGES)),
         Err(err) => Err(scrubbed(&config, &err)),
     }
@@ -54,15 +54,21 @@ pub async fn apply(path: &Path, yes: bool, prune: bool) -> anyhow::Result<ExitCo
     }
 }
 
-/// Plans against the Airbyte `config` names and writes the plan to `out`.
-pub async fn run_plan(config: &Config, out: &mut dyn Write) -> Result<Plan, PipelineError> {
-    let client = Client::new(client_settings(config))?;
-    let plan = build_plan(&client, config, false).await?;
-    let mut out = Output::new(out, config);
-    for line in render_plan(&plan) {
-        out.line(&line)?;
+/// Plans against every Airbyte instance `config` names, one after the other in name order,
+/// and writes each plan to `out`.
+pub async fn run_plan(config: &Config, out: &mut dyn Write) -> Result<Vec<Plan>, PipelineError> {
+    let mut plans = Vec::new();
+    for (name, settings) in &config.instances {
+        let part = config.on_instance(name);
+        let client = Client::new(client_settings(settings))?;
+        let plan = build_plan(&client, &part, false).await?;
+        let mut out = Output::new(&mut *out, config);
+        for line in render_plan(&plan) {
+            out.line(&line)?;
+        }
+        plans.push(plan);
     }
-    Ok(plan)
+    Ok(plans)
 }
 
 /// Plans, writes the plan to `out`, and applies it, recording the ids in the config's store.
@@ -72,28 +78,47 @@ pub async fn run_apply(
     confirm: &mut dyn FnMut(&str) -> bool,
     out: &mut dyn Write,
 ) -> Result<Applied, PipelineError> {
-    let client = Client::new(client_settings(config))?;
-    let plan = build_plan(&client, config, options.prune).await?;
-    {
-        let mut shown = Output::new(&mut *out, config);
-        for line in render_plan(&plan) {
-            shown.line(&line)?;
-        }
-    }
     let store = SqliteStore::open(&config.store.path).await?;
-    let store_ref: &dyn Store = &store;
-    let applied = apply_plan(
-        &client,
-        config,
-        &plan,
-        options,
-        confirm,
-        Some(store_ref),
-        out,
-    )
-    .await;
+    let applied = apply_each_instance(config, options, confirm, &store, out).await;
     store.close().await;
     applied
+}
+
+/// Plans and applies on every instance in name order; stops at the first that fails.
+async fn apply_each_instance(
+    config: &Config,
+    options: ApplyOptions,
+    confirm: &mut dyn FnMut(&str) -> bool,
+    store: &dyn Store,
+    out: &mut dyn Write,
+) -> Result<Applied, PipelineError> {
+    let mut total = Applied::default();
+    for (name, settings) in &config.instances {
+        let part = config.on_instance(name);
+        let client = Client::new(client_settings(settings))?;
+        let plan = build_plan(&client, &part, options.prune).await?;
+        {
+            let mut shown = Output::new(&mut *out, config);
+            for line in render_plan(&plan) {
+                shown.line(&line)?;
+            }
+        }
+        let applied = apply_plan(
+            &client,
+            &part,
+            &plan,
+            options,
+            confirm,
+            Some(store),
+            &mut *out,
+        )
+        .await?;
+        total.created += applied.created;
+        total.updated += applied.updated;
+        total.deleted += applied.deleted;
+        total.ids.extend(applied.ids);
+    }
+    Ok(total)
 }
 
 /// The config, or `None` after printing every problem.

@@ -85,6 +85,8 @@ pub struct Change {
 /// The plan: the workspace, and a change per declared object (then per undeclared one).
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// The Airbyte instance the plan is for.
+    pub instance: String,
     pub workspace_id: String,
     pub workspace_name: String,
     /// Sources, then destinations, then connections, then what Airbyte has undeclared.
@@ -126,7 +128,12 @@ pub async fn build_plan(
     config: &Config,
     prune: bool,
 ) -> Result<Plan, PipelineError> {
-    let workspace = workspace::find(client, config.airbyte.workspace.as_deref()).await?;
+    let (instance, settings) = config
+        .instances
+        .iter()
+        .next()
+        .expect("a config has at least one instance");
+    let workspace = workspace::find(client, settings.workspace.as_deref()).await?;
     let ws = workspace.workspace_id.as_str();
     let source_definitions: Vec<(String, String)> = if config.sources.is_empty() {
         Vec::new()
@@ -219,6 +226,7 @@ pub async fn build_plan(
         &mut changes,
     );
     Ok(Plan {
+        instance: instance.clone(),
         workspace_id: workspace.workspace_id,
         workspace_name: workspace.name,
         changes,

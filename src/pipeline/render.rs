@@ -79,10 +79,16 @@ pub(crate) fn scrub(text: &str, secrets: &[String]) -> String {
     text
 }
 
-/// The plan as text: the workspace, a line per object with its fields, and the counts.
+/// The plan as text: the instance (unless it is the only, default one), the workspace, a
+/// line per object with its fields, and the counts.
 pub fn render_plan(plan: &Plan) -> Vec<String> {
+    let instance = if plan.instance == crate::config::DEFAULT_INSTANCE {
+        String::new()
+    } else {
+        format!("Airbyte instance {:?}, ", plan.instance)
+    };
     let mut lines = vec![format!(
-        "Airbyte workspace {:?} ({})",
+        "{instance}Airbyte workspace {:?} ({})",
         plan.workspace_name, plan.workspace_id
     )];
     for change in &plan.changes {

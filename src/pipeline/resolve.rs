@@ -6,25 +6,32 @@ use super::workspace::{self, by_name};
 use crate::airbyte::Client;
 use crate::config::Config;
 
-/// Sets the `connection_id` of every declared connection that has none yet to the id of the
-/// Airbyte connection of that name in the workspace. A declared connection Airbyte does not
-/// have is an error naming it (all of them at once): `cronbyte apply` has to create it first.
-/// Makes no request when no connection needs resolving.
+/// Sets the `connection_id` of every declared connection on `instance` that has none yet
+/// to the id of the Airbyte connection of that name in the instance's workspace. A declared
+/// connection Airbyte does not have is an error naming it (all of them at once): `cronbyte
+/// apply` has to create it first. Makes no request when no connection needs resolving.
 pub async fn resolve_connection_ids(
     client: &Client,
+    instance: &str,
     config: &mut Config,
 ) -> Result<(), PipelineError> {
     let pending: Vec<usize> = config
         .connections
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.declared.is_some() && c.connection_id.is_empty())
+        .filter(|(_, c)| {
+            c.instance == instance && c.declared.is_some() && c.connection_id.is_empty()
+        })
         .map(|(i, _)| i)
         .collect();
     if pending.is_empty() {
         return Ok(());
     }
-    let workspace = workspace::find(client, config.airbyte.workspace.as_deref()).await?;
+    let workspace_setting = config
+        .instances
+        .get(instance)
+        .and_then(|settings| settings.workspace.clone());
+    let workspace = workspace::find(client, workspace_setting.as_deref()).await?;
     let existing = client.list_connections(&workspace.workspace_id).await?;
     let mut missing = Vec::new();
     for i in pending {

@@ -13,6 +13,7 @@ fn tick(connection: &str, at: i64) -> NewRun {
     NewRun {
         connection: connection.into(),
         connection_id: "8c7f0c34-0000-4000-8000-000000000001".into(),
+        instance: "default".into(),
         trigger: Trigger::Schedule,
         scheduled_for: DateTime::from_timestamp(at, 0).expect("a time"),
         retry_of: None,
@@ -115,7 +116,12 @@ pub async fn a_run_moves_from_pending_to_running_to_one_outcome(store: &dyn Stor
     assert_eq!(running.job_id, Some(42));
     assert_eq!(running.started_at, Some(time(110)));
     assert_eq!(running.records_synced, Some(10));
-    assert_eq!(store.run_with_job(42).await.unwrap(), Some(run.id));
+    assert_eq!(
+        store.run_with_job("default", 42).await.unwrap(),
+        Some(run.id)
+    );
+    // Job ids are unique only within an instance: job 42 of another is not this run's.
+    assert_eq!(store.run_with_job("eu", 42).await.unwrap(), None);
     assert_eq!(store.open_runs().await.unwrap(), vec![running]);
 
     let closed = store
@@ -329,6 +335,7 @@ pub async fn totals_and_recent_endings_count_each_ended_run_once(store: &dyn Sto
 
 pub async fn airbyte_objects_are_recorded_updated_and_forgotten(store: &dyn Store) {
     let object = |kind: &str, name: &str, id: &str| AirbyteObject {
+        instance: "default".into(),
         kind: kind.into(),
         name: name.into(),
         airbyte_id: id.into(),
@@ -339,6 +346,11 @@ pub async fn airbyte_objects_are_recorded_updated_and_forgotten(store: &dyn Stor
             &[
                 object("source", "pg", "id-1"),
                 object("connection", "pg-to-lake", "id-2"),
+                // The same name on another instance is another object.
+                AirbyteObject {
+                    instance: "eu".into(),
+                    ..object("source", "pg", "id-eu")
+                },
             ],
             &[],
         )
@@ -347,13 +359,19 @@ pub async fn airbyte_objects_are_recorded_updated_and_forgotten(store: &dyn Stor
     store
         .record_airbyte_objects(
             &[object("source", "pg", "id-3")],
-            &[("connection".into(), "pg-to-lake".into())],
+            &[("default".into(), "connection".into(), "pg-to-lake".into())],
         )
         .await
         .unwrap();
     assert_eq!(
         store.airbyte_objects().await.unwrap(),
-        vec![object("source", "pg", "id-3")]
+        vec![
+            object("source", "pg", "id-3"),
+            AirbyteObject {
+                instance: "eu".into(),
+                ..object("source", "pg", "id-eu")
+            },
+        ]
     );
     store.ping().await.unwrap();
 }

@@ -31,7 +31,7 @@ struct Inner {
     /// Run `n` is at index `n - 1`.
     runs: Vec<Run>,
     pauses: BTreeSet<String>,
-    objects: BTreeMap<(String, String), AirbyteObject>,
+    objects: BTreeMap<(String, String, String), AirbyteObject>,
     marks: HashMap<String, ConnectionMarks>,
 }
 
@@ -95,6 +95,7 @@ impl Inner {
             id: i64::try_from(self.runs.len() + 1).unwrap_or(i64::MAX),
             connection: new.connection,
             connection_id: new.connection_id,
+            instance: new.instance,
             trigger: new.trigger,
             scheduled_for,
             claimed_at: stored(new.claimed_at),
@@ -315,13 +316,13 @@ impl Store for MemoryStore {
         Ok(marks)
     }
 
-    async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
+    async fn run_with_job(&self, instance: &str, job_id: i64) -> Result<Option<i64>, StoreError> {
         self.answer().await;
         Ok(self
             .lock()
             .runs
             .iter()
-            .find(|r| r.job_id == Some(job_id))
+            .find(|r| r.instance == instance && r.job_id == Some(job_id))
             .map(|r| r.id))
     }
 
@@ -408,13 +409,17 @@ impl Store for MemoryStore {
     async fn record_airbyte_objects(
         &self,
         objects: &[AirbyteObject],
-        forget: &[(String, String)],
+        forget: &[(String, String, String)],
     ) -> Result<(), StoreError> {
         self.answer().await;
         let mut inner = self.lock();
         for object in objects {
             inner.objects.insert(
-                (object.kind.clone(), object.name.clone()),
+                (
+                    object.instance.clone(),
+                    object.kind.clone(),
+                    object.name.clone(),
+                ),
                 AirbyteObject {
                     updated_at: stored(object.updated_at),
                     ..object.clone()

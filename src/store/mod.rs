@@ -174,9 +174,9 @@ pub trait Store: Send + Sync + 'static {
     /// failures since that success.
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError>;
 
-    /// The run that follows or recorded Airbyte job `job_id`, if any, so no two
-    /// runs (after a restart, or of two replicas) ever record one job.
-    async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError>;
+    /// The run that follows or recorded job `job_id` of Airbyte `instance`, if any, so
+    /// no two runs (after a restart, or of two replicas) ever record one job.
+    async fn run_with_job(&self, instance: &str, job_id: i64) -> Result<Option<i64>, StoreError>;
 
     /// How many retries the run `first` has had.
     async fn retries_of(&self, first: i64) -> Result<u32, StoreError>;
@@ -194,20 +194,22 @@ pub trait Store: Send + Sync + 'static {
     async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError>;
 
     /// Records (or updates) the Airbyte ids that declared names stand for, in one
-    /// transaction; `forget` drops the objects of those (kind, name) pairs.
+    /// transaction; `forget` drops the objects of those (instance, kind, name) triples.
     async fn record_airbyte_objects(
         &self,
         objects: &[AirbyteObject],
-        forget: &[(String, String)],
+        forget: &[(String, String, String)],
     ) -> Result<(), StoreError>;
 
-    /// Every recorded Airbyte object, by kind then name.
+    /// Every recorded Airbyte object, by instance, kind, then name.
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError>;
 }
 
 /// An Airbyte object a declared name was resolved to by `cronbyte apply`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AirbyteObject {
+    /// The Airbyte instance it lives on.
+    pub instance: String,
     /// `workspace`, `source`, `destination` or `connection`.
     pub kind: String,
     /// The name in the config (and in Airbyte).

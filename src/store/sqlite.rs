@@ -220,13 +220,14 @@ async fn claim_chunk(
 ) -> Result<Vec<Option<i64>>, StoreError> {
     let mut sql = String::from(
         "INSERT OR IGNORE INTO runs \
-         (connection, connection_id, trigger, scheduled_for, claimed_at, status, retry_of) VALUES ",
+         (connection, connection_id, instance, trigger, scheduled_for, claimed_at, status, retry_of) \
+         VALUES ",
     );
     for i in 0..runs.len() {
         sql.push_str(if i == 0 {
-            "(?, ?, ?, ?, ?, 'pending', ?)"
+            "(?, ?, ?, ?, ?, ?, 'pending', ?)"
         } else {
-            ", (?, ?, ?, ?, ?, 'pending', ?)"
+            ", (?, ?, ?, ?, ?, ?, 'pending', ?)"
         });
     }
     // A rowid identifies each inserted row; which input it was for is found by
@@ -237,6 +238,7 @@ async fn claim_chunk(
         query = query
             .bind(&run.connection)
             .bind(&run.connection_id)
+            .bind(&run.instance)
             .bind(run.trigger.as_str())
             .bind(ms(run.scheduled_for))
             .bind(ms(run.claimed_at))
@@ -273,7 +275,7 @@ async fn claim_chunk(
         .collect())
 }
 
-const RUN_COLUMNS: &str = "id, connection, connection_id, trigger, scheduled_for, claimed_at, \
+const RUN_COLUMNS: &str = "id, connection, connection_id, instance, trigger, scheduled_for, claimed_at, \
      started_at, finished_at, status, job_id, attempts, records_synced, bytes_synced, error, retry_of, \
      cancel_requested_at";
 
@@ -285,6 +287,7 @@ fn read_run(row: &SqliteRow) -> Result<Run, StoreError> {
         id: row.try_get("id").map_err(get_err)?,
         connection: row.try_get("connection").map_err(get_err)?,
         connection_id: row.try_get("connection_id").map_err(get_err)?,
+        instance: row.try_get("instance").map_err(get_err)?,
         trigger: Trigger::from_str(row.try_get("trigger").map_err(get_err)?)?,
         scheduled_for: from_ms(row.try_get("scheduled_for").map_err(get_err)?)?,
         claimed_at: from_ms(row.try_get("claimed_at").map_err(get_err)?)?,
@@ -307,6 +310,7 @@ fn pending_run(run: NewRun, id: i64) -> Result<Run, StoreError> {
         id,
         connection: run.connection,
         connection_id: run.connection_id,
+        instance: run.instance,
         trigger: run.trigger,
         // At the store's precision.
         scheduled_for: from_ms(ms(run.scheduled_for))?,
@@ -584,8 +588,9 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
-        sqlx::query_scalar("SELECT id FROM runs WHERE job_id = ? LIMIT 1")
+    async fn run_with_job(&self, instance: &str, job_id: i64) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM runs WHERE instance = ? AND job_id = ? LIMIT 1")
+            .bind(instance)
             .bind(job_id)
             .fetch_optional(&self.readers)
             .await
@@ -689,17 +694,18 @@ impl Store for SqliteStore {
     async fn record_airbyte_objects(
         &self,
         objects: &[AirbyteObject],
-        forget: &[(String, String)],
+        forget: &[(String, String, String)],
     ) -> Result<(), StoreError> {
         let mut writer = self.writer().await?;
         let mut tx = writer.begin().await.map_err(query_error)?;
         for object in objects {
             sqlx::query(
-                "INSERT INTO airbyte_objects (kind, name, airbyte_id, updated_at) \
-                 VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (kind, name) DO UPDATE SET \
+                "INSERT INTO airbyte_objects (instance, kind, name, airbyte_id, updated_at) \
+                 VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (instance, kind, name) DO UPDATE SET \
                      airbyte_id = excluded.airbyte_id, updated_at = excluded.updated_at",
             )
+            .bind(&object.instance)
             .bind(&object.kind)
             .bind(&object.name)
             .bind(&object.airbyte_id)
@@ -708,8 +714,9 @@ impl Store for SqliteStore {
             .await
             .map_err(query_error)?;
         }
-        for (kind, name) in forget {
-            sqlx::query("DELETE FROM airbyte_objects WHERE kind = ? AND name = ?")
+        for (instance, kind, name) in forget {
+            sqlx::query("DELETE FROM airbyte_objects WHERE instance = ? AND kind = ? AND name = ?")
+                .bind(instance)
                 .bind(kind)
                 .bind(name)
                 .execute(&mut *tx)
@@ -723,7 +730,8 @@ impl Store for SqliteStore {
 
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kind, name, airbyte_id, updated_at FROM airbyte_objects ORDER BY kind, name",
+            "SELECT instance, kind, name, airbyte_id, updated_at FROM airbyte_objects \
+             ORDER BY instance, kind, name",
         )
         .fetch_all(&self.readers)
         .await
@@ -731,6 +739,7 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|row| {
                 Ok(AirbyteObject {
+                    instance: row.try_get("instance").map_err(query_error)?,
                     kind: row.try_get("kind").map_err(query_error)?,
                     name: row.try_get("name").map_err(query_error)?,
                     airbyte_id: row.try_get("airbyte_id").map_err(query_error)?,
@@ -753,10 +762,56 @@ mod tests {
         (dir, store)
     }
 
+    /// A store written before runs named their Airbyte instance: its open run and
+    /// its recorded objects are the instance named `default` once migrated.
+    #[tokio::test]
+    async fn runs_and_objects_written_before_instances_are_the_default_instance_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::connect(&path, true).await.unwrap();
+        let old = &store.writer;
+        MIGRATOR.run_to(20_261_129_000_003, old).await.unwrap();
+        sqlx::query(
+            "INSERT INTO runs (connection, connection_id, trigger, scheduled_for, claimed_at, \
+                 started_at, status, job_id) \
+             VALUES ('orders', '8c7f0c34-0000-4000-8000-000000000001', 'schedule', 1000, 1000, \
+                 1000, 'running', 42)",
+        )
+        .execute(old)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO airbyte_objects (kind, name, airbyte_id, updated_at) \
+             VALUES ('source', 'pg', 'id-1', 1000)",
+        )
+        .execute(old)
+        .await
+        .unwrap();
+        store.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let open = store.open_runs().await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].instance, "default");
+        assert_eq!(open[0].job_id, Some(42));
+        assert_eq!(
+            store.run_with_job("default", 42).await.unwrap(),
+            Some(open[0].id)
+        );
+        let objects = store.airbyte_objects().await.unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(
+            (objects[0].instance.as_str(), objects[0].airbyte_id.as_str()),
+            ("default", "id-1")
+        );
+        store.close().await;
+    }
+
     fn tick(connection: &str, at: i64) -> NewRun {
         NewRun {
             connection: connection.into(),
             connection_id: "8c7f0c34-0000-4000-8000-000000000001".into(),
+            instance: "default".into(),
             trigger: Trigger::Schedule,
             scheduled_for: DateTime::from_timestamp(at, 0).unwrap(),
             retry_of: None,
@@ -956,14 +1011,41 @@ mod tests {
             .await
             .unwrap();
         let t = 1_800_000_000;
-        ended(&store, "orders", t, RunStatus::Failed).await;
-        ended(&store, "orders", t + 100, RunStatus::Succeeded).await;
-        ended(&store, "orders", t + 200, RunStatus::Failed).await;
-        ended(&store, "orders", t + 300, RunStatus::Failed).await;
-        ended(&store, "billing", t, RunStatus::TimedOut).await;
-        let mut manual = tick("manual-only", t + 50);
-        manual.trigger = Trigger::Manual;
-        store.claim(manual).await.unwrap();
+        // Rows as that schema holds them: a claim of today's code names columns
+        // added since.
+        let old_run = |connection: &str, at: i64, trigger: &str, status: RunStatus| {
+            let finished = (status != RunStatus::Pending).then_some((at + 60) * 1000);
+            sqlx::query(
+                "INSERT INTO runs (connection, connection_id, trigger, scheduled_for, \
+                     claimed_at, finished_at, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(connection.to_owned())
+            .bind("8c7f0c34-0000-4000-8000-000000000001")
+            .bind(trigger.to_owned())
+            .bind(at * 1000)
+            .bind(at * 1000)
+            .bind(finished)
+            .bind(status.as_str())
+            .execute(&store.writer)
+        };
+        old_run("orders", t, "schedule", RunStatus::Failed)
+            .await
+            .unwrap();
+        old_run("orders", t + 100, "schedule", RunStatus::Succeeded)
+            .await
+            .unwrap();
+        old_run("orders", t + 200, "schedule", RunStatus::Failed)
+            .await
+            .unwrap();
+        old_run("orders", t + 300, "schedule", RunStatus::Failed)
+            .await
+            .unwrap();
+        old_run("billing", t, "schedule", RunStatus::TimedOut)
+            .await
+            .unwrap();
+        old_run("manual-only", t + 50, "manual", RunStatus::Pending)
+            .await
+            .unwrap();
         store.close().await;
 
         let store = SqliteStore::open(&path).await.unwrap();

@@ -245,6 +245,14 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|line| line[series.len()..].trim().parse().ok())
 }
 
+/// The settings of the one Airbyte instance of a harness's config, to change.
+pub fn airbyte_of(config: &mut Config) -> &mut cronbyte::config::AirbyteSettings {
+    config
+        .instances
+        .get_mut(cronbyte::config::DEFAULT_INSTANCE)
+        .expect("the harness configures [airbyte]")
+}
+
 /// The poll interval of the harness's configs: short, so that outcomes are
 /// seen soon after the emulator's jobs end.
 const POLL: &str = "poll_interval = \"50ms\"";

@@ -171,9 +171,9 @@ async fn a_cancel_airbyte_keeps_refusing_holds_up_no_other_outcome() {
         + &connection_toml("quick", quick, &at);
     let mut config = harness.config(&blocks);
     // Retried calls may go on for longer than this test waits.
-    config.airbyte.retry.max_retries = 100;
-    config.airbyte.retry.max_backoff = Duration::from_secs(1);
-    config.airbyte.retry.max_elapsed = Duration::from_secs(120);
+    airbyte_of(&mut config).retry.max_retries = 100;
+    airbyte_of(&mut config).retry.max_backoff = Duration::from_secs(1);
+    airbyte_of(&mut config).retry.max_elapsed = Duration::from_secs(120);
     let control = harness.control();
     control.set_faults(cronbyte::emulator::Faults {
         failing_operations: vec!["jobs/cancel".into()],

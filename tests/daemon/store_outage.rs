@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use cronbyte::airbyte::Client;
 use cronbyte::daemon::client_settings;
 use cronbyte::emulator::JobPlan;
-use cronbyte::engine::{Clock, Engine, EngineParts};
+use cronbyte::engine::{Clock, Engine, EngineParts, only_instance};
 use cronbyte::metrics::Metrics;
 use cronbyte::notify::Notifier;
 use cronbyte::run::*;
@@ -85,8 +85,8 @@ impl Store for FlakyStore {
     async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
         self.inner.marks().await
     }
-    async fn run_with_job(&self, job_id: i64) -> Result<Option<i64>, StoreError> {
-        self.inner.run_with_job(job_id).await
+    async fn run_with_job(&self, instance: &str, job_id: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.run_with_job(instance, job_id).await
     }
     async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {
         self.inner.retries_of(first).await
@@ -107,7 +107,7 @@ impl Store for FlakyStore {
     async fn record_airbyte_objects(
         &self,
         objects: &[AirbyteObject],
-        forget: &[(String, String)],
+        forget: &[(String, String, String)],
     ) -> Result<(), StoreError> {
         self.check()?;
         self.inner.record_airbyte_objects(objects, forget).await
@@ -136,7 +136,9 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
     let engine = Engine::start(
         EngineParts {
             store: store.clone(),
-            airbyte: Arc::new(Client::new(client_settings(&config)).unwrap()),
+            instances: only_instance(Arc::new(
+                Client::new(client_settings(config.airbyte())).unwrap(),
+            )),
             metrics: metrics.clone(),
             workers: config.workers.clone(),
             groups: config.groups.clone(),

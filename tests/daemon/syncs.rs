@@ -310,7 +310,7 @@ async fn lost_answer(
     let mut config = harness.config(
         &(connection_toml("lossy", id, &cron_at(soon(START_LEAD))) + "on_overlap = \"skip\"\n"),
     );
-    config.airbyte.request_timeout = Duration::from_millis(400);
+    airbyte_of(&mut config).request_timeout = Duration::from_millis(400);
     let control = harness.control();
     control.set_clock_behind(behind);
     control.set_faults(Faults {

@@ -406,6 +406,7 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
             .claim(cronbyte::run::NewRun {
                 connection: format!("conn-{:05}", i % connections),
                 connection_id: "1f0e2d3c-4b5a-4678-9abc-def012345678".into(),
+                instance: "default".into(),
                 trigger: cronbyte::run::Trigger::Manual,
                 scheduled_for: Utc::now(),
                 retry_of: None,

@@ -14,6 +14,7 @@ use crate::config::{self, Config, Format};
 use crate::store::{HistoryFilter, MemoryStore};
 use fake::{FakeAirbyte, Fault, Lasting, Op, Plan};
 
+mod instances;
 mod policies;
 
 /// A config of these connections; the engine's Airbyte is a [`FakeAirbyte`].
@@ -66,11 +67,24 @@ impl Harness {
         airbyte: Arc<FakeAirbyte>,
         store: Arc<MemoryStore>,
     ) -> Self {
+        let instances = only_instance(airbyte.clone());
+        Self::start_on(config, origin, instances, airbyte, store).await
+    }
+
+    /// An engine on these Airbyte instances; `airbyte` is the one the harness
+    /// keeps at hand.
+    async fn start_on(
+        config: &Config,
+        origin: DateTime<Utc>,
+        instances: std::collections::BTreeMap<String, Arc<dyn Airbyte>>,
+        airbyte: Arc<FakeAirbyte>,
+        store: Arc<MemoryStore>,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
-                airbyte: airbyte.clone(),
+                instances,
                 metrics: Arc::new(Metrics::new(Duration::from_secs(3_600))),
                 workers: config.workers.clone(),
                 groups: config.groups.clone(),
