@@ -699,3 +699,93 @@ async fn secrets_appear_in_no_output_of_the_cronbyte_command() {
     let (plan, shown) = setup.plan(&config).await;
     assert_no_secret("the plan", &format!("{shown}{plan:?}"));
 }
+
+/// Two instances, each declaring a source named `pg`: one `plan` shows a group per
+/// instance, `apply` creates each source on its own Airbyte, and the store records
+/// both under their instances.
+#[tokio::test]
+async fn plan_and_apply_go_through_every_instance_and_record_objects_by_instance() {
+    let setup = Setup::new().await;
+    let us = Emulator::bind("127.0.0.1:0".parse().unwrap(), EmulatorOptions::default())
+        .await
+        .expect("the second emulator starts");
+    let source = |instance: &str, host: &str| {
+        format!(
+            "[[sources]]\nname = \"pg\"\ninstance = \"{instance}\"\ndefinition = \"Postgres\"\n\
+             [sources.configuration]\nhost = \"{host}\"\nport = 5432\ndatabase = \"shop\"\n\
+             schemas = [\"public\"]\nusername = \"airbyte\"\npassword = \"${{POSTGRES_PASSWORD}}\"\n\
+             ssl_mode = {{ mode = \"prefer\" }}\nreplication_method = {{ method = \"Standard\" }}\n"
+        )
+    };
+    let text = format!(
+        "[instances.eu]\nbase_url = \"{}\"\n[instances.us]\nbase_url = \"{}\"\n{}{}",
+        setup.emulator.config_api_base(),
+        us.config_api_base(),
+        source("eu", "pg-eu"),
+        source("us", "pg-us"),
+    );
+    // The environment names no [airbyte]: this config has instances instead.
+    let mut env = setup.env();
+    env.remove("CRONBYTE__AIRBYTE__BASE_URL");
+    let path = setup.dir.path().join("instances.toml");
+    std::fs::write(&path, text).expect("the config is written");
+    let config = config::load_with_env(&path, env).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut out = Vec::new();
+    let plans = pipeline::run_plan(&config, &mut out).await.expect("plan");
+    let shown = String::from_utf8(out).expect("UTF-8 output");
+    assert_eq!(
+        plans
+            .iter()
+            .map(|p| p.instance.as_str())
+            .collect::<Vec<_>>(),
+        ["eu", "us"]
+    );
+    assert!(
+        plans.iter().all(|p| p.count(Action::Create) == 1),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Airbyte instance \"eu\"") && shown.contains("Airbyte instance \"us\""),
+        "{shown}"
+    );
+
+    let (applied, _) = setup.apply(&config).await;
+    assert_eq!(applied.created, 2);
+    let sources_of = |base: String, workspace: String| async move {
+        let client = Client::new(ClientSettings::new(base, ApiKind::Config)).expect("a client");
+        let sources = client
+            .list_sources(&workspace)
+            .await
+            .expect("sources listed");
+        sources.into_iter().map(|s| s.source_id).collect::<Vec<_>>()
+    };
+    let eu_sources = sources_of(
+        setup.emulator.config_api_base(),
+        setup.control().workspace_id().to_string(),
+    )
+    .await;
+    let us_sources = sources_of(
+        us.config_api_base(),
+        us.control().workspace_id().to_string(),
+    )
+    .await;
+    assert_eq!((eu_sources.len(), us_sources.len()), (1, 1));
+    let store = SqliteStore::open(&setup.store_path()).await.unwrap();
+    let recorded: Vec<(String, String, String)> = store
+        .airbyte_objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.kind == "source")
+        .map(|o| (o.instance, o.name, o.airbyte_id))
+        .collect();
+    store.close().await;
+    assert_eq!(
+        recorded,
+        [
+            ("eu".to_owned(), "pg".to_owned(), eu_sources[0].clone()),
+            ("us".to_owned(), "pg".to_owned(), us_sources[0].clone()),
+        ]
+    );
+}
