@@ -489,7 +489,7 @@ fn the_environment_overrides_the_file() {
         ]),
     )
     .expect("valid");
-    assert_eq!(config.airbyte().base_url, "http://env:8001/api/v1");
+    assert_eq!(config.airbyte().unwrap().base_url, "http://env:8001/api/v1");
     assert_eq!(
         config.workers.poll_interval,
         std::time::Duration::from_secs(5)
@@ -509,10 +509,13 @@ fn an_environment_value_for_a_number_is_read_as_a_number() {
         ]),
     )
     .expect("valid");
-    assert_eq!(config.airbyte().retry.max_retries, 5);
+    assert_eq!(config.airbyte().unwrap().retry.max_retries, 5);
     assert_eq!(config.workers.max_concurrent_syncs, 7);
     // Strings stay strings: no "000123" → 123.
-    assert_eq!(config.airbyte().workspace.as_deref(), Some("000123"));
+    assert_eq!(
+        config.airbyte().unwrap().workspace.as_deref(),
+        Some("000123")
+    );
 }
 
 #[test]

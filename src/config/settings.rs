@@ -63,13 +63,9 @@ impl Config {
         part
     }
 
-    /// The settings of the one instance an `on_instance` part (or a config with one
-    /// instance) has.
-    pub fn airbyte(&self) -> &AirbyteSettings {
-        self.instances
-            .values()
-            .next()
-            .expect("a config has at least one instance")
+    /// `[airbyte]`: the instance named [`DEFAULT_INSTANCE`], if the config has one.
+    pub fn airbyte(&self) -> Option<&AirbyteSettings> {
+        self.instances.get(DEFAULT_INSTANCE)
     }
 }
 

@@ -36,14 +36,23 @@ fn the_example_configuration_validates() {
 #[test]
 fn a_minimal_configuration_gets_the_documented_defaults() {
     let c = toml(MINIMAL);
-    assert_eq!(c.airbyte().base_url, "http://localhost:8000/api/v1");
-    assert_eq!(c.airbyte().api, ApiKind::Config);
-    assert!(matches!(c.airbyte().auth, Auth::None));
-    assert_eq!(c.airbyte().request_timeout, Duration::from_secs(30));
-    assert_eq!(c.airbyte().connect_timeout, Duration::from_secs(10));
-    assert_eq!(c.airbyte().workspace, None);
     assert_eq!(
-        c.airbyte().retry,
+        c.airbyte().unwrap().base_url,
+        "http://localhost:8000/api/v1"
+    );
+    assert_eq!(c.airbyte().unwrap().api, ApiKind::Config);
+    assert!(matches!(c.airbyte().unwrap().auth, Auth::None));
+    assert_eq!(
+        c.airbyte().unwrap().request_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        c.airbyte().unwrap().connect_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(c.airbyte().unwrap().workspace, None);
+    assert_eq!(
+        c.airbyte().unwrap().retry,
         RetrySettings {
             max_retries: 5,
             initial_backoff: Duration::from_millis(500),
@@ -259,8 +268,8 @@ fn basic_auth_reads_its_password_from_a_file() {
         password_file = {file:?}
         "#
     ));
-    assert_eq!(c.airbyte().api, ApiKind::Public);
-    match &c.airbyte().auth {
+    assert_eq!(c.airbyte().unwrap().api, ApiKind::Public);
+    match &c.airbyte().unwrap().auth {
         Auth::Basic { username, password } => {
             assert_eq!(username, "airbyte");
             assert_eq!(password.expose_secret(), "s3cret");
@@ -281,7 +290,7 @@ fn bearer_and_client_credentials_auth_are_read() {
         "#,
     );
     assert!(
-        matches!(&c.airbyte().auth, Auth::Bearer { token } if token.expose_secret() == "t0ken")
+        matches!(&c.airbyte().unwrap().auth, Auth::Bearer { token } if token.expose_secret() == "t0ken")
     );
     let c = toml(
         r#"
@@ -294,7 +303,7 @@ fn bearer_and_client_credentials_auth_are_read() {
         "#,
     );
     assert!(matches!(
-        &c.airbyte().auth,
+        &c.airbyte().unwrap().auth,
         Auth::ClientCredentials { client_id, client_secret }
             if client_id == "id" && client_secret.expose_secret() == "shh"
     ));
@@ -1034,7 +1043,9 @@ fn instances_tables_name_several_airbytes_and_each_entry_says_which_it_is_on() {
     assert_eq!(config.connections[0].instance, "eu");
     assert_eq!(config.connections[1].instance, "us");
     assert_eq!(config.on_instance("us").connections.len(), 1);
-    assert_eq!(config.on_instance("us").airbyte().base_url, us.base_url);
+    let us_part = config.on_instance("us");
+    assert_eq!(us_part.instances.keys().collect::<Vec<_>>(), ["us"]);
+    assert!(us_part.connections.iter().all(|c| c.instance == "us"));
 }
 
 #[test]
@@ -1046,7 +1057,7 @@ fn airbyte_alone_is_the_instance_named_default_and_entries_are_on_it() {
         config.instances.keys().collect::<Vec<_>>(),
         [DEFAULT_INSTANCE]
     );
-    assert_eq!(config.airbyte().section, "airbyte");
+    assert_eq!(config.airbyte().unwrap().section, "airbyte");
     assert_eq!(config.connections[0].instance, DEFAULT_INSTANCE);
 }
 

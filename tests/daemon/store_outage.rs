@@ -137,7 +137,7 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
         EngineParts {
             store: store.clone(),
             instances: only_instance(Arc::new(
-                Client::new(client_settings(config.airbyte())).unwrap(),
+                Client::new(client_settings(config.airbyte().unwrap())).unwrap(),
             )),
             metrics: metrics.clone(),
             workers: config.workers.clone(),
