@@ -118,3 +118,40 @@ async fn an_instance_that_does_not_answer_delays_no_sync_on_another() {
     assert_eq!(first.job_id, Some(us.jobs()[0].id));
     harness.stop().await;
 }
+
+/// A run left running on an instance the config no longer names stays open (its
+/// job cannot be asked about) and holds up nothing on the instances that remain.
+#[tokio::test(start_paused = true)]
+async fn a_run_on_an_instance_the_config_no_longer_names_stays_open() {
+    let origin = Utc.with_ymd_and_hms(2026, 11, 30, 8, 0, 30).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let gone = store
+        .claim(NewRun {
+            connection: "legacy".into(),
+            connection_id: ID_US.into(),
+            instance: "gone".into(),
+            trigger: Trigger::Schedule,
+            scheduled_for: origin - chrono::Duration::minutes(5),
+            retry_of: None,
+            claimed_at: origin - chrono::Duration::minutes(5),
+        })
+        .await
+        .unwrap()
+        .expect("claimed");
+    store
+        .mark_started(gone.id, 7, origin - chrono::Duration::minutes(5))
+        .await
+        .unwrap();
+    let config = config(&connection("orders", ID_A, "0 * * * * *", ""));
+    let airbyte = Harness::airbyte(origin);
+    let harness = Harness::start_with(&config, origin, airbyte.clone(), store).await;
+
+    tokio::time::sleep(Duration::from_secs(3 * 60)).await;
+    let runs = harness.runs().await;
+    let legacy = runs.iter().find(|r| r.id == gone.id).expect("the old run");
+    assert_eq!(legacy.status, RunStatus::Running, "{legacy:#?}");
+    let others: Vec<&Run> = runs.iter().filter(|r| r.id != gone.id).collect();
+    assert_eq!(others.len(), 3, "{others:#?}");
+    assert!(others.iter().all(|r| r.status == RunStatus::Succeeded));
+    harness.stop().await;
+}
