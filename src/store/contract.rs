@@ -488,3 +488,112 @@ async fn the_sqlite_store_keeps_every_promise() {
     })
     .await;
 }
+
+/// The PostgreSQL server the tests use, from `CRONBYTE_TEST_POSTGRES_URL`; without
+/// it they say loudly that they did not run. `.ci/run` always sets it.
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var("CRONBYTE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests,
+        // and this must be seen.
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(
+            b"\n*** PostgreSQL tests did NOT run: set CRONBYTE_TEST_POSTGRES_URL \
+              (e.g. postgres://postgres@127.0.0.1:5432/test) to run them ***\n",
+        );
+    }
+    url
+}
+
+/// A store in a schema of its own on `url`'s database, migrated, and the schema's
+/// name (to drop once the test is over).
+pub async fn postgres_store(url: &str) -> (PgStore, String) {
+    use std::str::FromStr;
+    let schema = format!("cronbyte_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(url)
+        .await
+        .expect("the test PostgreSQL answers at CRONBYTE_TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .expect("a schema is created");
+    admin.close().await;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .expect("a PostgreSQL URL")
+        .options([("search_path", schema.as_str())]);
+    let store = PgStore::with_options(options, redacted(url))
+        .await
+        .expect("the store connects");
+    store.migrate().await.expect("the migrations apply");
+    (store, schema)
+}
+
+/// Drops the schemas the tests made.
+pub async fn drop_schemas(url: &str, schemas: &[String]) {
+    let admin = sqlx::PgPool::connect(url)
+        .await
+        .expect("PostgreSQL answers");
+    for schema in schemas {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&admin)
+        .await
+        .expect("the schema is dropped");
+    }
+    admin.close().await;
+}
+
+#[tokio::test]
+async fn the_postgres_store_keeps_every_promise() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let schemas = std::sync::Mutex::new(Vec::new());
+    holds_for(|| async {
+        let (store, schema) = postgres_store(&url).await;
+        schemas.lock().unwrap().push(schema);
+        store
+    })
+    .await;
+    drop_schemas(&url, &schemas.into_inner().unwrap()).await;
+}
+
+/// Two processes on one database claim the same hundred ticks at once: each tick
+/// is claimed by exactly one of them.
+#[tokio::test]
+async fn two_postgres_stores_on_one_database_claim_each_tick_once() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let (first, schema) = postgres_store(&url).await;
+    let options = {
+        use std::str::FromStr;
+        sqlx::postgres::PgConnectOptions::from_str(&url)
+            .expect("a PostgreSQL URL")
+            .options([("search_path", schema.as_str())])
+    };
+    let second = PgStore::with_options(options, redacted(&url))
+        .await
+        .expect("the second store connects");
+    let ticks = || {
+        (0..100)
+            .map(|i| tick("orders", 1_000 + i))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = tokio::join!(first.claim_many(ticks()), second.claim_many(ticks()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            a.is_some() != b.is_some(),
+            "tick {i} claimed by {} stores",
+            usize::from(a.is_some()) + usize::from(b.is_some())
+        );
+    }
+    assert_eq!(first.open_runs().await.unwrap().len(), 100);
+    first.close().await;
+    second.close().await;
+    drop_schemas(&url, &[schema]).await;
+}

@@ -1,14 +1,17 @@
 //! The history of [runs](crate::run): what the engine asks of a store, whatever
 //! database holds it.
 //!
-//! The engine sees only [`Store`]; SQLite is the one backend today, and a
-//! PostgreSQL one shared by several replicas can implement the same trait (the
-//! tick claim is a unique insert, which both databases arbitrate). [`MemoryStore`]
-//! holds the same history in memory, for tests of the engine on a paused clock.
+//! The engine sees only [`Store`]. [`SqliteStore`] is the zero-setup default;
+//! [`PgStore`] keeps the same history in PostgreSQL, where several processes can
+//! share it (the tick claim is a unique insert, which both databases arbitrate,
+//! and every transition names the state it expects). [`MemoryStore`] holds the
+//! same history in memory, for tests of the engine on a paused clock. One suite
+//! (`contract`) holds all three to the same promises.
 
 #[cfg(test)]
 mod contract;
 mod memory;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -16,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use memory::MemoryStore;
+pub use postgres::{PgStore, redacted};
 pub use sqlite::SqliteStore;
 
 use crate::run::{NewRun, Outcome, Progress, Run, RunStatus, UnknownText};

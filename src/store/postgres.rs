@@ -1,0 +1,639 @@
+//! The history on PostgreSQL, for several cronbyte processes sharing one database.
+//! Every write is one transaction on a pooled connection; PostgreSQL arbitrates what
+//! two processes do at once (a tick claimed twice meets the unique index and is
+//! skipped, a transition names the state it expects), so no write here assumes it is
+//! the only writer.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::*;
+use crate::run::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections in the pool: a poll round's write, a claim and a few readers (the
+/// control API, `history`) at once.
+const POOL_SIZE: u32 = 8;
+
+/// A history store in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+/// The URL as it may be shown: any password replaced, so a message can name the
+/// store without giving its credential away.
+pub fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        // Unparsable: say nothing of it but its scheme, which holds no secret.
+        Err(_) => "the store.url given (not a valid URL)".into(),
+    }
+}
+
+fn query_error(e: sqlx::Error) -> StoreError {
+    StoreError::Query(e.to_string())
+}
+
+/// At the SQLite store's precision, so both backends give back what they were given.
+fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+fn count(v: Option<u64>) -> Option<i64> {
+    v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl PgStore {
+    /// Connects to the database at `url` and applies pending migrations.
+    pub async fn open(url: &SecretString) -> Result<Self, StoreError> {
+        let store = Self::connect(url).await?;
+        MIGRATOR
+            .run(&store.pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// Connects without migrating (for readers beside a running daemon).
+    pub async fn connect(url: &SecretString) -> Result<Self, StoreError> {
+        let shown = redacted(url.expose_secret());
+        let open_error = |detail: String| StoreError::Open {
+            path: shown.clone(),
+            // sqlx's messages name the host and the user, never the password.
+            detail,
+        };
+        let options = PgConnectOptions::from_str(url.expose_secret())
+            .map_err(|e| open_error(e.to_string()))?;
+        Self::with_options(options, shown.clone())
+            .await
+            .map_err(|e| open_error(e.to_string()))
+    }
+
+    /// Connects with `options` (tests set a schema of their own through them).
+    pub(crate) async fn with_options(
+        options: PgConnectOptions,
+        shown: String,
+    ) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, shown })
+    }
+
+    /// Applies pending migrations (after [`PgStore::connect`]).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+
+    /// The database, as it may be shown (no password).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Inserts the runs not claimed before, in one statement; returns each one's new
+/// id, or `None` where its (connection, tick) was already claimed (by this process
+/// or another: the unique index decides, and a concurrent claim waits for the
+/// first to commit).
+async fn claim_all(
+    tx: &mut Transaction<'_, Postgres>,
+    runs: &[NewRun],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: fn(&NewRun) -> String| runs.iter().map(f).collect::<Vec<_>>();
+    let rows = sqlx::query(
+        "INSERT INTO runs (connection, connection_id, instance, trigger, scheduled_for, \
+             claimed_at, status, retry_of) \
+         SELECT c, ci, i, t, s, ca, 'pending', r \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
+             $6::timestamptz[], $7::bigint[]) AS u(c, ci, i, t, s, ca, r) \
+         ON CONFLICT (connection, scheduled_for) WHERE trigger IN ('schedule', 'dependency') \
+             DO NOTHING \
+         RETURNING id, connection, scheduled_for, trigger",
+    )
+    .bind(column(|r| r.connection.clone()))
+    .bind(column(|r| r.connection_id.clone()))
+    .bind(column(|r| r.instance.clone()))
+    .bind(column(|r| r.trigger.as_str().to_owned()))
+    .bind(runs.iter().map(|r| ms(r.scheduled_for)).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| ms(r.claimed_at)).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.retry_of).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(query_error)?;
+    // RETURNING has no order: each row is matched to its input by its key; runs
+    // sharing a key (manual runs at one instant) take the ids in order.
+    let mut inserted: HashMap<(String, DateTime<Utc>, String), Vec<i64>> = HashMap::new();
+    for row in &rows {
+        let key = (
+            row.try_get("connection").map_err(query_error)?,
+            row.try_get("scheduled_for").map_err(query_error)?,
+            row.try_get("trigger").map_err(query_error)?,
+        );
+        inserted
+            .entry(key)
+            .or_default()
+            .push(row.try_get("id").map_err(query_error)?);
+    }
+    for ids in inserted.values_mut() {
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    Ok(runs
+        .iter()
+        .map(|run| {
+            let key = (
+                run.connection.clone(),
+                ms(run.scheduled_for),
+                run.trigger.as_str().to_owned(),
+            );
+            inserted.get_mut(&key).and_then(Vec::pop)
+        })
+        .collect())
+}
+
+const RUN_COLUMNS: &str = "id, connection, connection_id, instance, trigger, scheduled_for, \
+     claimed_at, started_at, finished_at, status, job_id, attempts, records_synced, \
+     bytes_synced, error, retry_of, cancel_requested_at";
+
+fn read_run(row: &PgRow) -> Result<Run, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let opt_count = |v: Option<i64>| v.map(|n| u64::try_from(n).unwrap_or(0));
+    Ok(Run {
+        id: row.try_get("id").map_err(get_err)?,
+        connection: row.try_get("connection").map_err(get_err)?,
+        connection_id: row.try_get("connection_id").map_err(get_err)?,
+        instance: row.try_get("instance").map_err(get_err)?,
+        trigger: Trigger::from_str(row.try_get("trigger").map_err(get_err)?)?,
+        scheduled_for: row.try_get("scheduled_for").map_err(get_err)?,
+        claimed_at: row.try_get("claimed_at").map_err(get_err)?,
+        started_at: row.try_get("started_at").map_err(get_err)?,
+        finished_at: row.try_get("finished_at").map_err(get_err)?,
+        status: RunStatus::from_str(row.try_get("status").map_err(get_err)?)?,
+        job_id: row.try_get("job_id").map_err(get_err)?,
+        attempts: u32::try_from(row.try_get::<i32, _>("attempts").map_err(get_err)?).unwrap_or(0),
+        records_synced: opt_count(row.try_get("records_synced").map_err(get_err)?),
+        bytes_synced: opt_count(row.try_get("bytes_synced").map_err(get_err)?),
+        error: row.try_get("error").map_err(get_err)?,
+        retry_of: row.try_get("retry_of").map_err(get_err)?,
+        cancel_requested_at: row.try_get("cancel_requested_at").map_err(get_err)?,
+    })
+}
+
+fn read_runs(rows: Vec<PgRow>) -> Result<Vec<Run>, StoreError> {
+    rows.iter().map(read_run).collect()
+}
+
+/// The run a claim inserted as `id`, as later reads will see it.
+fn pending_run(run: NewRun, id: i64) -> Run {
+    Run {
+        id,
+        connection: run.connection,
+        connection_id: run.connection_id,
+        instance: run.instance,
+        trigger: run.trigger,
+        scheduled_for: ms(run.scheduled_for),
+        claimed_at: ms(run.claimed_at),
+        started_at: None,
+        finished_at: None,
+        status: RunStatus::Pending,
+        job_id: None,
+        attempts: 0,
+        records_synced: None,
+        bytes_synced: None,
+        error: None,
+        retry_of: run.retry_of,
+        cancel_requested_at: None,
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn claim(&self, run: NewRun) -> Result<Option<Run>, StoreError> {
+        Ok(self.claim_many(vec![run]).await?.pop().flatten())
+    }
+
+    async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        let ids = claim_all(&mut tx, &runs).await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(runs
+            .into_iter()
+            .zip(ids)
+            .map(|(run, id)| id.map(|id| pending_run(run, id)))
+            .collect())
+    }
+
+    async fn mark_started(
+        &self,
+        run_id: i64,
+        job_id: i64,
+        started_at: DateTime<Utc>,
+    ) -> Result<Started, StoreError> {
+        let cancel_requested: Option<bool> = sqlx::query_scalar(
+            "UPDATE runs SET status = 'running', job_id = $1, started_at = $2 \
+             WHERE id = $3 AND status = 'pending' \
+             RETURNING cancel_requested_at IS NOT NULL",
+        )
+        .bind(job_id)
+        .bind(ms(started_at))
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error)?;
+        Ok(match cancel_requested {
+            Some(cancel_requested) => Started::Running { cancel_requested },
+            None => Started::NotPending,
+        })
+    }
+
+    async fn request_cancel(&self, run_id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, $1) \
+             WHERE id = $2 AND status IN ('pending', 'running')",
+        )
+        .bind(ms(at))
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_progress(&self, updates: &[(i64, Progress)]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        // One statement for the round: the updates as arrays, joined by run id.
+        sqlx::query(
+            "UPDATE runs SET attempts = u.attempts, \
+                 records_synced = coalesce(u.records, runs.records_synced), \
+                 bytes_synced = coalesce(u.bytes, runs.bytes_synced) \
+             FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[]) \
+                 AS u(id, attempts, records, bytes) \
+             WHERE runs.id = u.id AND runs.status = 'running'",
+        )
+        .bind(updates.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(
+            updates
+                .iter()
+                .map(|(_, p)| i32::try_from(p.attempts).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            updates
+                .iter()
+                .map(|(_, p)| count(p.records_synced))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            updates
+                .iter()
+                .map(|(_, p)| count(p.bytes_synced))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(query_error)?;
+        Ok(())
+    }
+
+    async fn finish(&self, closings: &[Closing]) -> Result<Vec<Closed>, StoreError> {
+        if closings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        let mut closed = Vec::with_capacity(closings.len());
+        for closing in closings {
+            let (run_id, outcome) = (closing.run_id, &closing.outcome);
+            let done = sqlx::query(
+                "UPDATE runs SET status = $1, finished_at = $2, \
+                     attempts = greatest(attempts, $3), \
+                     records_synced = coalesce($4, records_synced), \
+                     bytes_synced = coalesce($5, bytes_synced), error = $6 \
+                 WHERE id = $7 AND status IN ('pending', 'running')",
+            )
+            .bind(outcome.status.as_str())
+            .bind(ms(outcome.finished_at))
+            .bind(i32::try_from(outcome.progress.attempts).unwrap_or(i32::MAX))
+            .bind(count(outcome.progress.records_synced))
+            .bind(count(outcome.progress.bytes_synced))
+            .bind(outcome.error.as_deref())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+            if done.rows_affected() > 0 {
+                closed.push(closing);
+            }
+        }
+        // What follows the outcomes that landed, claimed with them.
+        let then: Vec<NewRun> = closed.iter().flat_map(|c| c.then.clone()).collect();
+        let ids = claim_all(&mut tx, &then).await?;
+        tx.commit().await.map_err(query_error)?;
+        let mut claimed = then.into_iter().zip(ids);
+        Ok(closed
+            .into_iter()
+            .map(|closing| Closed {
+                run_id: closing.run_id,
+                then: claimed
+                    .by_ref()
+                    .take(closing.then.len())
+                    .filter_map(|(run, id)| id.map(|id| pending_run(run, id)))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('pending', 'running') ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        read_runs(rows)
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
+        )))
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error)?;
+        row.as_ref().map(read_run).transpose()
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Run>, StoreError> {
+        let limit = i64::from(filter.limit.max(1));
+        let rows = match &filter.connection {
+            Some(connection) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE connection = $1 \
+                     ORDER BY id DESC LIMIT $2"
+                )))
+                .bind(connection)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT $1"
+                )))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(query_error)?;
+        read_runs(rows)
+    }
+
+    async fn latest_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs \
+             WHERE id IN (SELECT max(id) FROM runs GROUP BY connection)"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        read_runs(rows)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A write, then its read: the server takes writes and keeps them.
+        let token: i64 = rand::random();
+        sqlx::query(
+            "INSERT INTO store_checks (id, token) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token",
+        )
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error)?;
+        let seen: Option<i64> = sqlx::query_scalar("SELECT token FROM store_checks WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error)?;
+        // Another process's ping may land between the two: any token proves the
+        // server answers, and only a missing row is a failure.
+        match seen {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Query(
+                "a write to the store is not visible afterwards".into(),
+            )),
+        }
+    }
+
+    async fn marks(&self) -> Result<Vec<ConnectionMarks>, StoreError> {
+        // Kept by triggers as runs are claimed and end (see the migration).
+        let rows = sqlx::query(
+            "SELECT connection, last_tick, last_claimed, last_success, failures \
+             FROM connection_marks ORDER BY connection",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ConnectionMarks {
+                    connection: row.try_get("connection").map_err(query_error)?,
+                    last_tick: row.try_get("last_tick").map_err(query_error)?,
+                    last_claimed: row.try_get("last_claimed").map_err(query_error)?,
+                    last_success: row.try_get("last_success").map_err(query_error)?,
+                    failures: u32::try_from(
+                        row.try_get::<i32, _>("failures").map_err(query_error)?,
+                    )
+                    .unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn run_with_job(&self, instance: &str, job_id: i64) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM runs WHERE instance = $1 AND job_id = $2 LIMIT 1")
+            .bind(instance)
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error)
+    }
+
+    async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE retry_of = $1")
+            .bind(first)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn set_paused(&self, connection: &str, paused: bool) -> Result<bool, StoreError> {
+        let done = if paused {
+            sqlx::query(
+                "INSERT INTO pauses (connection, paused_at) VALUES ($1, $2) \
+                 ON CONFLICT (connection) DO NOTHING",
+            )
+            .bind(connection)
+            .bind(ms(Utc::now()))
+            .execute(&self.pool)
+            .await
+        } else {
+            sqlx::query("DELETE FROM pauses WHERE connection = $1")
+                .bind(connection)
+                .execute(&self.pool)
+                .await
+        }
+        .map_err(query_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT connection FROM pauses ORDER BY connection")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error)
+    }
+
+    async fn totals(&self) -> Result<Vec<ConnectionTotals>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connection, status, runs, records, bytes, zero_records \
+             FROM run_totals ORDER BY connection, status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        let mut totals: Vec<ConnectionTotals> = Vec::new();
+        for row in &rows {
+            let connection: String = row.try_get("connection").map_err(query_error)?;
+            let status = RunStatus::from_str(row.try_get("status").map_err(query_error)?)?;
+            let count = |column: &str| -> Result<u64, StoreError> {
+                let n: i64 = row.try_get(column).map_err(query_error)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            };
+            if totals.last().is_none_or(|t| t.connection != connection) {
+                totals.push(ConnectionTotals {
+                    connection,
+                    ..Default::default()
+                });
+            }
+            if let Some(entry) = totals.last_mut() {
+                entry.by_status.push((status, count("runs")?));
+                entry.records_synced += count("records")?;
+                entry.bytes_synced += count("bytes")?;
+                if status == RunStatus::Succeeded {
+                    entry.zero_record_successes = count("zero_records")?;
+                }
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT connection, status, started_at, finished_at FROM runs \
+             WHERE finished_at >= $1 ORDER BY finished_at",
+        )
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Ended {
+                    connection: row.try_get("connection").map_err(query_error)?,
+                    status: RunStatus::from_str(row.try_get("status").map_err(query_error)?)?,
+                    started_at: row.try_get("started_at").map_err(query_error)?,
+                    finished_at: row.try_get("finished_at").map_err(query_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_airbyte_objects(
+        &self,
+        objects: &[AirbyteObject],
+        forget: &[(String, String, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        for object in objects {
+            sqlx::query(
+                "INSERT INTO airbyte_objects (instance, kind, name, airbyte_id, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (instance, kind, name) DO UPDATE SET \
+                     airbyte_id = excluded.airbyte_id, updated_at = excluded.updated_at",
+            )
+            .bind(&object.instance)
+            .bind(&object.kind)
+            .bind(&object.name)
+            .bind(&object.airbyte_id)
+            .bind(ms(object.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        for (instance, kind, name) in forget {
+            sqlx::query(
+                "DELETE FROM airbyte_objects WHERE instance = $1 AND kind = $2 AND name = $3",
+            )
+            .bind(instance)
+            .bind(kind)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        tx.commit().await.map_err(query_error)?;
+        Ok(())
+    }
+
+    async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT instance, kind, name, airbyte_id, updated_at FROM airbyte_objects \
+             ORDER BY instance, kind, name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(AirbyteObject {
+                    instance: row.try_get("instance").map_err(query_error)?,
+                    kind: row.try_get("kind").map_err(query_error)?,
+                    name: row.try_get("name").map_err(query_error)?,
+                    airbyte_id: row.try_get("airbyte_id").map_err(query_error)?,
+                    updated_at: row.try_get("updated_at").map_err(query_error)?,
+                })
+            })
+            .collect()
+    }
+}
