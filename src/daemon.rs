@@ -86,7 +86,7 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new(config.metrics.success_ratio_window));
         let mut clients = BTreeMap::new();
         for (name, settings) in &config.instances {
-            let client = Client::observed(client_settings(settings), metrics.clone())?;
+            let client = Client::observed(client_settings(settings), name, metrics.clone())?;
             clients.insert(name.clone(), client);
         }
         // Declared connections are found by name; no request when none is declared.
@@ -138,6 +138,9 @@ impl Daemon {
         } = self;
         let window = chrono::Duration::from_std(config.metrics.success_ratio_window)
             .unwrap_or(chrono::Duration::days(1));
+        // The instance label of each connection's series comes from the config, and
+        // must be known before the history seeds them; reloads update it in the engine.
+        metrics.set_connections(&config.connections);
         metrics.seed(
             &store.totals().await?,
             &store.ended_since(Utc::now() - window).await?,

@@ -7,11 +7,16 @@
 //! is several times faster than gathering and encoding with the `prometheus` crate
 //! (BENCHMARKS.md, scrape). Per connection there are gauges and counters only; the
 //! one duration histogram covers every connection together (README, design notes).
+//!
+//! Per-connection series carry the Airbyte instance the config puts the connection
+//! on (`airbyte_instance`), and the request series the instance asked; see
+//! [`Placements`] for where the first comes from.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,12 +27,13 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::{Atomic, ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::airbyte::RequestObserver;
+use crate::config::ConnectionSettings;
 use crate::run::{Run, RunStatus};
 use crate::store::{ConnectionMarks, ConnectionTotals, Ended};
 
@@ -47,9 +53,9 @@ const REQUEST_BUCKETS: [f64; 12] = [
 ];
 const ATTEMPT_BUCKETS: [f64; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 10.0];
 
-/// A connection's name as a label value. Names are free text in the config, and
-/// prometheus-client 0.23 writes label values as they are, so the three characters
-/// the exposition format escapes are escaped here.
+/// A connection's or an instance's name as a label value. Connection names are free
+/// text in the config, and prometheus-client 0.23 writes label values as they are, so
+/// the three characters the exposition format escapes are escaped here.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct Name(String);
 
@@ -72,22 +78,31 @@ impl EncodeLabelValue for Name {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByConnection {
     connection: Name,
+    /// Not `instance`: Prometheus sets that on every series it scrapes (the
+    /// cronbyte target), and the alert rules join on it.
+    airbyte_instance: Name,
 }
 
-fn by(connection: &str) -> ByConnection {
-    ByConnection {
-        connection: Name(connection.to_owned()),
+impl ByConnection {
+    fn with_status(&self, status: RunStatus) -> ByStatus {
+        ByStatus {
+            connection: self.connection.clone(),
+            airbyte_instance: self.airbyte_instance.clone(),
+            status: status.as_str(),
+        }
     }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByStatus {
     connection: Name,
+    airbyte_instance: Name,
     status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByRequest {
+    airbyte_instance: Name,
     operation: &'static str,
     outcome: &'static str,
 }
@@ -99,6 +114,7 @@ struct ByInstance {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByOperation {
+    airbyte_instance: Name,
     operation: &'static str,
 }
 
@@ -108,6 +124,60 @@ struct ByOutcome {
 }
 
 type PerConnection<M> = Family<ByConnection, M>;
+
+/// The Airbyte instance each connection's series are labelled with: the one the
+/// config puts it on, set by [`Metrics::set_connections`] before the history seeds
+/// the series at start and again at each reload.
+///
+/// From the config rather than from each run, and kept here rather than passed by
+/// every caller: the history keeps its totals and marks per connection, not per
+/// instance, so the config is the one source that seeding and the engine's updates
+/// can both label from, and one value per connection keeps the alert rules' joins of
+/// one connection's series (last success against its expected interval, say)
+/// one-to-one. The engine's catalog stays the owner of the connections; this map is
+/// only their labels, changed by the same swap. A connection the config no longer
+/// names keeps its last instance (a run in flight ends under the label its series
+/// had); one known only from the history has none (an empty value, which Prometheus
+/// stores as no label).
+#[derive(Debug, Default)]
+struct Placements(HashMap<String, Name>);
+
+impl Placements {
+    fn labels(&self, connection: &str) -> ByConnection {
+        ByConnection {
+            connection: Name(connection.to_owned()),
+            airbyte_instance: self
+                .0
+                .get(connection)
+                .cloned()
+                .unwrap_or_else(|| Name(String::new())),
+        }
+    }
+}
+
+/// Moves a counter's count to other labels: a connection moved to another instance
+/// counts on under the new label from what it had, as a restart would seed it.
+fn move_counter<S: Clone + Hash + Eq>(family: &Family<S, Counter>, from: &S, to: &S) {
+    let Some(count) = family.get(from).map(|c| c.get()) else {
+        return;
+    };
+    family.remove(from);
+    family.get_or_create(to).inc_by(count);
+}
+
+/// Moves a gauge's value to other labels, so that no gauge stays behind under the
+/// old instance for an alert to judge.
+fn move_gauge<N, A: Atomic<N> + Default>(
+    family: &PerConnection<Gauge<N, A>>,
+    from: &ByConnection,
+    to: &ByConnection,
+) {
+    let Some(value) = family.get(from).map(|g| g.get()) else {
+        return;
+    };
+    family.remove(from);
+    family.get_or_create(to).set(value);
+}
 
 /// Every metric cronbyte exports, registered in its own registry.
 pub struct Metrics {
@@ -134,6 +204,10 @@ pub struct Metrics {
     store_errors: Counter,
     reloads: Family<ByOutcome, Counter>,
     window: Arc<Mutex<SuccessWindow>>,
+    /// Taken for reading around every update of a per-connection series, and for
+    /// writing while a connection's series move to another instance, so no update
+    /// lands under the old label after the move. Never taken while holding `window`.
+    placements: Arc<RwLock<Placements>>,
     /// The size of the last exposition, so the next one is written into a buffer
     /// that need not grow (and be copied) a dozen times on the way to megabytes.
     last_size: AtomicUsize,
@@ -174,15 +248,21 @@ impl SuccessWindow {
 /// Writes `cronbyte_sync_success_ratio` at each scrape from the window, so the
 /// ratio is brought up to the scrape's instant without a gauge to keep in step.
 #[derive(Debug)]
-struct SuccessRatios(Arc<Mutex<SuccessWindow>>);
+struct SuccessRatios {
+    window: Arc<Mutex<SuccessWindow>>,
+    placements: Arc<RwLock<Placements>>,
+}
 
 impl Collector for SuccessRatios {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // The window is let go before the placements are read (their order
+        // elsewhere is placements, then window).
         let ratios = self
-            .0
+            .window
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .ratios(Utc::now());
+        let placements = read(&self.placements);
         let mut family = encoder.encode_descriptor(
             "cronbyte_sync_success_ratio",
             "Share of succeeded runs among the runs that succeeded, failed, timed out or \
@@ -191,9 +271,7 @@ impl Collector for SuccessRatios {
             MetricType::Gauge,
         )?;
         for (connection, ratio) in ratios {
-            let labels = ByConnection {
-                connection: Name(connection),
-            };
+            let labels = placements.labels(&connection);
             ConstGauge::new(ratio).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
@@ -217,6 +295,10 @@ fn counts_toward_ratio(status: RunStatus) -> Option<bool> {
 
 fn request_durations() -> Histogram {
     Histogram::new(REQUEST_BUCKETS)
+}
+
+fn read(placements: &RwLock<Placements>) -> RwLockReadGuard<'_, Placements> {
+    placements.read().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Metrics {
@@ -250,6 +332,7 @@ impl Metrics {
             store_errors: Counter::default(),
             reloads: Family::default(),
             window: window.clone(),
+            placements: Arc::default(),
             last_size: AtomicUsize::new(0),
         };
         metrics.registered(window)
@@ -261,7 +344,7 @@ impl Metrics {
         let r = &mut self.registry;
         r.register(
             "cronbyte_syncs",
-            "Runs that reached a final status, by connection and status",
+            "Runs that reached a final status, by connection, instance and status",
             self.syncs.clone(),
         );
         r.register(
@@ -274,7 +357,10 @@ impl Metrics {
             "Bytes committed to the destination by finished runs",
             self.bytes.clone(),
         );
-        r.register_collector(Box::new(SuccessRatios(window)));
+        r.register_collector(Box::new(SuccessRatios {
+            window,
+            placements: self.placements.clone(),
+        }));
         r.register(
             "cronbyte_sync_duration_seconds",
             "Time from the sync request to the job's end, over every connection",
@@ -302,7 +388,7 @@ impl Metrics {
         );
         r.register(
             "cronbyte_airbyte_requests",
-            "HTTP requests to Airbyte, by operation and outcome",
+            "HTTP requests to Airbyte, by instance, operation and outcome",
             self.requests.clone(),
         );
         r.register(
@@ -379,20 +465,70 @@ impl Metrics {
         self
     }
 
-    /// Seeds the counters and the success window from the history.
+    /// Labels each connection's series with the instance `connections` put it on
+    /// ([`Placements`]): before seeding at start, then at each reload. The series of
+    /// a connection moved to another instance move with it, values and counts kept,
+    /// so the exposition is what a restart would seed and no gauge stays behind under
+    /// the old instance.
+    pub fn set_connections(&self, connections: &[ConnectionSettings]) {
+        let mut placements = self.placements.write().unwrap_or_else(|p| p.into_inner());
+        for connection in connections {
+            let instance = Name(connection.instance.clone());
+            let from = placements.labels(&connection.name);
+            if from.airbyte_instance == instance {
+                continue;
+            }
+            let to = ByConnection {
+                airbyte_instance: instance.clone(),
+                ..from.clone()
+            };
+            self.relabel(&from, &to);
+            placements.0.insert(connection.name.clone(), instance);
+        }
+    }
+
+    /// Moves every series of one connection from `from` to `to`.
+    fn relabel(&self, from: &ByConnection, to: &ByConnection) {
+        for status in RunStatus::ALL {
+            move_counter(
+                &self.syncs,
+                &from.with_status(status),
+                &to.with_status(status),
+            );
+        }
+        for counter in [&self.records, &self.bytes, &self.zero_record_syncs] {
+            move_counter(counter, from, to);
+        }
+        for gauge in [
+            &self.last_success,
+            &self.last_run,
+            &self.next_run,
+            &self.expected_interval,
+            &self.consecutive_failures,
+            &self.running_age,
+        ] {
+            move_gauge(gauge, from, to);
+        }
+        move_gauge(&self.last_success_duration, from, to);
+    }
+
+    fn placements(&self) -> RwLockReadGuard<'_, Placements> {
+        read(&self.placements)
+    }
+
+    /// Seeds the counters and the success window from the history, under the
+    /// labels [`Metrics::set_connections`] gave the connections.
     pub fn seed(&self, totals: &[ConnectionTotals], recent: &[Ended]) {
+        let placements = self.placements();
         for total in totals {
+            let labels = placements.labels(&total.connection);
             for (status, runs) in &total.by_status {
                 if !status.is_open() {
                     self.syncs
-                        .get_or_create(&ByStatus {
-                            connection: Name(total.connection.clone()),
-                            status: status.as_str(),
-                        })
+                        .get_or_create(&labels.with_status(*status))
                         .inc_by(*runs);
                 }
             }
-            let labels = by(&total.connection);
             self.records
                 .get_or_create(&labels)
                 .inc_by(total.records_synced);
@@ -404,7 +540,7 @@ impl Metrics {
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         for ended in recent {
             let at = ended.finished_at.timestamp();
-            let labels = by(&ended.connection);
+            let labels = placements.labels(&ended.connection);
             self.last_run.get_or_create(&labels).set(at);
             if ended.status == RunStatus::Succeeded {
                 self.last_success.get_or_create(&labels).set(at);
@@ -424,16 +560,16 @@ impl Metrics {
     /// Seeds the freshness gauges and failure streaks from the whole history, beyond
     /// the window.
     pub fn seed_marks(&self, marks: &[ConnectionMarks]) {
+        let placements = self.placements();
         for mark in marks {
+            let labels = placements.labels(&mark.connection);
             if let Some(at) = mark.last_success {
-                self.last_success
-                    .get_or_create(&by(&mark.connection))
-                    .set(at.timestamp());
+                self.last_success.get_or_create(&labels).set(at.timestamp());
             }
             // The whole streak, where the window saw only its tail.
             if mark.failures > 0 {
                 self.consecutive_failures
-                    .get_or_create(&by(&mark.connection))
+                    .get_or_create(&labels)
                     .set(i64::from(mark.failures));
             }
         }
@@ -448,14 +584,13 @@ impl Metrics {
         }
     }
 
-    /// Counts a run that reached its final status.
+    /// Counts a run that reached its final status, under its connection's labels
+    /// (see [`Placements`] for why not its own `instance`).
     pub fn run_ended(&self, run: &Run) {
-        let labels = by(&run.connection);
+        let placements = self.placements();
+        let labels = placements.labels(&run.connection);
         self.syncs
-            .get_or_create(&ByStatus {
-                connection: Name(run.connection.clone()),
-                status: run.status.as_str(),
-            })
+            .get_or_create(&labels.with_status(run.status))
             .inc();
         if let Some(records) = run.records_synced {
             self.records.get_or_create(&labels).inc_by(records);
@@ -498,14 +633,14 @@ impl Metrics {
     }
 
     pub fn set_next_run(&self, connection: &str, at: Option<DateTime<Utc>>) {
+        let placements = self.placements();
+        let labels = placements.labels(connection);
         match at {
             Some(at) => {
-                self.next_run
-                    .get_or_create(&by(connection))
-                    .set(at.timestamp());
+                self.next_run.get_or_create(&labels).set(at.timestamp());
             }
             None => {
-                self.next_run.remove(&by(connection));
+                self.next_run.remove(&labels);
             }
         }
     }
@@ -513,14 +648,16 @@ impl Metrics {
     /// Sets the rule's gap between fires; `None` (no rule, or paused) removes it,
     /// so staleness alerts leave the connection alone.
     pub fn set_expected_interval(&self, connection: &str, gap: Option<chrono::Duration>) {
+        let placements = self.placements();
+        let labels = placements.labels(connection);
         match gap {
             Some(gap) => {
                 self.expected_interval
-                    .get_or_create(&by(connection))
+                    .get_or_create(&labels)
                     .set(gap.num_seconds());
             }
             None => {
-                self.expected_interval.remove(&by(connection));
+                self.expected_interval.remove(&labels);
             }
         }
     }
@@ -528,7 +665,8 @@ impl Metrics {
     /// Drops a connection removed from the config from the per-connection
     /// gauges, so alerts about it stop; its counters stay (they are history).
     pub fn forget(&self, connection: &str) {
-        let labels = by(connection);
+        let placements = self.placements();
+        let labels = placements.labels(connection);
         for gauge in [
             &self.last_success,
             &self.last_run,
@@ -550,9 +688,12 @@ impl Metrics {
     /// Sets the age of the oldest running sync per connection; connections not
     /// listed have none running.
     pub fn set_running_ages(&self, ages: &[(String, i64)]) {
+        let placements = self.placements();
         self.running_age.clear();
         for (connection, age) in ages {
-            let gauge = self.running_age.get_or_create(&by(connection));
+            let gauge = self
+                .running_age
+                .get_or_create(&placements.labels(connection));
             gauge.set(gauge.get().max(*age));
         }
     }
@@ -607,19 +748,82 @@ impl Metrics {
 }
 
 impl RequestObserver for Metrics {
-    fn observe(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
-        self.requests
-            .get_or_create(&ByRequest { operation, outcome })
-            .inc();
+    fn observe(
+        &self,
+        instance: &str,
+        operation: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        let airbyte_instance = Name(instance.to_owned());
         self.request_duration
-            .get_or_create(&ByOperation { operation })
+            .get_or_create(&ByOperation {
+                airbyte_instance: airbyte_instance.clone(),
+                operation,
+            })
             .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&ByRequest {
+                airbyte_instance,
+                operation,
+                outcome,
+            })
+            .inc();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Format;
+    use crate::run::Trigger;
+
+    /// Connections on the instances `eu` and `us`, as a config puts them.
+    fn placed(connections: &[(&str, &str)]) -> Vec<ConnectionSettings> {
+        let mut text = String::from(
+            "[instances.eu]\nbase_url = \"http://eu:8001/api/v1\"\n\
+             [instances.us]\nbase_url = \"http://us:8001/api/v1\"\n",
+        );
+        for (i, (name, instance)) in connections.iter().enumerate() {
+            text += &format!(
+                "[[connections]]\nname = \"{name}\"\ninstance = \"{instance}\"\n\
+                 connection_id = \"9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d{i:02}\"\ncron = \"0 0 * * * *\"\n"
+            );
+        }
+        crate::config::from_str(&text, Format::Toml)
+            .unwrap_or_else(|e| panic!("test config: {e}"))
+            .connections
+    }
+
+    fn succeeded(connection: &str, instance: &str, records: u64) -> Run {
+        let now = Utc::now();
+        Run {
+            id: 1,
+            connection: connection.into(),
+            connection_id: "9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d00".into(),
+            instance: instance.into(),
+            trigger: Trigger::Schedule,
+            scheduled_for: now,
+            claimed_at: now,
+            started_at: Some(now - chrono::Duration::seconds(30)),
+            finished_at: Some(now),
+            status: RunStatus::Succeeded,
+            job_id: Some(7),
+            attempts: 1,
+            records_synced: Some(records),
+            bytes_synced: Some(records * 10),
+            error: None,
+            retry_of: None,
+            cancel_requested_at: None,
+        }
+    }
+
+    /// The exposition's sample lines whose labels include `label`.
+    fn samples_with<'a>(text: &'a str, label: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(label))
+            .collect()
+    }
 
     #[test]
     fn the_success_ratio_forgets_outcomes_older_than_the_window() {
@@ -638,23 +842,145 @@ mod tests {
     }
 
     #[test]
-    fn seeding_from_the_history_restores_the_counters() {
+    fn seeding_from_the_history_restores_the_counters_under_each_connections_instance() {
         let metrics = Metrics::new(Duration::from_secs(86_400));
-        metrics.seed(
+        metrics.set_connections(&placed(&[("orders", "eu")]));
+        let totals = |connection: &str| ConnectionTotals {
+            connection: connection.into(),
+            by_status: vec![(RunStatus::Succeeded, 3), (RunStatus::Running, 1)],
+            records_synced: 30,
+            bytes_synced: 300,
+            zero_record_successes: 1,
+        };
+        metrics.seed(&[totals("orders"), totals("retired")], &[]);
+        metrics.seed_marks(&[ConnectionMarks {
+            connection: "orders".into(),
+            last_tick: None,
+            last_claimed: None,
+            last_success: DateTime::from_timestamp(1_800_000_000, 0),
+            failures: 0,
+        }]);
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"cronbyte_syncs_total{connection="orders",airbyte_instance="eu",status="succeeded"} 3"#
+        ));
+        assert!(!text.contains(r#"status="running""#));
+        assert!(text.contains(
+            r#"cronbyte_records_synced_total{connection="orders",airbyte_instance="eu"} 30"#
+        ));
+        assert!(text.contains(
+            r#"cronbyte_last_success_timestamp_seconds{connection="orders",airbyte_instance="eu"} 1800000000"#
+        ));
+        // Known only from the history: no config says where it was.
+        assert!(text.contains(
+            r#"cronbyte_records_synced_total{connection="retired",airbyte_instance=""} 30"#
+        ));
+        assert!(text.contains(r#"cronbyte_build_info{version=""#));
+    }
+
+    #[test]
+    fn a_run_ending_is_counted_under_the_same_labels_as_seeding_gives() {
+        let seeded = Metrics::new(Duration::from_secs(86_400));
+        seeded.set_connections(&placed(&[("orders", "us")]));
+        seeded.seed(
             &[ConnectionTotals {
                 connection: "orders".into(),
-                by_status: vec![(RunStatus::Succeeded, 3), (RunStatus::Running, 1)],
-                records_synced: 30,
-                bytes_synced: 300,
-                zero_record_successes: 1,
+                by_status: vec![(RunStatus::Succeeded, 1)],
+                records_synced: 5,
+                bytes_synced: 50,
+                zero_record_successes: 0,
             }],
             &[],
         );
+        let counted = Metrics::new(Duration::from_secs(86_400));
+        counted.set_connections(&placed(&[("orders", "us")]));
+        counted.run_ended(&succeeded("orders", "us", 5));
+        for series in [
+            r#"cronbyte_syncs_total{connection="orders",airbyte_instance="us",status="succeeded"} 1"#,
+            r#"cronbyte_records_synced_total{connection="orders",airbyte_instance="us"} 5"#,
+            r#"cronbyte_bytes_synced_total{connection="orders",airbyte_instance="us"} 50"#,
+        ] {
+            assert!(seeded.render().contains(series), "seeded: {series}");
+            assert!(counted.render().contains(series), "counted: {series}");
+        }
+        let counted = counted.render();
+        assert!(counted.contains(
+            r#"cronbyte_sync_success_ratio{connection="orders",airbyte_instance="us"} 1"#
+        ));
+        assert!(counted.contains(
+            r#"cronbyte_consecutive_failures{connection="orders",airbyte_instance="us"} 0"#
+        ));
+    }
+
+    #[test]
+    fn a_connection_moved_to_another_instance_takes_its_series_along() {
+        let metrics = Metrics::new(Duration::from_secs(86_400));
+        metrics.set_connections(&placed(&[("orders", "eu"), ("customers", "eu")]));
+        metrics.run_ended(&succeeded("orders", "eu", 5));
+        metrics.set_next_run("orders", DateTime::from_timestamp(1_800_000_000, 0));
+        metrics.set_expected_interval("orders", Some(chrono::Duration::hours(1)));
+        metrics.set_running_ages(&[("orders".into(), 12)]);
+        let before = metrics.render();
+
+        // A reload moves orders; customers stays.
+        metrics.set_connections(&placed(&[("orders", "us"), ("customers", "eu")]));
+        let after = metrics.render();
+        assert_eq!(
+            samples_with(&after, r#"connection="orders",airbyte_instance="eu""#),
+            Vec::<&str>::new(),
+            "nothing stays under the old instance"
+        );
+        let moved: Vec<String> = samples_with(&before, r#"connection="orders""#)
+            .into_iter()
+            .map(|l| l.replace(r#"airbyte_instance="eu""#, r#"airbyte_instance="us""#))
+            .collect();
+        assert_eq!(moved.len(), 11, "{before}");
+        assert_eq!(
+            samples_with(&after, r#"connection="orders""#),
+            moved,
+            "every series moved with its value"
+        );
+        // Counted on from what it had.
+        metrics.run_ended(&succeeded("orders", "us", 5));
+        assert!(metrics.render().contains(
+            r#"cronbyte_records_synced_total{connection="orders",airbyte_instance="us"} 10"#
+        ));
+    }
+
+    #[test]
+    fn a_removed_connection_is_forgotten_under_its_instance_and_its_counters_stay() {
+        let metrics = Metrics::new(Duration::from_secs(86_400));
+        metrics.set_connections(&placed(&[("orders", "eu")]));
+        metrics.run_ended(&succeeded("orders", "eu", 5));
+        metrics.set_next_run("orders", DateTime::from_timestamp(1_800_000_000, 0));
+        metrics.set_connections(&[]);
+        metrics.forget("orders");
         let text = metrics.render();
-        assert!(text.contains(r#"cronbyte_syncs_total{connection="orders",status="succeeded"} 3"#));
-        assert!(!text.contains(r#"status="running""#));
-        assert!(text.contains(r#"cronbyte_records_synced_total{connection="orders"} 30"#));
-        assert!(text.contains(r#"cronbyte_build_info{version=""#));
+        assert_eq!(
+            samples_with(&text, r#"connection="orders""#),
+            vec![
+                r#"cronbyte_syncs_total{connection="orders",airbyte_instance="eu",status="succeeded"} 1"#,
+                r#"cronbyte_records_synced_total{connection="orders",airbyte_instance="eu"} 5"#,
+                r#"cronbyte_bytes_synced_total{connection="orders",airbyte_instance="eu"} 50"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn requests_are_counted_and_timed_by_instance() {
+        let metrics = Metrics::new(Duration::from_secs(86_400));
+        metrics.observe("eu", "jobs/get", "ok", Duration::from_millis(20));
+        metrics.observe("us", "jobs/get", "unavailable", Duration::from_millis(20));
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"cronbyte_airbyte_requests_total{airbyte_instance="eu",operation="jobs/get",outcome="ok"} 1"#
+        ));
+        assert!(text.contains(
+            r#"cronbyte_airbyte_requests_total{airbyte_instance="us",operation="jobs/get",outcome="unavailable"} 1"#
+        ));
+        assert!(text.contains(
+            r#"cronbyte_airbyte_request_duration_seconds_count{airbyte_instance="us",operation="jobs/get"} 1"#
+        ));
     }
 
     #[test]
@@ -670,7 +996,7 @@ mod tests {
             .expect("the gauge is there");
         assert_eq!(
             line,
-            r#"cronbyte_next_run_timestamp_seconds{connection="orders \"eu\" C:\\tmp\nnext"} 1800000000"#
+            r#"cronbyte_next_run_timestamp_seconds{connection="orders \"eu\" C:\\tmp\nnext",airbyte_instance=""} 1800000000"#
         );
     }
 }

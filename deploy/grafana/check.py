@@ -5,9 +5,13 @@
 
 Grafana accepts a dashboard with a panel that has no query, or a query against a data
 source the import never asked for, and shows an empty box: those are what this checks
-(JSON, the DS_PROMETHEUS input, the connection variable, each panel's data source and
-queries, the layout). --rules-out writes every query as a recording rule, with Grafana's
-variables replaced by plain values, so that `promtool check rules FILE` parses the PromQL.
+(JSON, the DS_PROMETHEUS input, the airbyte_instance and connection variables, each
+panel's data source and queries, the layout). A panel that ignores the instance selector
+shows every instance's series whatever is selected, and one that applies it to a series
+without the label shows nothing once an instance is picked: each selector of a cronbyte_*
+series is checked for the filter, which only the series in UNLABELLED go without.
+--rules-out writes every query as a recording rule, with Grafana's variables replaced by
+plain values, so that `promtool check rules FILE` parses the PromQL.
 
 Exits 1 with one line per problem, 0 when all is well. Standard library only.
 """
@@ -22,15 +26,36 @@ from pathlib import Path
 
 DS_INPUT = "DS_PROMETHEUS"
 DS_REF = "${" + DS_INPUT + "}"
-VARIABLE = "connection"
-VARIABLE_QUERY = "label_values(cronbyte_syncs_total, connection)"
+INSTANCE_FILTER = 'airbyte_instance=~"$airbyte_instance"'
+# The template variables, in the order Grafana must resolve them (the connection list is
+# narrowed to the instances selected), with the query each one runs.
+VARIABLES = {
+    "airbyte_instance": "label_values(cronbyte_airbyte_up, airbyte_instance)",
+    "connection": "label_values(cronbyte_syncs_total{" + INSTANCE_FILTER + "}, connection)",
+}
+
+# The cronbyte series without an airbyte_instance label, as registered (no _total,
+# _bucket, ...): each covers every instance together, or none.
+UNLABELLED = {
+    "cronbyte_syncs_in_flight",
+    "cronbyte_syncs_waiting",
+    "cronbyte_sync_duration_seconds",
+    "cronbyte_sync_attempts",
+    "cronbyte_schedule_lag_seconds",
+    "cronbyte_store_errors",
+    "cronbyte_config_reloads",
+    "cronbyte_build",
+}
+
+# A series selector: a cronbyte metric name and its {matchers}, if any.
+SELECTOR = re.compile(r"\b(cronbyte_[a-z_]+)(\{[^}]*\})?")
+SUFFIX = re.compile(r"_(bucket|sum|count|total|info)$")
 
 # What Grafana substitutes before a query reaches Prometheus, with values that keep the
 # PromQL valid for a syntax check.
 SUBSTITUTIONS = [
     (re.compile(r"\$__(range|rate_interval|interval)\b"), "5m"),
-    (re.compile(r"\$\{?" + VARIABLE + r"\}?"), ".*"),
-]
+] + [(re.compile(r"\$\{?" + name + r"\}?"), ".*") for name in VARIABLES]
 
 
 def datasource_ok(ds) -> bool:
@@ -61,19 +86,28 @@ def check(dashboard, problems: list[str]) -> list[tuple[str, str]]:
     ):
         problems.append(f"__inputs must declare {DS_INPUT} as a prometheus datasource")
 
-    variables = {v.get("name"): v for v in dig_list(dashboard, "templating", "list")}
-    var = variables.get(VARIABLE)
-    if var is None:
-        problems.append(f"templating has no {VARIABLE!r} variable")
-    else:
+    declared = dig_list(dashboard, "templating", "list")
+    variables = {v.get("name"): v for v in declared}
+    for name, expected in VARIABLES.items():
+        var = variables.get(name)
+        if var is None:
+            problems.append(f"templating has no {name!r} variable")
+            continue
         query = var.get("query")
         query = query.get("query") if isinstance(query, dict) else query
-        if query != VARIABLE_QUERY:
-            problems.append(f"variable {VARIABLE!r} queries {query!r}, expected {VARIABLE_QUERY!r}")
+        if query != expected:
+            problems.append(f"variable {name!r} queries {query!r}, expected {expected!r}")
         if not (var.get("multi") and var.get("includeAll")):
-            problems.append(f"variable {VARIABLE!r} must allow several values and All")
+            problems.append(f"variable {name!r} must allow several values and All")
+        # All as a regex that matches everything, the empty value too: a connection
+        # known only from the history has an empty airbyte_instance.
+        if var.get("allValue") != ".*":
+            problems.append(f"variable {name!r} must have allValue '.*'")
         if not datasource_ok(var.get("datasource")):
-            problems.append(f"variable {VARIABLE!r} must use the {DS_INPUT} datasource")
+            problems.append(f"variable {name!r} must use the {DS_INPUT} datasource")
+    order = [v.get("name") for v in declared if v.get("name") in VARIABLES]
+    if len(order) == len(VARIABLES) and order != list(VARIABLES):
+        problems.append("variable 'airbyte_instance' must come before 'connection', which uses it")
 
     ids: set[int] = set()
     occupied: dict[tuple[int, int], str] = {}
@@ -112,8 +146,22 @@ def check(dashboard, problems: list[str]) -> list[tuple[str, str]]:
             if not expr:
                 problems.append(f"{title}: target {target.get('refId')} has an empty expr")
                 continue
+            check_instance_filter(title, expr, problems)
             queries.append((title, expr))
     return queries
+
+
+def check_instance_filter(title: str, expr: str, problems: list[str]) -> None:
+    """Every selector of a series with an airbyte_instance label filters on the
+    selector variable; no selector of a series without one does."""
+    for match in SELECTOR.finditer(expr):
+        name = SUFFIX.sub("", match.group(1))
+        matchers = match.group(2) or ""
+        if name in UNLABELLED:
+            if "airbyte_instance" in matchers:
+                problems.append(f"{title}: {name} has no airbyte_instance label to filter on")
+        elif INSTANCE_FILTER not in matchers:
+            problems.append(f"{title}: {match.group(0)} must filter on {INSTANCE_FILTER}")
 
 
 def dig_list(obj, *path):

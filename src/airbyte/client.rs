@@ -84,10 +84,23 @@ impl ClientSettings {
     }
 }
 
-/// Told about every HTTP exchange, for metrics. `outcome` is `ok` or an
-/// [`Error::kind`]; `operation` is a fixed name such as `jobs/get`.
+/// Told about every HTTP exchange, for metrics. `instance` is the name of the
+/// Airbyte instance the client reaches (as the config names it); `outcome` is `ok`
+/// or an [`Error::kind`]; `operation` is a fixed name such as `jobs/get`.
 pub trait RequestObserver: Send + Sync {
-    fn observe(&self, operation: &'static str, outcome: &'static str, elapsed: Duration);
+    fn observe(
+        &self,
+        instance: &str,
+        operation: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    );
+}
+
+/// Where a client reports its exchanges, and under which instance's name.
+struct Observer {
+    instance: String,
+    report: Arc<dyn RequestObserver>,
 }
 
 /// A typed, async client of Airbyte's Config API or public API. Cheap to clone.
@@ -104,7 +117,7 @@ struct Inner {
     request_timeout: Duration,
     retry: RetryPolicy,
     token: Mutex<Option<CachedToken>>,
-    observer: Option<Arc<dyn RequestObserver>>,
+    observer: Option<Observer>,
 }
 
 struct CachedToken {
@@ -191,18 +204,23 @@ impl Client {
         Self::build(settings, None)
     }
 
-    /// A client that reports every exchange to `observer` (metrics).
+    /// A client that reports every exchange to `observer` (metrics), as one with
+    /// the instance named `instance`. The name is given here rather than in
+    /// [`ClientSettings`]: only what reports needs it, and the settings describe how
+    /// to reach an Airbyte, whatever the config calls it.
     pub fn observed(
         settings: ClientSettings,
+        instance: impl Into<String>,
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Self, Error> {
+        let observer = Observer {
+            instance: instance.into(),
+            report: observer,
+        };
         Self::build(settings, Some(observer))
     }
 
-    fn build(
-        settings: ClientSettings,
-        observer: Option<Arc<dyn RequestObserver>>,
-    ) -> Result<Self, Error> {
+    fn build(settings: ClientSettings, observer: Option<Observer>) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
@@ -690,7 +708,8 @@ impl Client {
                 Ok(_) => "ok",
                 Err(e) => e.kind(),
             };
-            observer.observe(call.operation, outcome, started.elapsed());
+            let elapsed = started.elapsed();
+            (observer.report).observe(&observer.instance, call.operation, outcome, elapsed);
         }
         result
     }

@@ -143,7 +143,8 @@ impl Shared {
             Triggered::Started(job) => {
                 let now = self.clock.now();
                 self.metrics.trigger_sent(run.scheduled_for, now);
-                tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                tracing::info!(connection = %run.connection, instance = %run.instance,
+                    run_id = run.id, job_id = job.id,
                     scheduled_for = %run.scheduled_for, "sync started");
                 let started = self.store.mark_started(run.id, job.id, now).await;
                 let mut run = run;
@@ -258,10 +259,12 @@ impl Shared {
                 {
                     Search::Found(job) => {
                         if tries == 0 {
-                            tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                            tracing::info!(connection = %run.connection, instance = %run.instance,
+                                run_id = run.id, job_id = job.id,
                                 "found the job an earlier request started");
                         } else {
-                            tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                            tracing::info!(connection = %run.connection, instance = %run.instance,
+                                run_id = run.id, job_id = job.id,
                                 "found the job a request with a lost answer started");
                         }
                         return Triggered::Started(job);
@@ -325,7 +328,8 @@ impl Shared {
                                         job.id
                                     ));
                                 }
-                                tracing::info!(connection = %run.connection, run_id = run.id, job_id = job.id,
+                                tracing::info!(connection = %run.connection, instance = %run.instance,
+                                    run_id = run.id, job_id = job.id,
                                     "a sync was already running; following it");
                                 return Triggered::Started(job);
                             }
@@ -351,7 +355,8 @@ impl Shared {
                 Err(e) if e.is_retryable() => {
                     maybe_delivered |= e.answer_was_lost();
                     lost_any |= maybe_delivered;
-                    tracing::warn!(connection = %run.connection, run_id = run.id, error = %e,
+                    tracing::warn!(connection = %run.connection, instance = %run.instance,
+                        run_id = run.id, error = %e,
                         "Airbyte did not take the sync request; trying again");
                     tokio::time::sleep(self.workers.poll_interval).await;
                 }
@@ -380,10 +385,12 @@ impl Shared {
     /// under this process (closed by another, say). Its job would run with nobody
     /// following it, so it is cancelled in Airbyte, and the slot is given back.
     async fn moved_on_while_starting(self: &Arc<Self>, run: Run, job_id: i64) {
-        tracing::warn!(connection = %run.connection, run_id = run.id, job_id,
+        tracing::warn!(connection = %run.connection, instance = %run.instance,
+            run_id = run.id, job_id,
             "the run moved on while its sync was requested; cancelling the job nobody follows");
         if let Err(e) = self.instance(&run.instance).airbyte.cancel(job_id).await {
-            tracing::warn!(connection = %run.connection, run_id = run.id, job_id, error = %e,
+            tracing::warn!(connection = %run.connection, instance = %run.instance,
+                run_id = run.id, job_id, error = %e,
                 "could not cancel the job of a run that moved on");
         }
         self.free(&run);
@@ -403,7 +410,8 @@ impl Shared {
         {
             Ok(jobs) => jobs.into_iter().find(|j| !j.status.is_terminal()).map(Ok),
             Err(e) => {
-                tracing::warn!(connection_id, error = %e, "could not list the connection's jobs");
+                tracing::warn!(instance = %instance.name, connection_id,
+                    error = %e, "could not list the connection's jobs");
                 Some(Err(()))
             }
         }
@@ -437,7 +445,7 @@ impl Shared {
         {
             Ok(jobs) => jobs,
             Err(e) => {
-                tracing::warn!(connection_id, error = %e,
+                tracing::warn!(instance = %instance.name, connection_id, error = %e,
                     "could not list the connection's jobs to look for one a lost answer started");
                 return Search::Unknown;
             }
@@ -460,7 +468,8 @@ impl Shared {
                 Ok(None) => return Search::Found(job),
                 Ok(Some(_)) => continue,
                 Err(e) => {
-                    tracing::warn!(connection_id, error = %e, "could not tell whether a job is followed");
+                    tracing::warn!(instance = %instance.name, connection_id,
+                        error = %e, "could not tell whether a job is followed");
                     return Search::Unknown;
                 }
             }

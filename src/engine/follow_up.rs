@@ -110,13 +110,15 @@ impl Shared {
             for next in then {
                 self.claimed(&next);
                 if next.trigger == Trigger::Retry {
-                    tracing::info!(connection = %next.connection, run_id = next.id,
+                    tracing::info!(connection = %next.connection, instance = %next.instance,
+                        run_id = next.id,
                         retry_of = next.retry_of.unwrap_or(run.id), due = %next.scheduled_for,
                         "retrying the failed sync");
                     let due = next.scheduled_for;
                     self.enqueue_at(next, due);
                 } else {
-                    tracing::info!(connection = %next.connection, run_id = next.id, after = %run.connection,
+                    tracing::info!(connection = %next.connection, instance = %next.instance,
+                        run_id = next.id, after = %run.connection,
                         "every connection it runs after succeeded; starting it");
                     self.enqueue(next);
                 }
@@ -148,7 +150,8 @@ impl Shared {
         let first = run.retry_of.unwrap_or(run.id);
         let done = self.store.retries_of(first).await?;
         if done >= connection.retries {
-            tracing::warn!(connection = %run.connection, run_id = run.id, retries = done,
+            tracing::warn!(connection = %run.connection, instance = %run.instance,
+                run_id = run.id, retries = done,
                 "sync failed and its retries are spent");
             return Ok(None);
         }
@@ -217,14 +220,14 @@ fn log_outcome(run: &Run) {
     let job_id = run.job_id.unwrap_or_default();
     match run.status {
         RunStatus::Succeeded => tracing::info!(
-            connection = %run.connection, run_id = run.id, job_id,
+            connection = %run.connection, instance = %run.instance, run_id = run.id, job_id,
             records = run.records_synced.unwrap_or(0), bytes = run.bytes_synced.unwrap_or(0),
             attempts = run.attempts, "sync succeeded"),
         RunStatus::Skipped => tracing::info!(
-            connection = %run.connection, run_id = run.id,
+            connection = %run.connection, instance = %run.instance, run_id = run.id,
             reason = run.error.as_deref().unwrap_or(""), "run skipped"),
         status => tracing::warn!(
-            connection = %run.connection, run_id = run.id, job_id, status = %status,
-            error = run.error.as_deref().unwrap_or(""), "sync did not succeed"),
+            connection = %run.connection, instance = %run.instance, run_id = run.id, job_id,
+            status = %status, error = run.error.as_deref().unwrap_or(""), "sync did not succeed"),
     }
 }

@@ -229,6 +229,9 @@ impl Engine {
     /// firing, removed ones stop (their runs in flight are followed to the end),
     /// changed rules and policies apply from the next tick.
     pub fn reload(&self, connections: Vec<ConnectionSettings>, groups: Vec<GroupSettings>) {
+        // The metrics label each connection's series with its instance; a connection
+        // moved to another one takes its series along, with the same swap.
+        self.shared.metrics.set_connections(&connections);
         let catalog = Arc::new(Catalog::new(connections, groups));
         let old = std::mem::replace(
             &mut *self

@@ -198,12 +198,12 @@ impl Shared {
             return;
         }
         match (answer, why) {
-            (Ok(_), Why::Timeout) => tracing::warn!(%connection, run_id, job_id,
+            (Ok(_), Why::Timeout) => tracing::warn!(%connection, %instance, run_id, job_id,
                 "sync ran past its timeout; cancelled it in Airbyte"),
-            (Ok(_), Why::Operator) => tracing::info!(%connection, run_id, job_id,
+            (Ok(_), Why::Operator) => tracing::info!(%connection, %instance, run_id, job_id,
                 "cancelled the job in Airbyte, as an operator asked"),
             (Err(AirbyteError::NotFound { .. }), _) => {}
-            (Err(e), _) => tracing::warn!(%connection, run_id, job_id, error = %e,
+            (Err(e), _) => tracing::warn!(%connection, %instance, run_id, job_id, error = %e,
                 "Airbyte did not take a cancel; will ask again at the next poll"),
         }
     }

@@ -35,19 +35,29 @@ pub struct Running {
     task: JoinHandle<Result<(), DaemonError>>,
 }
 
+/// An emulated Airbyte on a free port.
+async fn emulator() -> EmulatorHandle {
+    Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await
+    .expect("emulator starts")
+}
+
 impl Harness {
     pub async fn new() -> Self {
         init_logs();
-        let emulator = Emulator::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            EmulatorOptions::default(),
-        )
-        .await
-        .expect("emulator starts");
         Self {
-            emulator,
+            emulator: emulator().await,
             dir: tempfile::tempdir().expect("temp dir"),
         }
+    }
+
+    /// Another emulated Airbyte beside the harness's, for a config with several
+    /// instances ([`Harness::config_text_on`]).
+    pub async fn another_emulator(&self) -> EmulatorHandle {
+        emulator().await
     }
 
     pub fn control(&self) -> EmulatorControl {
@@ -75,11 +85,27 @@ impl Harness {
 
     /// The config text `config` parses, for writing to a file.
     pub fn config_text(&self, connections: &str) -> String {
+        self.config_text_with(&instance_toml("airbyte", &self.emulator), connections)
+    }
+
+    /// A config text with one `[instances.<name>]` table per emulator of
+    /// `instances`, for `connections` that say `instance = "<name>"`.
+    pub fn config_text_on(
+        &self,
+        instances: &[(&str, &EmulatorHandle)],
+        connections: &str,
+    ) -> String {
+        let tables: String = instances
+            .iter()
+            .map(|(name, emulator)| instance_toml(&format!("instances.{name}"), emulator))
+            .collect();
+        self.config_text_with(&tables, connections)
+    }
+
+    fn config_text_with(&self, instances: &str, connections: &str) -> String {
         format!(
-            "[airbyte]\nbase_url = \"{}\"\n[airbyte.retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\nmax_elapsed = \"2s\"\n\
-             [store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
+            "{instances}[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
              [workers]\n{POLL}\n\n{connections}",
-            self.emulator.config_api_base(),
             self.store_path().display(),
         )
     }
@@ -214,6 +240,15 @@ impl Running {
         );
         response.text().await.expect("metrics body")
     }
+}
+
+/// The table `section` (`airbyte`, `instances.eu`) reaching `emulator`, retrying
+/// briefly.
+fn instance_toml(section: &str, emulator: &EmulatorHandle) -> String {
+    format!(
+        "[{section}]\nbase_url = \"{}\"\n[{section}.retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\nmax_elapsed = \"2s\"\n",
+        emulator.config_api_base()
+    )
 }
 
 /// A six-field rule that fires once a day, at the second `at` (UTC).

@@ -39,7 +39,7 @@ async fn a_job_in_flight_across_a_restart_is_recorded_once() {
     assert_eq!(
         sample(
             &metrics,
-            r#"cronbyte_syncs_total{connection="ecommerce",status="succeeded"}"#
+            r#"cronbyte_syncs_total{connection="ecommerce",airbyte_instance="default",status="succeeded"}"#
         ),
         Some(1.0)
     );

@@ -51,48 +51,55 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
             .samples
             .iter()
             .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .and_then(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => Some(v),
-                prometheus_parse::Value::Untyped(v) => Some(v),
-                _ => None,
-            })
+            .and_then(|s| number(&s.value))
     };
     assert_eq!(
         value(
             "cronbyte_syncs_total",
-            &[("connection", "orders"), ("status", "succeeded")]
+            &[
+                ("connection", "orders"),
+                ("airbyte_instance", "default"),
+                ("status", "succeeded")
+            ]
         ),
         Some(succeeded)
     );
     assert!(
         value(
             "cronbyte_syncs_total",
-            &[("connection", "orders"), ("status", "failed")]
+            &[
+                ("connection", "orders"),
+                ("airbyte_instance", "default"),
+                ("status", "failed")
+            ]
         )
         .is_some_and(|v| v >= 1.0)
     );
     assert_eq!(
-        value("cronbyte_records_synced_total", &[("connection", "orders")]),
+        value(
+            "cronbyte_records_synced_total",
+            &[("connection", "orders"), ("airbyte_instance", "default")]
+        ),
         Some(records as f64)
     );
     assert_eq!(
         value(
             "cronbyte_zero_record_syncs_total",
-            &[("connection", "orders")]
+            &[("connection", "orders"), ("airbyte_instance", "default")]
         ),
         Some(1.0)
     );
     assert!(
         value(
             "cronbyte_last_success_timestamp_seconds",
-            &[("connection", "orders")]
+            &[("connection", "orders"), ("airbyte_instance", "default")]
         )
         .is_some_and(|v| v > 1.7e9)
     );
     assert!(
         value(
             "cronbyte_next_run_timestamp_seconds",
-            &[("connection", "orders")]
+            &[("connection", "orders"), ("airbyte_instance", "default")]
         )
         .is_some()
     );
@@ -100,14 +107,14 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
     assert!(
         value(
             "cronbyte_last_success_duration_seconds",
-            &[("connection", "orders")]
+            &[("connection", "orders"), ("airbyte_instance", "default")]
         )
         .is_some_and(|v| v > 0.0 && v < 60.0)
     );
     assert_eq!(
         value(
             "cronbyte_expected_interval_seconds",
-            &[("connection", "orders")]
+            &[("connection", "orders"), ("airbyte_instance", "default")]
         ),
         Some(1.0)
     );
@@ -122,7 +129,11 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
         value("cronbyte_syncs_in_flight", &[]).map(|v| v >= 0.0),
         Some(true)
     );
-    let consecutive = value("cronbyte_consecutive_failures", &[("connection", "orders")]).unwrap();
+    let consecutive = value(
+        "cronbyte_consecutive_failures",
+        &[("connection", "orders"), ("airbyte_instance", "default")],
+    )
+    .unwrap();
     let last_counted = ended
         .iter()
         .rev()
@@ -164,6 +175,35 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
             "{name} is a {kind}"
         );
     }
+    // Per-connection and request series name the Airbyte instance, as the
+    // health gauge does; `instance` is left to Prometheus.
+    let labelled: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.labels.get("connection").is_some() || s.metric.starts_with("cronbyte_airbyte_request")
+        })
+        .collect();
+    assert!(labelled.len() > 10, "{text}");
+    for s in labelled {
+        assert_eq!(
+            s.labels.get("airbyte_instance"),
+            Some("default"),
+            "{} {:?}",
+            s.metric,
+            s.labels
+        );
+    }
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .all(|s| s.labels.get("instance").is_none())
+    );
+    assert_eq!(
+        value("cronbyte_airbyte_up", &[("airbyte_instance", "default")]),
+        Some(1.0)
+    );
     // The dashboards chart the process's own memory and CPU.
     assert!(value("process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
     assert!(value("process_cpu_seconds_total", &[]).is_some());
@@ -174,6 +214,200 @@ async fn metrics_parse_and_tell_a_known_sequence_of_syncs() {
     // Bounded labels only: no job ids, no error texts.
     assert!(!text.contains("boom"));
     assert!(!text.contains("job_id"));
+}
+
+/// With two instances, each on its own emulated Airbyte, every per-connection
+/// series carries its connection's instance, and the requests are counted under the
+/// instance that was sent them: as many per operation as that emulator received.
+#[tokio::test]
+async fn a_config_with_two_instances_labels_each_connections_series_and_requests_with_its_instance()
+{
+    let harness = Harness::new().await;
+    let us = harness.another_emulator().await;
+    let orders = harness.connection(
+        "orders",
+        JobPlan::succeeding(Duration::from_millis(200), 10, 100),
+    );
+    let customers = us.control().add_connection("customers");
+    us.control().set_plan(
+        customers,
+        JobPlan::succeeding(Duration::from_millis(200), 20, 200),
+    );
+    let rule = cron_at(soon(START_LEAD));
+    let connections = connection_toml("orders", orders, &rule)
+        + "instance = \"eu\"\n"
+        + &connection_toml("customers", customers, &rule)
+        + "instance = \"us\"\n";
+    let text = harness.config_text_on(&[("eu", &harness.emulator), ("us", &us)], &connections);
+    let config = cronbyte::config::from_str(&text, cronbyte::config::Format::Toml)
+        .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+    let daemon = harness.start(config).await;
+    let runs = harness
+        .wait_for(Duration::from_secs(15), "both runs to end", |runs| {
+            runs.iter().filter(|r| !r.status.is_open()).count() >= 2
+        })
+        .await;
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{runs:#?}"
+    );
+    let text = daemon.metrics().await;
+    daemon.stop().await;
+
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("the exposition parses");
+    let on = |connection: &str| match connection {
+        "orders" => "eu",
+        "customers" => "us",
+        other => panic!("no connection {other} was configured"),
+    };
+    let mut per_connection = 0;
+    for sample in &scrape.samples {
+        if let Some(connection) = sample.labels.get("connection") {
+            per_connection += 1;
+            assert_eq!(
+                sample.labels.get("airbyte_instance"),
+                Some(on(connection)),
+                "{} {:?}",
+                sample.metric,
+                sample.labels
+            );
+        }
+    }
+    assert!(per_connection >= 20, "{text}");
+    for (connection, records) in [("orders", 10.0), ("customers", 20.0)] {
+        let labels = [
+            ("connection", connection),
+            ("airbyte_instance", on(connection)),
+        ];
+        let records_synced = scrape.samples.iter().find(|s| {
+            s.metric == "cronbyte_records_synced_total"
+                && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        });
+        assert!(
+            records_synced.and_then(|s| number(&s.value)) == Some(records),
+            "{connection}: {text}"
+        );
+    }
+
+    // Requests: by instance and operation, summed over outcomes.
+    for (instance, emulator) in [("eu", &harness.emulator), ("us", &us)] {
+        let mut counted = std::collections::BTreeMap::<String, f64>::new();
+        for sample in scrape.samples.iter().filter(|s| {
+            s.metric == "cronbyte_airbyte_requests_total"
+                && s.labels.get("airbyte_instance") == Some(instance)
+        }) {
+            let operation = sample
+                .labels
+                .get("operation")
+                .expect("an operation")
+                .to_owned();
+            *counted.entry(operation).or_default() += number(&sample.value).expect("a count");
+        }
+        let received = emulator.control().requests();
+        assert_eq!(
+            counted.get("connections/sync"),
+            Some(&1.0),
+            "{instance}: {text}"
+        );
+        for (operation, n) in &counted {
+            assert_eq!(
+                received.get(operation) as f64,
+                *n,
+                "{instance} {operation}: {received:?}"
+            );
+        }
+        assert!(
+            scrape.samples.iter().any(|s| {
+                s.metric == "cronbyte_airbyte_request_duration_seconds"
+                    && s.labels.get("airbyte_instance") == Some(instance)
+            }),
+            "{instance}: {text}"
+        );
+        assert!(
+            scrape.samples.iter().any(|s| {
+                s.metric == "cronbyte_airbyte_up"
+                    && s.labels.get("airbyte_instance") == Some(instance)
+            }),
+            "{instance}: {text}"
+        );
+    }
+}
+
+/// A reload that moves a connection to the other instance moves its series too:
+/// nothing of it stays under the old instance for an alert to judge, and its
+/// counts go on under the new one.
+#[tokio::test]
+async fn a_connection_moved_to_another_instance_by_a_reload_takes_its_series_along() {
+    let harness = Harness::new().await;
+    let us = harness.another_emulator().await;
+    let on_eu = harness.connection(
+        "orders",
+        JobPlan::succeeding(Duration::from_millis(100), 10, 100),
+    );
+    let on_us = us.control().add_connection("orders");
+    let instances = [("eu", &harness.emulator), ("us", &us)];
+    let rule = cron_at(soon(START_LEAD));
+    let first = with_token(&harness.config_text_on(
+        &instances,
+        &(connection_toml("orders", on_eu, &rule) + "instance = \"eu\"\n"),
+    ));
+    let (daemon, path) = harness.start_from_file(&first).await;
+    harness.wait_until_ended().await;
+    let before = daemon.metrics().await;
+    assert_eq!(
+        sample(
+            &before,
+            r#"cronbyte_records_synced_total{connection="orders",airbyte_instance="eu"}"#
+        ),
+        Some(10.0)
+    );
+
+    let moved = with_token(&harness.config_text_on(
+        &instances,
+        &(connection_toml("orders", on_us, &rule) + "instance = \"us\"\n"),
+    ));
+    std::fs::write(&path, moved).unwrap();
+    let (status, answer) = call(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/reload", daemon.url()),
+        Some(TOKEN),
+    )
+    .await;
+    assert!(status.is_success(), "{answer}");
+    let after = daemon.metrics().await;
+    daemon.stop().await;
+    let left_behind: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains(r#"connection="orders",airbyte_instance="eu""#))
+        .collect();
+    assert_eq!(left_behind, Vec::<&str>::new(), "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            r#"cronbyte_records_synced_total{connection="orders",airbyte_instance="us"}"#
+        ),
+        Some(10.0)
+    );
+    assert!(
+        sample(
+            &after,
+            r#"cronbyte_last_success_timestamp_seconds{connection="orders",airbyte_instance="us"}"#
+        )
+        .is_some_and(|at| at > 1.7e9),
+        "{after}"
+    );
+}
+
+/// A sample's value, when it is one number. The parser takes OpenMetrics counters,
+/// whose family is named without `_total`, as untyped.
+fn number(value: &prometheus_parse::Value) -> Option<f64> {
+    match value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => Some(*v),
+        _ => None,
+    }
 }
 
 type Inbox = Arc<Mutex<Vec<(String, Value)>>>;

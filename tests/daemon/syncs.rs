@@ -44,28 +44,28 @@ async fn a_cron_fired_sync_lands_in_the_history_and_on_metrics() {
     assert_eq!(
         sample(
             &metrics,
-            r#"cronbyte_syncs_total{connection="ecommerce",status="succeeded"}"#
+            r#"cronbyte_syncs_total{connection="ecommerce",airbyte_instance="default",status="succeeded"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &metrics,
-            r#"cronbyte_records_synced_total{connection="ecommerce"}"#
+            r#"cronbyte_records_synced_total{connection="ecommerce",airbyte_instance="default"}"#
         ),
         Some(1_234.0)
     );
     assert_eq!(
         sample(
             &metrics,
-            r#"cronbyte_bytes_synced_total{connection="ecommerce"}"#
+            r#"cronbyte_bytes_synced_total{connection="ecommerce",airbyte_instance="default"}"#
         ),
         Some(56_789.0)
     );
     assert_eq!(
         sample(
             &metrics,
-            r#"cronbyte_sync_success_ratio{connection="ecommerce"}"#
+            r#"cronbyte_sync_success_ratio{connection="ecommerce",airbyte_instance="default"}"#
         ),
         Some(1.0)
     );
@@ -93,12 +93,15 @@ async fn a_failed_job_is_recorded_with_its_reason() {
     assert_eq!(
         sample(
             &metrics,
-            r#"cronbyte_syncs_total{connection="crm",status="failed"}"#
+            r#"cronbyte_syncs_total{connection="crm",airbyte_instance="default",status="failed"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&metrics, r#"cronbyte_sync_success_ratio{connection="crm"}"#),
+        sample(
+            &metrics,
+            r#"cronbyte_sync_success_ratio{connection="crm",airbyte_instance="default"}"#
+        ),
         Some(0.0)
     );
     daemon.stop().await;
@@ -152,14 +155,14 @@ async fn a_409_under_on_overlap_skip_is_recorded_as_skipped() {
     assert_eq!(
         sample(
             &metrics,
-            r#"cronbyte_syncs_total{connection="busy",status="skipped"}"#
+            r#"cronbyte_syncs_total{connection="busy",airbyte_instance="default",status="skipped"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &metrics,
-            r#"cronbyte_syncs_total{connection="busy",status="failed"}"#
+            r#"cronbyte_syncs_total{connection="busy",airbyte_instance="default",status="failed"}"#
         ),
         None
     );
@@ -237,7 +240,7 @@ async fn an_airbyte_outage_mid_job_leaves_the_run_running_until_airbyte_answers(
     assert_eq!(runs[0].records_synced, Some(77));
     let metrics = daemon.metrics().await;
     assert!(
-        sample(&metrics, r#"cronbyte_airbyte_requests_total{operation="jobs/get_without_logs",outcome="unavailable"}"#)
+        sample(&metrics, r#"cronbyte_airbyte_requests_total{airbyte_instance="default",operation="jobs/get_without_logs",outcome="unavailable"}"#)
             .is_some_and(|n| n >= 1.0),
         "failed polls are counted: {metrics}"
     );
