@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::daemon::Daemon;
 use crate::emulator::{Emulator, EmulatorOptions};
 use crate::run::Run;
-use crate::store::{HistoryFilter, SqliteStore, Store};
+use crate::store::HistoryFilter;
 
 /// Exit status for a config that does not validate.
 const EXIT_CONFIG: u8 = 2;
@@ -123,8 +123,8 @@ pub async fn migrate(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(store) => store,
         Err(code) => return Ok(code),
     };
-    let applied = SqliteStore::migrate(&store.path).await?;
-    println!("{}: {applied} migration(s) applied", store.path.display());
+    let (applied, shown) = crate::store::migrate(&store).await?;
+    println!("{shown}: {applied} migration(s) applied");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -134,7 +134,7 @@ pub async fn history(path: &Path, args: &HistoryArgs) -> anyhow::Result<ExitCode
         Ok(settings) => settings,
         Err(code) => return Ok(code),
     };
-    let store = SqliteStore::open_read_only(&settings.path).await?;
+    let store = crate::store::open_for_reading(&settings).await?;
     let runs = store
         .history(&HistoryFilter {
             connection: args.connection.clone(),

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reload::Reloader;
 use crate::server::{self, AppState};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::systemd;
 
 /// How often Airbyte's health endpoint is asked, for `cronbyte_airbyte_up`.
@@ -50,7 +50,7 @@ pub enum DaemonError {
 pub struct Daemon {
     config: Config,
     listener: TcpListener,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// A client per Airbyte instance, by name.
     clients: BTreeMap<String, Client>,
@@ -82,7 +82,7 @@ impl Daemon {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| DaemonError::Listen { addr, source })?;
-        let store = Arc::new(SqliteStore::open(&config.store.path).await?);
+        let store = crate::store::open(&config.store).await?;
         let metrics = Arc::new(Metrics::new(config.metrics.success_ratio_window));
         let mut clients = BTreeMap::new();
         for (name, settings) in &config.instances {

@@ -150,7 +150,11 @@ impl Fingerprint {
                         instances.values().flat_map(|i| auth_secrets(&i.auth)),
                     ),
                 ),
-                ("[store]", Effect::Restart, fingerprint_of(store, none())),
+                (
+                    "[store]",
+                    Effect::Restart,
+                    fingerprint_of(store, store.url.as_ref().map(exposed)),
+                ),
                 (
                     "[server]",
                     Effect::Restart,

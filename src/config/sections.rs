@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use config::{Map, Value};
+use secrecy::SecretString;
 
 use super::checks;
 use super::connector::EnvLookup;
@@ -409,11 +410,68 @@ fn required_secret<T>(
 /// `[store]`.
 fn store(mut t: Table, p: &mut Problems) -> StoreSettings {
     let d = StoreSettings::default();
-    let s = StoreSettings {
-        path: t.file_path("path", p).unwrap_or(d.path),
+    let path_given = t.has("path");
+    let path = t.file_path("path", p).unwrap_or(d.path);
+    let url = value_or_file(&mut t, "url", "url_file", p).flatten();
+    let password = value_or_file(&mut t, "password", "password_file", p).flatten();
+    let url = match (url, password) {
+        (Some(url), password) => postgres_url(&t, &url, password.as_ref(), p),
+        (None, Some(_)) => {
+            p.push(Problem::new(
+                t.key_path("password"),
+                "a password is for the PostgreSQL store: give `url` too",
+            ));
+            None
+        }
+        (None, None) => None,
     };
+    if url.is_some() && path_given {
+        p.push(Problem::new(
+            t.key_path("path"),
+            "give either `path` (a SQLite file) or `url` (PostgreSQL), not both",
+        ));
+    }
     t.finish(p);
-    s
+    StoreSettings { path, url }
+}
+
+/// `url` checked as a PostgreSQL URL, with `password` put in. No message repeats
+/// the URL or any part of it: it may hold the password.
+fn postgres_url(
+    t: &Table,
+    url: &SecretString,
+    password: Option<&SecretString>,
+    p: &mut Problems,
+) -> Option<SecretString> {
+    use secrecy::ExposeSecret;
+    let problem = |p: &mut Problems, message: &str| {
+        p.push(Problem::new(t.key_path("url"), message));
+    };
+    let Ok(mut parsed) = reqwest::Url::parse(url.expose_secret().trim()) else {
+        problem(
+            p,
+            "is not a URL; write it as postgres://USER@HOST:PORT/DATABASE (not shown here: it may hold a password)",
+        );
+        return None;
+    };
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        problem(p, "must start with postgres:// or postgresql://");
+        return None;
+    }
+    if let Some(password) = password {
+        if parsed.password().is_some() {
+            p.push(Problem::new(
+                t.key_path("password"),
+                "the url holds a password already: give it in one place",
+            ));
+            return None;
+        }
+        if parsed.set_password(Some(password.expose_secret())).is_err() {
+            problem(p, "cannot take a password");
+            return None;
+        }
+    }
+    Some(SecretString::from(parsed.to_string()))
 }
 
 /// `[server]`.

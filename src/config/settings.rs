@@ -123,17 +123,23 @@ impl Default for RetrySettings {
     }
 }
 
-/// `[store]`: where the SQLite history lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[store]`: where the history lives: a SQLite file, or a PostgreSQL database
+/// several cronbyte processes can share.
+#[derive(Clone, Debug)]
 pub struct StoreSettings {
-    /// The database file (default `cronbyte.db`; relative to the working directory).
+    /// The SQLite database file (default `cronbyte.db`; relative to the working
+    /// directory). Not used when `url` is set.
     pub path: PathBuf,
+    /// A `postgres://` URL (`url`, or read from `url_file`), with the password of
+    /// `password`/`password_file` put in: the history in that database. A secret.
+    pub url: Option<SecretString>,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             path: PathBuf::from("cronbyte.db"),
+            url: None,
         }
     }
 }

@@ -1189,3 +1189,41 @@ fn an_environment_variable_reaches_an_instance_by_its_name() {
         "https://api.airbyte.com/v1"
     );
 }
+
+#[test]
+fn a_postgres_url_selects_that_store_and_takes_its_password_from_a_file() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let password = dir.path().join("store-password");
+    std::fs::write(&password, "pg-Pass-77\n").expect("written");
+    let config = toml(&format!(
+        "{MINIMAL}\n[store]\nurl = \"postgres://cronbyte@db:5432/history\"\npassword_file = {:?}\n",
+        password.display().to_string()
+    ));
+    let url = config.store.url.as_ref().expect("a url");
+    assert_eq!(
+        url.expose_secret(),
+        "postgres://cronbyte:pg-Pass-77@db:5432/history"
+    );
+    assert!(!format!("{config:?}").contains("pg-Pass-77"));
+}
+
+#[test]
+fn a_bad_store_url_is_named_at_its_key_without_showing_it() {
+    for (url, fragment) in [
+        ("mysql://root:hunter2@db/x", "postgres://"),
+        ("not a url hunter2", "not a URL"),
+        ("postgres://u:hunter2@db:port/x", "not a URL"),
+    ] {
+        let errors = problems(&format!("{MINIMAL}\n[store]\nurl = {url:?}\n"));
+        assert!(has_problem(&errors, "store.url", fragment), "{url}: {errors}");
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
+    }
+    let errors = problems(&format!(
+        "{MINIMAL}\n[store]\npath = \"x.db\"\nurl = \"postgres://db/x\"\n"
+    ));
+    assert!(has_problem(&errors, "store.path", "not both"), "{errors}");
+    let errors = problems(&format!(
+        "{MINIMAL}\n[store]\nurl = \"postgres://u:one@db/x\"\npassword = \"two\"\n"
+    ));
+    assert!(has_problem(&errors, "store.password", "one place"), "{errors}");
+}

@@ -17,7 +17,7 @@ use super::render::{self, Output, render_plan};
 use crate::airbyte::Client;
 use crate::config::{self, Config};
 use crate::daemon::client_settings;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 
 /// `plan`: Airbyte matches the config.
 pub const EXIT_NO_CHANGES: u8 = 0;
@@ -78,8 +78,8 @@ pub async fn run_apply(
     confirm: &mut dyn FnMut(&str) -> bool,
     out: &mut dyn Write,
 ) -> Result<Applied, PipelineError> {
-    let store = SqliteStore::open(&config.store.path).await?;
-    let applied = apply_each_instance(config, options, confirm, &store, out).await;
+    let store = crate::store::open(&config.store).await?;
+    let applied = apply_each_instance(config, options, confirm, store.as_ref(), out).await;
     store.close().await;
     applied
 }

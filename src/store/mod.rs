@@ -14,6 +14,8 @@ mod memory;
 mod postgres;
 mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -22,7 +24,43 @@ pub use memory::MemoryStore;
 pub use postgres::{PgStore, redacted};
 pub use sqlite::SqliteStore;
 
+use crate::config::StoreSettings;
 use crate::run::{NewRun, Outcome, Progress, Run, RunStatus, UnknownText};
+
+/// Opens the store `[store]` names, applying pending migrations: the PostgreSQL
+/// database of `url` when it is set, else the SQLite file at `path`. Nothing else
+/// names a backend.
+pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match &settings.url {
+        Some(url) => Arc::new(PgStore::open(url).await?),
+        None => Arc::new(SqliteStore::open(&settings.path).await?),
+    })
+}
+
+/// Opens the store for reading beside a running daemon, without migrating it.
+pub async fn open_for_reading(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match &settings.url {
+        Some(url) => Arc::new(PgStore::connect(url).await?),
+        None => Arc::new(SqliteStore::open_read_only(&settings.path).await?),
+    })
+}
+
+/// Applies pending migrations; says how many there were and to which store (a
+/// PostgreSQL URL without its password).
+pub async fn migrate(settings: &StoreSettings) -> Result<(usize, String), StoreError> {
+    match &settings.url {
+        Some(url) => {
+            let store = PgStore::connect(url).await?;
+            let applied = store.migrate_counted().await;
+            store.close().await;
+            Ok((applied?, store.shown().to_owned()))
+        }
+        None => Ok((
+            SqliteStore::migrate(&settings.path).await?,
+            settings.path.display().to_string(),
+        )),
+    }
+}
 
 /// What the history says of a connection's recent past, for the engine's start.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -207,6 +245,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every recorded Airbyte object, by instance, kind, then name.
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError>;
+
+    /// Closes the store's connections once every write is done (SQLite flushes
+    /// its WAL). Nothing to do for a store in memory.
+    async fn close(&self) {}
 }
 
 /// An Airbyte object a declared name was resolved to by `cronbyte apply`.

@@ -106,6 +106,20 @@ impl PgStore {
             .map_err(|e| StoreError::Migrate(e.to_string()))
     }
 
+    /// Applies pending migrations and says how many there were.
+    pub async fn migrate_counted(&self) -> Result<usize, StoreError> {
+        let before: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN to_regclass('_sqlx_migrations') IS NULL THEN 0 \
+                 ELSE (SELECT count(*) FROM _sqlx_migrations) END",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error)?;
+        self.migrate().await?;
+        let total = MIGRATOR.iter().count();
+        Ok(total.saturating_sub(usize::try_from(before).unwrap_or(0)))
+    }
+
     /// The database, as it may be shown (no password).
     pub fn shown(&self) -> &str {
         &self.shown
@@ -614,6 +628,10 @@ impl Store for PgStore {
         }
         tx.commit().await.map_err(query_error)?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        PgStore::close(self).await;
     }
 
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {

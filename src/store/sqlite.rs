@@ -728,6 +728,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {
         let rows = sqlx::query(
             "SELECT instance, kind, name, airbyte_id, updated_at FROM airbyte_objects \

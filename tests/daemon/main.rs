@@ -7,5 +7,6 @@ mod helpers;
 mod lifecycle;
 mod observability;
 mod policies;
+mod postgres;
 mod store_outage;
 mod syncs;

@@ -197,21 +197,39 @@ pub fn tail(text: &str, n: usize) -> String {
 }
 
 /// Every run in the history, oldest first; empty while the file does not exist yet.
+/// A daemon just spawned makes the file before its tables and its WAL, so a read in
+/// that moment can fail: a failed read is tried again for a few seconds before it
+/// fails the test, with SQLite's message.
 pub async fn history(store: &Path) -> Vec<Run> {
     if !store.exists() {
         return Vec::new();
     }
-    let db = SqliteStore::open_read_only(store)
-        .await
-        .expect("the store opens");
     let filter = HistoryFilter {
         connection: None,
         limit: u32::MAX,
     };
-    let mut runs = db.history(&filter).await.expect("the history reads");
-    db.close().await;
-    runs.reverse();
-    runs
+    let mut tries = 0;
+    loop {
+        let read = match SqliteStore::open_read_only(store).await {
+            Ok(db) => {
+                let read = db.history(&filter).await;
+                db.close().await;
+                read
+            }
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(mut runs) => {
+                runs.reverse();
+                return runs;
+            }
+            Err(e) if tries >= 30 => panic!("the history does not read: {e}"),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Pauses connections in the store, as an operator does; the daemon reads pauses from

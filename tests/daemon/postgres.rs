@@ -1,0 +1,112 @@
+//! The daemon on a PostgreSQL store: a cron tick becomes a run row there, its job is
+//! followed and its outcome recorded, as on SQLite. Runs when
+//! `CRONBYTE_TEST_POSTGRES_URL` names a server (`.ci/run` always sets it), in a
+//! database of its own that is dropped afterwards.
+
+use std::time::Duration;
+
+use cronbyte::config::StoreSettings;
+use cronbyte::emulator::JobPlan;
+use cronbyte::run::{RunStatus, Trigger};
+use cronbyte::store::HistoryFilter;
+use secrecy::SecretString;
+use sqlx::postgres::PgPool;
+
+use crate::helpers::*;
+
+/// A database of its own on the test server, dropped by [`drop_database`].
+async fn fresh_database(server: &str) -> (String, String) {
+    let name = format!("cronbyte_daemon_{}", uuid::Uuid::new_v4().simple());
+    let admin = PgPool::connect(server).await.expect("PostgreSQL answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("a database is created");
+    admin.close().await;
+    let mut url = reqwest::Url::parse(server).expect("a URL");
+    url.set_path(&format!("/{name}"));
+    (name, url.to_string())
+}
+
+async fn drop_database(server: &str, name: &str) {
+    let admin = PgPool::connect(server).await.expect("PostgreSQL answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .expect("the database is dropped");
+    admin.close().await;
+}
+
+#[tokio::test]
+async fn a_cron_fired_sync_is_recorded_in_a_postgres_store() {
+    let Ok(server) = std::env::var("CRONBYTE_TEST_POSTGRES_URL") else {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(
+            b"\n*** the daemon's PostgreSQL test did NOT run: set CRONBYTE_TEST_POSTGRES_URL ***\n",
+        );
+        return;
+    };
+    let (database, url) = fresh_database(&server).await;
+    let harness = Harness::new().await;
+    let id = harness.connection(
+        "orders",
+        JobPlan::succeeding(Duration::from_millis(300), 42, 4_200),
+    );
+    let at = soon(START_LEAD);
+    let text = harness
+        .config_text(&connection_toml("orders", id, &cron_at(at)))
+        .replacen(
+            &format!("path = \"{}\"", harness.store_path().display()),
+            &format!("url = \"{url}\""),
+            1,
+        );
+    let mut config = cronbyte::config::from_str(&text, cronbyte::config::Format::Toml)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.store.url.is_some(), "the config names PostgreSQL");
+    config.store.path = harness.dir.path().join("unused.db");
+    let daemon = harness.start(config).await;
+
+    let settings = StoreSettings {
+        url: Some(SecretString::from(url.clone())),
+        ..StoreSettings::default()
+    };
+    let store = cronbyte::store::open_for_reading(&settings)
+        .await
+        .expect("the store opens");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let runs = loop {
+        let runs = store
+            .history(&HistoryFilter {
+                connection: None,
+                limit: 10,
+            })
+            .await
+            .expect("history reads");
+        if runs.iter().any(|r| !r.status.is_open()) {
+            break runs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run ended: {runs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    daemon.stop().await;
+    store.close().await;
+    assert!(
+        !harness.store_path().exists() && !harness.dir.path().join("unused.db").exists(),
+        "no SQLite file was made"
+    );
+    drop_database(&server, &database).await;
+
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let run = &runs[0];
+    assert_eq!(
+        (run.trigger, run.status, run.scheduled_for),
+        (Trigger::Schedule, RunStatus::Succeeded, at)
+    );
+    assert_eq!(run.records_synced, Some(42));
+    assert_eq!(run.job_id, Some(harness.control().jobs()[0].id));
+}
