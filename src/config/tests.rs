@@ -1215,7 +1215,10 @@ fn a_bad_store_url_is_named_at_its_key_without_showing_it() {
         ("postgres://u:hunter2@db:port/x", "not a URL"),
     ] {
         let errors = problems(&format!("{MINIMAL}\n[store]\nurl = {url:?}\n"));
-        assert!(has_problem(&errors, "store.url", fragment), "{url}: {errors}");
+        assert!(
+            has_problem(&errors, "store.url", fragment),
+            "{url}: {errors}"
+        );
         assert!(!errors.to_string().contains("hunter2"), "{errors}");
     }
     let errors = problems(&format!(
@@ -1225,5 +1228,8 @@ fn a_bad_store_url_is_named_at_its_key_without_showing_it() {
     let errors = problems(&format!(
         "{MINIMAL}\n[store]\nurl = \"postgres://u:one@db/x\"\npassword = \"two\"\n"
     ));
-    assert!(has_problem(&errors, "store.password", "one place"), "{errors}");
+    assert!(
+        has_problem(&errors, "store.password", "one place"),
+        "{errors}"
+    );
 }

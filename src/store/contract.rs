@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 
 use super::*;
 use crate::run::*;
@@ -596,4 +597,31 @@ async fn two_postgres_stores_on_one_database_claim_each_tick_once() {
     first.close().await;
     second.close().await;
     drop_schemas(&url, &[schema]).await;
+}
+
+/// A server that is not there and a wrong password: errors that name `store.url`
+/// and never the password.
+#[tokio::test]
+async fn a_postgres_store_that_cannot_be_reached_is_named_without_its_password() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let unreachable = SecretString::from("postgres://cronbyte:Hunter2-pw@127.0.0.1:1/history");
+    let err = PgStore::open(&unreachable).await.unwrap_err().to_string();
+    assert!(err.contains("store.url"), "{err}");
+    assert!(!err.contains("Hunter2-pw"), "{err}");
+
+    // Trust authentication takes any password, so a user that does not exist stands in
+    // for credentials the server refuses.
+    let mut refused = reqwest::Url::parse(&url).expect("a URL");
+    refused.set_username("no_such_role_x").expect("a user");
+    refused
+        .set_password(Some("Hunter2-pw"))
+        .expect("a password");
+    let err = PgStore::open(&SecretString::from(refused.to_string()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("store.url"), "{err}");
+    assert!(!err.contains("Hunter2-pw"), "{err}");
 }

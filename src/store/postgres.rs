@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::*;
 use crate::run::*;
@@ -74,7 +74,7 @@ impl PgStore {
     pub async fn connect(url: &SecretString) -> Result<Self, StoreError> {
         let shown = redacted(url.expose_secret());
         let open_error = |detail: String| StoreError::Open {
-            path: shown.clone(),
+            path: format!("store.url ({shown})"),
             // sqlx's messages name the host and the user, never the password.
             detail,
         };
@@ -90,6 +90,15 @@ impl PgStore {
         options: PgConnectOptions,
         shown: String,
     ) -> Result<Self, sqlx::Error> {
+        // One connection first: a pool retries until its timeout and then says only
+        // that it timed out, where this says why (refused, unknown role, TLS).
+        let first = tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::postgres::PgConnection::connect_with(&options),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        first.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
