@@ -118,13 +118,41 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads only `[store]`: the rest of the config (and its secrets) is not needed.
-pub async fn migrate(path: &Path) -> anyhow::Result<ExitCode> {
+/// With `from_sqlite`, copies that SQLite history into the PostgreSQL store.
+pub async fn migrate(path: &Path, from_sqlite: Option<&Path>) -> anyhow::Result<ExitCode> {
     let store = match load(path, config::load_store) {
         Ok(store) => store,
         Err(code) => return Ok(code),
     };
     let (applied, shown) = crate::store::migrate(&store).await?;
     println!("{shown}: {applied} migration(s) applied");
+    let Some(sqlite_path) = from_sqlite else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some(url) = &store.url else {
+        anyhow::bail!(
+            "--from-sqlite copies into PostgreSQL: set [store] url in {} to the database to fill",
+            path.display()
+        );
+    };
+    if !sqlite_path.is_file() {
+        anyhow::bail!("--from-sqlite {}: no such file", sqlite_path.display());
+    }
+    // Opened as the daemon opens it, so an older file is brought to the schema
+    // this build reads.
+    let sqlite = crate::store::SqliteStore::open(sqlite_path).await?;
+    let postgres = crate::store::PgStore::connect(url).await?;
+    let copied = postgres.copy_from_sqlite(&sqlite).await;
+    sqlite.close().await;
+    postgres.close().await;
+    let copied = copied?;
+    println!(
+        "{} -> {shown}: {} run(s), {} pause(s), {} Airbyte object(s) copied",
+        sqlite_path.display(),
+        copied.runs,
+        copied.pauses,
+        copied.airbyte_objects
+    );
     Ok(ExitCode::SUCCESS)
 }
 

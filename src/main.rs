@@ -61,7 +61,13 @@ enum Command {
         format: OutputFormat,
     },
     /// Apply the history store's pending migrations, then exit.
-    Migrate(ConfigArg),
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Copy this SQLite history into the (empty) PostgreSQL store `[store] url` names.
+        #[arg(long, value_name = "PATH")]
+        from_sqlite: Option<std::path::PathBuf>,
+    },
     /// Show what `apply` would change in Airbyte; exit 0 when nothing, 2 when something.
     Plan(ConfigArg),
     /// Create or update the declared sources, destinations and connections in Airbyte.
@@ -161,7 +167,10 @@ async fn main() -> ExitCode {
             };
             commands::history(&config.config, &args).await
         }
-        Command::Migrate(c) => commands::migrate(&c.config).await,
+        Command::Migrate {
+            config,
+            from_sqlite,
+        } => commands::migrate(&config.config, from_sqlite.as_deref()).await,
         Command::Plan(c) => cronbyte::pipeline::plan(&c.config).await,
         Command::Apply { config, yes, prune } => {
             cronbyte::pipeline::apply(&config.config, yes, prune).await

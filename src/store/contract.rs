@@ -625,3 +625,97 @@ async fn a_postgres_store_that_cannot_be_reached_is_named_without_its_password()
     assert!(err.contains("store.url"), "{err}");
     assert!(!err.contains("Hunter2-pw"), "{err}");
 }
+
+/// A SQLite history copied into an empty PostgreSQL store reads back the same:
+/// every run with its id and links, the marks and totals, pauses and objects; a
+/// second copy is refused, and new runs continue after the copied ids.
+#[tokio::test]
+async fn a_sqlite_history_copied_into_postgres_reads_back_the_same() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sqlite = SqliteStore::open(&dir.path().join("history.db"))
+        .await
+        .expect("the store opens");
+    let failed = claimed(&sqlite, tick("orders", 100)).await;
+    let retry = NewRun {
+        trigger: Trigger::Retry,
+        retry_of: Some(failed.id),
+        ..tick("orders", 160)
+    };
+    sqlite
+        .finish(&[Closing {
+            run_id: failed.id,
+            outcome: ended_as(RunStatus::Failed, 150, None),
+            then: vec![retry],
+        }])
+        .await
+        .unwrap();
+    let ok = claimed(&sqlite, tick("customers", 100)).await;
+    sqlite.mark_started(ok.id, 7, time(110)).await.unwrap();
+    sqlite
+        .finish(&[Closing::only(
+            ok.id,
+            ended_as(RunStatus::Succeeded, 170, Some(12)),
+        )])
+        .await
+        .unwrap();
+    claimed(&sqlite, tick("customers", 200)).await;
+    sqlite.set_paused("orders", true).await.unwrap();
+    sqlite
+        .record_airbyte_objects(
+            &[AirbyteObject {
+                instance: "eu".into(),
+                kind: "source".into(),
+                name: "pg".into(),
+                airbyte_id: "id-1".into(),
+                updated_at: time(1_700_000_000),
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let (postgres, schema) = postgres_store(&url).await;
+    let copied = postgres.copy_from_sqlite(&sqlite).await.expect("copied");
+    assert_eq!(
+        copied,
+        Copied {
+            runs: 4,
+            pauses: 1,
+            airbyte_objects: 1
+        }
+    );
+    let all = HistoryFilter {
+        connection: None,
+        limit: 100,
+    };
+    assert_eq!(
+        postgres.history(&all).await.unwrap(),
+        sqlite.history(&all).await.unwrap()
+    );
+    assert_eq!(
+        postgres.marks().await.unwrap(),
+        sqlite.marks().await.unwrap()
+    );
+    assert_eq!(
+        postgres.totals().await.unwrap(),
+        sqlite.totals().await.unwrap()
+    );
+    assert_eq!(postgres.paused().await.unwrap(), vec!["orders".to_owned()]);
+    assert_eq!(
+        postgres.airbyte_objects().await.unwrap(),
+        sqlite.airbyte_objects().await.unwrap()
+    );
+    assert_eq!(postgres.retries_of(failed.id).await.unwrap(), 1);
+
+    let again = postgres.copy_from_sqlite(&sqlite).await.unwrap_err();
+    assert!(again.to_string().contains("empty store only"), "{again}");
+    let next = claimed(&postgres, tick("invoices", 300)).await;
+    assert_eq!(next.id, 5, "new runs continue after the copied ids");
+
+    sqlite.close().await;
+    postgres.close().await;
+    drop_schemas(&url, &[schema]).await;
+}

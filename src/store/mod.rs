@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use memory::MemoryStore;
-pub use postgres::{PgStore, redacted};
+pub use postgres::{Copied, PgStore, redacted};
 pub use sqlite::SqliteStore;
 
 use crate::config::StoreSettings;

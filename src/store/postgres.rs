@@ -664,3 +664,166 @@ impl Store for PgStore {
             .collect()
     }
 }
+
+/// What [`PgStore::copy_from_sqlite`] carried over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Copied {
+    pub runs: usize,
+    pub pauses: usize,
+    pub airbyte_objects: usize,
+}
+
+/// Runs per page read from SQLite and per statement written here.
+const COPY_PAGE: u32 = 5_000;
+
+impl PgStore {
+    /// Copies a SQLite history into this store, which must hold no run yet: every
+    /// run with its id (so `retry_of` links and the ids operators saw stay true),
+    /// pauses and the objects `apply` recorded, in one transaction, so an
+    /// interrupted copy leaves the store empty and can simply be run again. The
+    /// totals and marks are then computed from the copied runs, as SQLite's own
+    /// migrations computed them.
+    pub async fn copy_from_sqlite(&self, sqlite: &SqliteStore) -> Result<Copied, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        // Taken before the emptiness check, so two copies cannot both find it empty.
+        sqlx::query("LOCK TABLE runs IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        if held > 0 {
+            return Err(StoreError::Query(format!(
+                "{} already holds {held} run(s): copy into an empty store only",
+                self.shown
+            )));
+        }
+        let mut copied = Copied::default();
+        let mut after = 0;
+        loop {
+            let page = sqlite.runs_after(after, COPY_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            copied.runs += page.len();
+            insert_runs(&mut tx, &page).await?;
+        }
+        for (connection, paused_at) in sqlite.pauses().await? {
+            sqlx::query("INSERT INTO pauses (connection, paused_at) VALUES ($1, $2)")
+                .bind(connection)
+                .bind(ms(paused_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+            copied.pauses += 1;
+        }
+        for object in sqlite.airbyte_objects().await? {
+            sqlx::query(
+                "INSERT INTO airbyte_objects (instance, kind, name, airbyte_id, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&object.instance)
+            .bind(&object.kind)
+            .bind(&object.name)
+            .bind(&object.airbyte_id)
+            .bind(ms(object.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+            copied.airbyte_objects += 1;
+        }
+        // New runs continue after the copied ids.
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('runs', 'id'), \
+                 greatest((SELECT max(id) FROM runs), 1), (SELECT count(*) > 0 FROM runs))",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        // The triggers kept totals and marks row by row in id order; a streak is
+        // counted by when runs ended, so both are computed again from the whole.
+        for statement in RECOMPUTE {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+        }
+        tx.commit().await.map_err(query_error)?;
+        Ok(copied)
+    }
+}
+
+/// Totals and marks from the runs as they stand (the SQLite migrations' queries).
+const RECOMPUTE: [&str; 4] = [
+    "DELETE FROM run_totals",
+    "INSERT INTO run_totals (connection, status, runs, records, bytes, zero_records) \
+     SELECT connection, status, count(*), coalesce(sum(records_synced), 0), \
+         coalesce(sum(bytes_synced), 0), \
+         count(*) FILTER (WHERE coalesce(records_synced, 0) = 0) \
+     FROM runs WHERE status NOT IN ('pending', 'running') \
+     GROUP BY connection, status",
+    "DELETE FROM connection_marks",
+    "INSERT INTO connection_marks (connection, last_tick, last_claimed, last_success, failures) \
+     SELECT r.connection, \
+         max(r.scheduled_for) FILTER (WHERE r.trigger = 'schedule'), \
+         max(r.claimed_at), \
+         s.last_success, \
+         count(*) FILTER (WHERE r.status IN ('failed', 'timed_out', 'trigger_failed') \
+             AND (s.last_success IS NULL OR r.finished_at > s.last_success)) \
+     FROM runs r \
+     LEFT JOIN (SELECT connection, max(finished_at) AS last_success FROM runs \
+                WHERE status = 'succeeded' GROUP BY connection) s \
+         ON s.connection = r.connection \
+     GROUP BY r.connection, s.last_success",
+];
+
+/// Inserts runs as they are, ids included.
+async fn insert_runs(tx: &mut Transaction<'_, Postgres>, runs: &[Run]) -> Result<(), StoreError> {
+    let texts = |f: fn(&Run) -> String| runs.iter().map(f).collect::<Vec<_>>();
+    let times = |f: fn(&Run) -> Option<DateTime<Utc>>| {
+        runs.iter().map(|r| f(r).map(ms)).collect::<Vec<_>>()
+    };
+    sqlx::query(
+        "INSERT INTO runs (id, connection, connection_id, instance, trigger, scheduled_for, \
+             claimed_at, started_at, finished_at, status, job_id, attempts, records_synced, \
+             bytes_synced, error, retry_of, cancel_requested_at) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], \
+             $10::text[], $11::bigint[], $12::integer[], $13::bigint[], $14::bigint[], \
+             $15::text[], $16::bigint[], $17::timestamptz[])",
+    )
+    .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(texts(|r| r.connection.clone()))
+    .bind(texts(|r| r.connection_id.clone()))
+    .bind(texts(|r| r.instance.clone()))
+    .bind(texts(|r| r.trigger.as_str().to_owned()))
+    .bind(times(|r| Some(r.scheduled_for)))
+    .bind(times(|r| Some(r.claimed_at)))
+    .bind(times(|r| r.started_at))
+    .bind(times(|r| r.finished_at))
+    .bind(texts(|r| r.status.as_str().to_owned()))
+    .bind(runs.iter().map(|r| r.job_id).collect::<Vec<_>>())
+    .bind(
+        runs.iter()
+            .map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        runs.iter()
+            .map(|r| count(r.records_synced))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        runs.iter()
+            .map(|r| count(r.bytes_synced))
+            .collect::<Vec<_>>(),
+    )
+    .bind(runs.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.retry_of).collect::<Vec<_>>())
+    .bind(times(|r| r.cancel_requested_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(query_error)?;
+    Ok(())
+}

@@ -131,6 +131,36 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Up to `limit` runs with ids above `after`, by id: the whole history a page at
+    /// a time, for copying it elsewhere.
+    pub async fn runs_after(&self, after: i64, limit: u32) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id > ? ORDER BY id LIMIT ?"
+        )))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)?;
+        read_runs(rows)
+    }
+
+    /// When each paused connection was paused.
+    pub async fn pauses(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query("SELECT connection, paused_at FROM pauses ORDER BY connection")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("connection").map_err(query_error)?,
+                    from_ms(row.try_get("paused_at").map_err(query_error)?)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Closes both pools, flushing the WAL.
     pub async fn close(&self) {
         self.readers.close().await;
