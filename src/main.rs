@@ -8,6 +8,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use cronbyte::commands::{self, HistoryArgs, OutputFormat};
 use cronbyte::remote::Action;
+use cronbyte::takeover::command::{ImportArgs, ImportMode};
 
 /// Runs Airbyte syncs on cron rules, keeps their history and exports metrics.
 #[derive(Parser)]
@@ -74,6 +75,34 @@ enum Command {
         /// Also delete what Airbyte has and the config does not declare.
         #[arg(long)]
         prune: bool,
+    },
+    /// Write Airbyte's connections as [[connections]] entries with their schedules as cron
+    /// rules; or, with --take-over, set the ones the config schedules to manual in Airbyte;
+    /// or, with --give-back, restore what a take-over recorded.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this Airbyte instance of the config (default: every one in turn).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Write the entries to this new file instead of standard output.
+        #[arg(long, conflicts_with_all = ["take_over", "give_back"])]
+        output: Option<PathBuf>,
+        /// Set the connections that Airbyte and the config both schedule to manual in
+        /// Airbyte, after showing them and asking (or --yes); exit 2 if some Airbyte
+        /// schedules are refused because the config does not schedule them.
+        #[arg(long, conflicts_with = "give_back")]
+        take_over: bool,
+        /// Give the connections a take-over set to manual their schedules back.
+        #[arg(long)]
+        give_back: bool,
+        /// Where a take-over keeps each connection's schedule (JSON, mode 0600; default:
+        /// beside the config file, CONFIG.takeover.json).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// Change Airbyte without asking (with --take-over or --give-back).
+        #[arg(long)]
+        yes: bool,
     },
     /// Print the documented example config, every key with its default.
     DefaultConfig,
@@ -165,6 +194,30 @@ async fn main() -> ExitCode {
         Command::Plan(c) => cronbyte::pipeline::plan(&c.config).await,
         Command::Apply { config, yes, prune } => {
             cronbyte::pipeline::apply(&config.config, yes, prune).await
+        }
+        Command::Import {
+            config,
+            instance,
+            output,
+            take_over,
+            give_back,
+            record,
+            yes,
+        } => {
+            let mode = if take_over {
+                ImportMode::TakeOver
+            } else if give_back {
+                ImportMode::GiveBack
+            } else {
+                ImportMode::Entries { output }
+            };
+            let args = ImportArgs {
+                mode,
+                instance,
+                record,
+                yes,
+            };
+            cronbyte::takeover::command::run_import(&config.config, &args).await
         }
         Command::DefaultConfig => {
             print!("{}", cronbyte::config::EXAMPLE);
