@@ -7,8 +7,9 @@
 //! [`daemon`] wires them together, with [`notify`] (failure notices), [`reload`]
 //! (SIGHUP) and [`systemd`] (the notify protocol) beside it. [`pipeline`] sets
 //! sources, destinations and connections up from the config; [`takeover`] moves schedules
-//! from Airbyte's own scheduler to the config and back; [`commands`] and [`remote`] are the
-//! CLI's side; [`emulator`] stands in for Airbyte in tests, benchmarks and the demo.
+//! from Airbyte's own scheduler to the config and back, and finds connections scheduled by
+//! both; [`commands`] and [`remote`] are the CLI's side; [`emulator`] stands in for Airbyte
+//! in tests, benchmarks and the demo.
 
 #![forbid(unsafe_code)]
 

@@ -47,7 +47,14 @@ enum Command {
     /// Run the daemon until SIGTERM or Ctrl-C; SIGHUP reloads the config.
     Run(ConfigArg),
     /// Validate a config file without starting anything; exit 2 on any problem.
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also ask each Airbyte instance which configured connections it schedules itself
+        /// (a warning each: they would sync twice); exit 1 if one cannot be asked.
+        #[arg(long)]
+        online: bool,
+    },
     /// Show recent runs from the history (read from the store, daemon or not).
     History {
         #[command(flatten)]
@@ -176,7 +183,7 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(c) => commands::run(&c.config).await,
-        Command::Check(c) => commands::check(&c.config),
+        Command::Check { config, online } => commands::check(&config.config, online).await,
         Command::History {
             config,
             connection,

@@ -133,6 +133,7 @@ pub struct Metrics {
     running_age: PerConnection<Gauge>,
     store_errors: Counter,
     reloads: Family<ByOutcome, Counter>,
+    scheduled_twice: PerConnection<Gauge>,
     window: Arc<Mutex<SuccessWindow>>,
     /// The size of the last exposition, so the next one is written into a buffer
     /// that need not grow (and be copied) a dozen times on the way to megabytes.
@@ -249,6 +250,7 @@ impl Metrics {
             running_age: Family::default(),
             store_errors: Counter::default(),
             reloads: Family::default(),
+            scheduled_twice: Family::default(),
             window: window.clone(),
             last_size: AtomicUsize::new(0),
         };
@@ -366,6 +368,11 @@ impl Metrics {
             self.reloads.clone(),
         );
         r.register(
+            "cronbyte_connection_scheduled_twice",
+            "1 while Airbyte also schedules the connection itself (basic or cron), so it syncs twice; 0 once fixed",
+            self.scheduled_twice.clone(),
+        );
+        r.register(
             "cronbyte_build",
             "Always 1; the labels say which build runs",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -377,6 +384,13 @@ impl Metrics {
             tracing::warn!(%error, "process metrics are not available");
         }
         self
+    }
+
+    /// Whether Airbyte also schedules the connection itself (`takeover::watch`).
+    pub fn set_scheduled_twice(&self, connection: &str, twice: bool) {
+        self.scheduled_twice
+            .get_or_create(&by(connection))
+            .set(i64::from(twice));
     }
 
     /// Seeds the counters and the success window from the history.

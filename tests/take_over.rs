@@ -3,21 +3,24 @@
 //! inactive connections disabled, names made unique, known ids skipped) that pass `check` once
 //! included; `--take-over` asking, refusing what the config does not schedule, recording
 //! before changing, finishing when run again after an interruption; `--give-back` exact on
-//! the Config API and as close as the public API allows.
+//! the Config API and as close as the public API allows; and double schedules caught by
+//! `check --online`, at daemon start, on reload and on the gauge.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
 use cronbyte::airbyte::{ApiKind, Client, ClientSettings};
 use cronbyte::config::{self, Config};
+use cronbyte::daemon::Daemon;
 use cronbyte::emulator::{
     Emulator, EmulatorAuth, EmulatorControl, EmulatorHandle, EmulatorOptions, Faults, Schedule,
     TimeUnit,
 };
 use cronbyte::takeover::hand_over::{HandOverOptions, give_back, take_over};
 use cronbyte::takeover::record::Record;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// An emulated Airbyte and a directory for configs, outputs and the record.
@@ -888,6 +891,7 @@ async fn no_secret_of_the_config_appears_in_what_import_prints() {
         vec!["import"],
         vec!["import", "--take-over", "--yes"],
         vec!["import", "--give-back", "--yes"],
+        vec!["check", "--online"],
     ] {
         let mut args = args.clone();
         args.extend(["--config", path.to_str().unwrap()]);
@@ -907,6 +911,214 @@ async fn no_secret_of_the_config_appears_in_what_import_prints() {
             "{out}"
         );
     }
+}
+
+#[tokio::test]
+async fn check_online_warns_about_a_connection_airbyte_also_schedules() {
+    let world = World::new().await;
+    let twice = world.connection("Orders", every_24_hours());
+    let once = world.connection("Events", Schedule::Manual);
+    let (path, _) = world.config(
+        ApiKind::Config,
+        &format!(
+            "[[connections]]\nname = \"orders\"\nconnection_id = \"{twice}\"\ncron = \"@daily\"\n\
+             [[connections]]\nname = \"events\"\nconnection_id = \"{once}\"\ncron = \"@daily\"\n"
+        ),
+    );
+    let offline = cronbyte(&["check", "--config", path.to_str().unwrap()]).await;
+    assert!(
+        !all(&offline).contains("scheduled twice"),
+        "{}",
+        all(&offline)
+    );
+    let output = cronbyte(&["check", "--online", "--config", path.to_str().unwrap()]).await;
+    assert!(output.status.success(), "{}", all(&output));
+    let err = text(&output.stderr);
+    assert!(
+        err.contains("warning: connection \"orders\"")
+            && err.contains("scheduled twice: by cronbyte (cron \"@daily\" in UTC) and by Airbyte itself (basic: every 24 hours)"),
+        "{err}"
+    );
+    assert!(!err.contains("\"events\""), "{err}");
+
+    // An instance that cannot be asked is an error naming it.
+    world.control().set_faults(Faults {
+        failing_operations: vec!["connections/list".into()],
+        ..Faults::default()
+    });
+    let output = cronbyte(&["check", "--online", "--config", path.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", all(&output));
+    assert!(text(&output.stderr).contains("Airbyte instance \"default\" could not be checked"));
+}
+
+/// The value of `cronbyte_connection_scheduled_twice` for `connection`, if exported.
+fn scheduled_twice(metrics: &str, connection: &str) -> Option<String> {
+    let prefix = format!("cronbyte_connection_scheduled_twice{{connection=\"{connection}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+}
+
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("a body")
+}
+
+/// Waits up to 10 s for `what` to hold.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_double_schedule_is_warned_about_at_daemon_start_and_set_on_the_gauge() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let world = World::new().await;
+    let id = world.connection("Orders", daily_at_noon_in_paris());
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let text_of = world.config_text(
+        ApiKind::Config,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[connections]]\nname = \"orders\"\nconnection_id = \"{id}\"\ncron = \"0 0 0 1 1 ?\"\n"
+        ),
+    );
+    let path = world.write("cronbyte.toml", &text_of);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cronbyte"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("scheduled twice") {
+                return line;
+            }
+        }
+        panic!("the daemon stopped without the warning");
+    })
+    .await
+    .expect("a warning within 10 s");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("connection \"orders\"")
+            && warning.contains("cron \"0 0 0 1 1 ?\" in UTC")
+            && warning.contains("cron \"0 0 12 * * ?\" in Europe/Paris"),
+        "{warning}"
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("the gauge is 1", || async {
+        scheduled_twice(&metrics(addr).await, "orders").as_deref() == Some("1")
+    })
+    .await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test]
+async fn a_reload_looks_for_double_schedules_at_once_and_the_gauge_falls_to_0_once_fixed() {
+    let world = World::new().await;
+    let id = world.connection("Orders", every_24_hours());
+    let entry_of = |enabled: bool| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0ken\"\n\
+             [[connections]]\nname = \"orders\"\nconnection_id = \"{id}\"\ncron = \"0 0 0 1 1 ?\"\nenabled = {enabled}\n"
+        )
+    };
+    let (path, config) = world.config(ApiKind::Config, &entry_of(false));
+    // Checks would come only hourly: what is seen here comes from the start and the reload.
+    let daemon = Daemon::build(config)
+        .await
+        .unwrap()
+        .with_config_path(path.clone())
+        .with_double_schedule_interval(Duration::from_secs(3600));
+    let addr = daemon.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    eventually("the daemon answers", || async {
+        reqwest::get(format!("http://{addr}/healthz")).await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        scheduled_twice(&metrics(addr).await, "orders"),
+        None,
+        "disabled: not twice"
+    );
+
+    std::fs::write(&path, world.config_text(ApiKind::Config, &entry_of(true))).unwrap();
+    let reload = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/reload"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert!(reload.status().is_success(), "{:?}", reload.text().await);
+    eventually("the gauge is 1 after the reload", || async {
+        scheduled_twice(&metrics(addr).await, "orders").as_deref() == Some("1")
+    })
+    .await;
+
+    // Fixed in Airbyte; the next look (here, another reload) sets it back to 0.
+    world.control().set_schedule(id, Schedule::Manual);
+    reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/reload"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    eventually("the gauge is 0 once fixed", || async {
+        scheduled_twice(&metrics(addr).await, "orders").as_deref() == Some("0")
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_daemon_looks_again_every_interval() {
+    let world = World::new().await;
+    let id = world.connection("Orders", Schedule::Manual);
+    let (_, config) = world.config(
+        ApiKind::Config,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\
+             [[connections]]\nname = \"orders\"\nconnection_id = \"{id}\"\ncron = \"0 0 0 1 1 ?\"\n"
+        ),
+    );
+    let daemon = Daemon::build(config)
+        .await
+        .unwrap()
+        .with_double_schedule_interval(Duration::from_millis(200));
+    let addr = daemon.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    // Someone sets a schedule in Airbyte's UI while the daemon runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.control().set_schedule(id, every_24_hours());
+    eventually("the gauge is 1", || async {
+        scheduled_twice(&metrics(addr).await, "orders").as_deref() == Some("1")
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -931,5 +1143,11 @@ async fn a_declared_connection_is_known_by_its_name_before_its_id_is_resolved() 
         text(&output.stderr).contains("skipped: \"orders\""),
         "{}",
         all(&output)
+    );
+    let check = cronbyte(&["check", "--online", "--config", path.to_str().unwrap()]).await;
+    assert!(
+        text(&check.stderr).contains(&format!("connection \"orders\" ({id})")),
+        "{}",
+        all(&check)
     );
 }

@@ -1,4 +1,4 @@
-//! `cronbyte import`: load the config, talk to Airbyte, print
+//! `cronbyte import` and `cronbyte check --online`: load the config, talk to Airbyte, print
 //! (every secret of the config scrubbed), ask on the terminal, and turn the outcome into an
 //! exit status.
 //!
@@ -17,8 +17,8 @@ use chrono::Utc;
 use super::hand_over::{HandOverOptions, give_back, take_over};
 use super::import::import;
 use super::record::{default_path, write_atomically};
-use super::{TakeOverError, scrub, secrets};
-use crate::config;
+use super::{TakeOverError, scrub, secrets, watch};
+use crate::config::{self, Config};
 
 /// Exit status when some connections were refused and the rest done.
 pub const EXIT_REFUSED: u8 = 2;
@@ -120,6 +120,31 @@ fn write_output(file: &Path, text: &str) -> Result<(), TakeOverError> {
     }
     write_atomically(file, text.as_bytes(), 0o644)
         .map_err(|e| error(format!("cannot be written: {e}")))
+}
+
+/// `cronbyte check --online`: every instance asked at once for the connections it schedules
+/// itself; each one the config schedules too is a warning. An instance that cannot be asked
+/// is an error naming it (exit 1).
+pub async fn check_online(config: &Config) -> bool {
+    let hidden = secrets(config);
+    let mut reachable = true;
+    for (instance, result) in watch::check_all(config).await {
+        match result {
+            Ok(twice) => {
+                for double in twice {
+                    eprintln!("warning: {}", scrub(&double.to_string(), &hidden));
+                }
+            }
+            Err(error) => {
+                eprintln!(
+                    "error: Airbyte instance {instance:?} could not be checked: {}",
+                    scrub(&error.to_string(), &hidden)
+                );
+                reachable = false;
+            }
+        }
+    }
+    reachable
 }
 
 /// A writer that scrubs the config's secrets from what it writes (Airbyte may echo what it

@@ -2,13 +2,15 @@
 //! `[[connections]]` entry for each connection of the workspace with its schedule as a cron
 //! rule ([`import`]); `--take-over` sets the connections the config schedules to manual in
 //! Airbyte, keeping their schedules in a record file first, and `--give-back` restores them
-//! ([`hand_over`], [`record`]).
+//! ([`hand_over`], [`record`]). [`watch`] finds connections scheduled twice (by the config
+//! and by Airbyte), for the daemon and `cronbyte check --online`.
 
 pub mod command;
 pub mod convert;
 pub mod hand_over;
 pub mod import;
 pub mod record;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
