@@ -101,12 +101,17 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+/// `cronbyte check [--online]`: the config, and with `online` each instance's schedules
+/// against it (`takeover::watch`).
+pub async fn check(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
     let config = match load(path, config::load) {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
     print_warnings(&config);
+    if online && !crate::takeover::command::check_online(&config).await {
+        return Ok(ExitCode::FAILURE);
+    }
     let scheduled = config.connections.iter().filter(|c| c.enabled).count();
     println!(
         "{}: OK ({} connection(s), {} enabled)",

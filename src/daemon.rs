@@ -56,6 +56,8 @@ pub struct Daemon {
     clients: BTreeMap<String, Client>,
     clock: Clock,
     config_path: Option<PathBuf>,
+    /// How often Airbyte is asked which configured connections it schedules itself.
+    double_schedule_interval: Duration,
 }
 
 /// The client settings of one Airbyte instance.
@@ -101,6 +103,7 @@ impl Daemon {
             clients,
             clock: Clock::System,
             config_path: None,
+            double_schedule_interval: crate::takeover::watch::INTERVAL,
         })
     }
 
@@ -113,6 +116,13 @@ impl Daemon {
     /// Runs the engine on `clock` instead of the wall clock (tests of whole days).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Looks for connections Airbyte also schedules itself this often, instead of every
+    /// five minutes (tests); it also looks at start and on each reload.
+    pub fn with_double_schedule_interval(mut self, interval: Duration) -> Self {
+        self.double_schedule_interval = interval;
         self
     }
 
@@ -135,6 +145,7 @@ impl Daemon {
             clients,
             clock,
             config_path,
+            double_schedule_interval,
         } = self;
         let window = chrono::Duration::from_std(config.metrics.success_ratio_window)
             .unwrap_or(chrono::Duration::days(1));
@@ -175,14 +186,25 @@ impl Daemon {
             airbyte_up.clone(),
             shutdown.clone(),
         ));
-        let reloader = Arc::new(Reloader::new(
-            config_path,
-            engine.clone(),
-            metrics.clone(),
-            notifier,
-            clients,
+        // In tasks of their own: an Airbyte slow to list its connections delays no sync.
+        let double_schedules = crate::takeover::watch::Watcher::start(
             &config,
-        ));
+            &clients,
+            metrics.clone(),
+            double_schedule_interval,
+            shutdown.clone(),
+        );
+        let reloader = Arc::new(
+            Reloader::new(
+                config_path,
+                engine.clone(),
+                metrics.clone(),
+                notifier,
+                clients,
+                &config,
+            )
+            .watching(double_schedules),
+        );
         // The engine holds the connections and the reloader their fingerprints:
         // nothing else needs this copy, which is megabytes at 10,000 connections.
         let token = config.server.token.clone();

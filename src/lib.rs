@@ -6,9 +6,10 @@
 //! and follows the job to its end; [`metrics`] and the [`server`] show the result.
 //! [`daemon`] wires them together, with [`notify`] (failure notices), [`reload`]
 //! (SIGHUP) and [`systemd`] (the notify protocol) beside it. [`pipeline`] sets
-//! sources, destinations and connections up from the config; [`commands`] and
-//! [`remote`] are the CLI's side; [`emulator`] stands in for Airbyte in tests,
-//! benchmarks and the demo.
+//! sources, destinations and connections up from the config; [`takeover`] moves schedules
+//! from Airbyte's own scheduler to the config and back, and finds connections scheduled by
+//! both; [`commands`] and [`remote`] are the CLI's side; [`emulator`] stands in for Airbyte
+//! in tests, benchmarks and the demo.
 
 #![forbid(unsafe_code)]
 
@@ -29,4 +30,5 @@ pub mod run;
 pub mod server;
 pub mod store;
 pub mod systemd;
+pub mod takeover;
 pub mod telemetry;

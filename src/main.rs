@@ -8,6 +8,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use cronbyte::commands::{self, HistoryArgs, OutputFormat};
 use cronbyte::remote::Action;
+use cronbyte::takeover::command::{ImportArgs, ImportMode};
 
 /// Runs Airbyte syncs on cron rules, keeps their history and exports metrics.
 #[derive(Parser)]
@@ -46,7 +47,14 @@ enum Command {
     /// Run the daemon until SIGTERM or Ctrl-C; SIGHUP reloads the config.
     Run(ConfigArg),
     /// Validate a config file without starting anything; exit 2 on any problem.
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also ask each Airbyte instance which configured connections it schedules itself
+        /// (a warning each: they would sync twice); exit 1 if one cannot be asked.
+        #[arg(long)]
+        online: bool,
+    },
     /// Show recent runs from the history (read from the store, daemon or not).
     History {
         #[command(flatten)]
@@ -80,6 +88,34 @@ enum Command {
         /// Also delete what Airbyte has and the config does not declare.
         #[arg(long)]
         prune: bool,
+    },
+    /// Write Airbyte's connections as [[connections]] entries with their schedules as cron
+    /// rules; or, with --take-over, set the ones the config schedules to manual in Airbyte;
+    /// or, with --give-back, restore what a take-over recorded.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this Airbyte instance of the config (default: every one in turn).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Write the entries to this new file instead of standard output.
+        #[arg(long, conflicts_with_all = ["take_over", "give_back"])]
+        output: Option<PathBuf>,
+        /// Set the connections that Airbyte and the config both schedule to manual in
+        /// Airbyte, after showing them and asking (or --yes); exit 2 if some Airbyte
+        /// schedules are refused because the config does not schedule them.
+        #[arg(long, conflicts_with = "give_back")]
+        take_over: bool,
+        /// Give the connections a take-over set to manual their schedules back.
+        #[arg(long)]
+        give_back: bool,
+        /// Where a take-over keeps each connection's schedule (JSON, mode 0600; default:
+        /// beside the config file, CONFIG.takeover.json).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// Change Airbyte without asking (with --take-over or --give-back).
+        #[arg(long)]
+        yes: bool,
     },
     /// Print the documented example config, every key with its default.
     DefaultConfig,
@@ -153,7 +189,7 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(c) => commands::run(&c.config).await,
-        Command::Check(c) => commands::check(&c.config),
+        Command::Check { config, online } => commands::check(&config.config, online).await,
         Command::History {
             config,
             connection,
@@ -174,6 +210,30 @@ async fn main() -> ExitCode {
         Command::Plan(c) => cronbyte::pipeline::plan(&c.config).await,
         Command::Apply { config, yes, prune } => {
             cronbyte::pipeline::apply(&config.config, yes, prune).await
+        }
+        Command::Import {
+            config,
+            instance,
+            output,
+            take_over,
+            give_back,
+            record,
+            yes,
+        } => {
+            let mode = if take_over {
+                ImportMode::TakeOver
+            } else if give_back {
+                ImportMode::GiveBack
+            } else {
+                ImportMode::Entries { output }
+            };
+            let args = ImportArgs {
+                mode,
+                instance,
+                record,
+                yes,
+            };
+            cronbyte::takeover::command::run_import(&config.config, &args).await
         }
         Command::DefaultConfig => {
             print!("{}", cronbyte::config::EXAMPLE);

@@ -203,6 +203,7 @@ pub struct Metrics {
     running_age: PerConnection<Gauge>,
     store_errors: Counter,
     reloads: Family<ByOutcome, Counter>,
+    scheduled_twice: PerConnection<Gauge>,
     window: Arc<Mutex<SuccessWindow>>,
     /// Taken for reading around every update of a per-connection series, and for
     /// writing while a connection's series move to another instance, so no update
@@ -331,6 +332,7 @@ impl Metrics {
             running_age: Family::default(),
             store_errors: Counter::default(),
             reloads: Family::default(),
+            scheduled_twice: Family::default(),
             window: window.clone(),
             placements: Arc::default(),
             last_size: AtomicUsize::new(0),
@@ -452,6 +454,11 @@ impl Metrics {
             self.reloads.clone(),
         );
         r.register(
+            "cronbyte_connection_scheduled_twice",
+            "1 while Airbyte also schedules the connection itself (basic or cron), so it syncs twice; 0 once fixed",
+            self.scheduled_twice.clone(),
+        );
+        r.register(
             "cronbyte_build",
             "Always 1; the labels say which build runs",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -506,10 +513,19 @@ impl Metrics {
             &self.expected_interval,
             &self.consecutive_failures,
             &self.running_age,
+            &self.scheduled_twice,
         ] {
             move_gauge(gauge, from, to);
         }
         move_gauge(&self.last_success_duration, from, to);
+    }
+
+    /// Whether Airbyte also schedules the connection itself (`takeover::watch`).
+    pub fn set_scheduled_twice(&self, connection: &str, twice: bool) {
+        let labels = self.placements().labels(connection);
+        self.scheduled_twice
+            .get_or_create(&labels)
+            .set(i64::from(twice));
     }
 
     fn placements(&self) -> RwLockReadGuard<'_, Placements> {
@@ -674,6 +690,7 @@ impl Metrics {
             &self.expected_interval,
             &self.consecutive_failures,
             &self.running_age,
+            &self.scheduled_twice,
         ] {
             gauge.remove(&labels);
         }

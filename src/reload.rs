@@ -50,6 +50,8 @@ pub struct Reloader {
     clients: BTreeMap<String, Client>,
     /// The config in force, as much of it as a reload compares against.
     current: Mutex<Fingerprint>,
+    /// Told each config applied, to look for double schedules in it at once.
+    double_schedules: Option<Arc<crate::takeover::watch::Watcher>>,
 }
 
 /// When a changed section takes effect.
@@ -202,7 +204,14 @@ impl Reloader {
             notifier,
             clients,
             current: Mutex::new(Fingerprint::of(current)),
+            double_schedules: None,
         }
+    }
+
+    /// Tells `watcher` about each config a reload applies.
+    pub fn watching(mut self, watcher: Arc<crate::takeover::watch::Watcher>) -> Self {
+        self.double_schedules = Some(watcher);
+        self
     }
 
     /// Reads the file again and applies it, or explains (one problem a line)
@@ -240,6 +249,9 @@ impl Reloader {
         let fingerprint = Fingerprint::of(&new);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let summary = compare(&current, &fingerprint);
+        if let Some(watcher) = &self.double_schedules {
+            watcher.reconfigure(&new);
+        }
         self.engine.reload(new.connections, new.groups);
         self.notifier.set_receivers(new.notify);
         self.metrics.reloaded("applied");

@@ -637,6 +637,39 @@ impl Client {
             .await
     }
 
+    /// One page of the public API's `GET /connections`, of at most `limit` (1-100)
+    /// connections from `offset`, in the given workspaces (every workspace the
+    /// credentials reach, when empty). Deleted connections are left out.
+    pub async fn list_public_connections(
+        &self,
+        workspace_ids: &[String],
+        limit: u32,
+        offset: u32,
+    ) -> Result<ConnectionsResponse, Error> {
+        let mut call = Call::get("connections/list", "/connections".into());
+        call.query = vec![
+            ("limit", limit.clamp(1, 100).to_string()),
+            ("offset", offset.to_string()),
+        ];
+        if !workspace_ids.is_empty() {
+            call.query.push(("workspaceIds", workspace_ids.join(",")));
+        }
+        self.send(call).await
+    }
+
+    /// The public API's `PATCH /connections/{connectionId}` with `body` (a
+    /// `ConnectionPatchRequest`: the fields to change).
+    pub async fn patch_public_connection(
+        &self,
+        connection_id: &str,
+        body: &Value,
+    ) -> Result<ConnectionResponse, Error> {
+        let mut call = Call::post("connections/patch", body.clone());
+        call.method = Method::PATCH;
+        call.path = format!("/connections/{connection_id}");
+        self.send(call).await
+    }
+
     /// `jobs/get`: the job with its attempts and logs, without `aggregatedStats`.
     pub async fn get_job(&self, job_id: i64) -> Result<Job, Error> {
         let call = Call::post("jobs/get", json!({ "id": job_id })).about(Subject::Job);

@@ -4,11 +4,13 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod model;
+pub mod schedule;
 
 pub use auth::Auth;
 pub use client::{Client, ClientSettings, RequestObserver, RetryPolicy};
 pub use error::Error;
 pub use model::{Job, JobStatus};
+pub use schedule::{AirbyteSchedule, BasicUnit, ConnectionSchedule};
 
 /// Which of Airbyte's two HTTP APIs the client speaks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -518,6 +518,34 @@ pub struct ConnectionRead {
     pub extra: Map<String, Value>,
 }
 
+/// A connection as the public API shows it (`ConnectionResponse`): only what the schedule
+/// readers need is typed; the schedule stays JSON for [`super::schedule`] to read.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionResponse {
+    pub connection_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    pub status: String,
+    /// `ConnectionScheduleResponse`: `scheduleType`, and `cronExpression` or `basicTiming`.
+    #[serde(default)]
+    pub schedule: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One page of the public `GET /connections`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ConnectionsResponse {
+    #[serde(default)]
+    pub previous: Option<String>,
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub data: Vec<ConnectionResponse>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WorkspaceReadList {

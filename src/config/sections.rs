@@ -765,11 +765,13 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
     let instance = t.non_empty_string("instance", p);
     let after_given = t.has("after");
     let after_read = t.string_list("after", p);
-    if !cron_given {
+    // A disabled connection never runs, so it may go without either: that is how
+    // `cronbyte import` writes one Airbyte syncs only when asked, inventing no rule.
+    if !cron_given && enabled != Some(false) {
         if !after_given {
             p.push(Problem::new(
                 t.key_path("cron"),
-                "missing: a connection needs `cron`, `after`, or both",
+                "missing: a connection needs `cron`, `after`, or both (or `enabled = false`)",
             ));
         } else if after_read.as_ref().is_some_and(Vec::is_empty) {
             p.push(Problem::new(

@@ -253,6 +253,22 @@ fn a_connection_can_run_only_after_another() {
 }
 
 #[test]
+fn a_disabled_connection_needs_no_rule() {
+    let c = toml(
+        r#"
+        [airbyte]
+        base_url = "http://localhost:8000/api/v1"
+        [[connections]]
+        name = "by-hand"
+        connection_id = "9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d5e"
+        enabled = false
+        "#,
+    );
+    assert!(c.connections[0].cron.is_none());
+    assert!(!c.connections[0].enabled);
+}
+
+#[test]
 fn basic_auth_reads_its_password_from_a_file() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("pw");

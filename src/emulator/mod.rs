@@ -114,6 +114,10 @@ pub struct Faults {
     /// Operations (named as [`RequestCounts`] names them, e.g. `jobs/cancel`) that
     /// answer 503 every time, as when one of Airbyte's services is down.
     pub failing_operations: Vec<String>,
+    /// Operations, named as in `failing_operations`, that answer as usual until the
+    /// emulator has received this many of them in all ([`EmulatorControl::requests`]
+    /// counts them), then 503 every time: a service that goes down in the middle of a run.
+    pub failing_operations_after: Vec<(String, u64)>,
     /// Share of API requests that are acted on (a sync started, say) but whose
     /// answer never comes, so the client times out not knowing.
     pub lost_answer_rate: f64,

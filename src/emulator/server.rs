@@ -297,7 +297,11 @@ fn injected_fault(state: &Data, route: &Route) -> Option<Response> {
     if route.is_token() && faults.token_endpoint_fails {
         return Some(server_error(StatusCode::INTERNAL_SERVER_ERROR));
     }
-    if faults.failing_operations.iter().any(|o| o == route.name()) {
+    let failing_now = faults
+        .failing_operations_after
+        .iter()
+        .any(|(o, after)| o == route.name() && state.requests.get(o) > *after);
+    if failing_now || faults.failing_operations.iter().any(|o| o == route.name()) {
         return Some(server_error(StatusCode::SERVICE_UNAVAILABLE));
     }
     if faults.error_rate.is_nan() || faults.error_rate <= 0.0 {

@@ -24,6 +24,9 @@ pub use plan::{Action, Change, FieldChange, ObjectKind, Plan, build_plan};
 pub use render::render_plan;
 pub use resolve::resolve_connection_ids;
 
+pub(crate) use render::{scrub, secrets};
+pub(crate) use workspace::find as find_workspace;
+
 use crate::airbyte;
 use crate::store::StoreError;
 
