@@ -951,9 +951,12 @@ async fn check_online_warns_about_a_connection_airbyte_also_schedules() {
     assert!(text(&output.stderr).contains("Airbyte instance \"default\" could not be checked"));
 }
 
-/// The value of `cronbyte_connection_scheduled_twice` for `connection`, if exported.
+/// The value of `cronbyte_connection_scheduled_twice` for `connection` (on the one
+/// instance these configs have), if exported.
 fn scheduled_twice(metrics: &str, connection: &str) -> Option<String> {
-    let prefix = format!("cronbyte_connection_scheduled_twice{{connection=\"{connection}\"}} ");
+    let prefix = format!(
+        "cronbyte_connection_scheduled_twice{{connection=\"{connection}\",airbyte_instance=\"default\"}} "
+    );
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
