@@ -196,6 +196,7 @@ pub fn run_json(run: &Run) -> serde_json::Value {
         "run_id": run.id,
         "connection": run.connection,
         "connection_id": run.connection_id,
+        "instance": run.instance,
         "job_id": run.job_id,
         "trigger": run.trigger.as_str(),
         "scheduled_for": time(Some(run.scheduled_for)),

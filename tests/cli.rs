@@ -120,6 +120,7 @@ async fn history_prints_one_json_object_per_run() {
         "run_id",
         "connection",
         "connection_id",
+        "instance",
         "job_id",
         "trigger",
         "scheduled_for",
@@ -136,6 +137,7 @@ async fn history_prints_one_json_object_per_run() {
     assert_eq!(lines[0]["scheduled_for"], "2027-01-15T08:00:02Z");
     assert_eq!(lines[0]["trigger"], "schedule");
     assert_eq!(lines[0]["status"], "pending");
+    assert_eq!(lines[0]["instance"], "default");
     let table = cronbyte(&["history", "--config", config.to_str().unwrap()]);
     assert!(stdout(&table).starts_with("RUN"), "{}", stdout(&table));
 }
