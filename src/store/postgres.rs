@@ -351,31 +351,70 @@ impl Store for PgStore {
         if closings.is_empty() {
             return Ok(Vec::new());
         }
+        // A run closed twice in one call lands once, with its first closing, as it
+        // would statement by statement: a join with two rows for one run would
+        // apply either.
+        let mut seen = std::collections::HashSet::new();
+        let closings: Vec<&Closing> = closings.iter().filter(|c| seen.insert(c.run_id)).collect();
         let mut tx = self.pool.begin().await.map_err(query_error)?;
-        let mut closed = Vec::with_capacity(closings.len());
-        for closing in closings {
-            let (run_id, outcome) = (closing.run_id, &closing.outcome);
-            let done = sqlx::query(
-                "UPDATE runs SET status = $1, finished_at = $2, \
-                     attempts = greatest(attempts, $3), \
-                     records_synced = coalesce($4, records_synced), \
-                     bytes_synced = coalesce($5, bytes_synced), error = $6 \
-                 WHERE id = $7 AND status IN ('pending', 'running')",
-            )
-            .bind(outcome.status.as_str())
-            .bind(ms(outcome.finished_at))
-            .bind(i32::try_from(outcome.progress.attempts).unwrap_or(i32::MAX))
-            .bind(count(outcome.progress.records_synced))
-            .bind(count(outcome.progress.bytes_synced))
-            .bind(outcome.error.as_deref())
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error)?;
-            if done.rows_affected() > 0 {
-                closed.push(closing);
-            }
-        }
+        // One statement for every outcome: the outcomes as arrays, joined by run id;
+        // RETURNING says which runs were still open, and only those count.
+        let landed: Vec<i64> = sqlx::query_scalar(
+            "UPDATE runs SET status = u.status, finished_at = u.finished_at, \
+                 attempts = greatest(runs.attempts, u.attempts), \
+                 records_synced = coalesce(u.records, runs.records_synced), \
+                 bytes_synced = coalesce(u.bytes, runs.bytes_synced), error = u.error \
+             FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::integer[], \
+                 $5::bigint[], $6::bigint[], $7::text[]) \
+                 AS u(id, status, finished_at, attempts, records, bytes, error) \
+             WHERE runs.id = u.id AND runs.status IN ('pending', 'running') \
+             RETURNING runs.id",
+        )
+        .bind(closings.iter().map(|c| c.run_id).collect::<Vec<_>>())
+        .bind(
+            closings
+                .iter()
+                .map(|c| c.outcome.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            closings
+                .iter()
+                .map(|c| ms(c.outcome.finished_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            closings
+                .iter()
+                .map(|c| i32::try_from(c.outcome.progress.attempts).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            closings
+                .iter()
+                .map(|c| count(c.outcome.progress.records_synced))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            closings
+                .iter()
+                .map(|c| count(c.outcome.progress.bytes_synced))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            closings
+                .iter()
+                .map(|c| c.outcome.error.clone())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        let landed: std::collections::HashSet<i64> = landed.into_iter().collect();
+        let closed: Vec<&Closing> = closings
+            .into_iter()
+            .filter(|c| landed.contains(&c.run_id))
+            .collect();
         // What follows the outcomes that landed, claimed with them.
         let then: Vec<NewRun> = closed.iter().flat_map(|c| c.then.clone()).collect();
         let ids = claim_all(&mut tx, &then).await?;

@@ -2,6 +2,7 @@
 //! scenario by scenario, printing a table of figures next to their targets.
 //! BENCHMARKS.md records the results and how they were obtained.
 
+mod backend;
 mod daemon;
 mod scenarios;
 
@@ -23,6 +24,11 @@ struct Cli {
     /// Print the rows as JSON lines instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// A PostgreSQL server (`postgres://user@host:port/db`) to keep the history of
+    /// `burst` and `history` in, in a database made for the run and dropped after;
+    /// unset, they use a SQLite file like every other scenario.
+    #[arg(long, global = true, value_name = "URL")]
+    store_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +119,13 @@ async fn main() -> ExitCode {
         }
     };
     let path = dir.path();
+    let backend = match backend::Backend::new(path, cli.store_url.as_deref()).await {
+        Ok(backend) => backend,
+        Err(e) => {
+            eprintln!("cronbyte-bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.scenario {
         Scenario::Idle {
             connections,
@@ -122,17 +135,20 @@ async fn main() -> ExitCode {
             connections,
             job,
             poll,
-        } => scenarios::burst(path, connections, job, poll).await,
+        } => scenarios::burst(path, &backend, connections, job, poll).await,
         Scenario::Polling {
             connections,
             job,
             poll,
         } => scenarios::polling(path, connections, job, poll).await,
-        Scenario::History { runs } => scenarios::history(path, runs).await,
+        Scenario::History { runs } => scenarios::history(path, &backend, runs).await,
         Scenario::Scrape { connections } => scenarios::scrape_and_startup(path, connections).await,
         Scenario::Status { connections } => scenarios::status(path, connections).await,
-        Scenario::All => all().await,
+        Scenario::All => all(&backend).await,
     };
+    if let Err(e) = backend.remove().await {
+        eprintln!("cronbyte-bench: could not drop the benchmark's database: {e:#}");
+    }
     match result {
         Ok(rows) => {
             print(&rows, cli.json);
@@ -146,13 +162,14 @@ async fn main() -> ExitCode {
 }
 
 /// Each scenario in a fresh directory.
-async fn all() -> anyhow::Result<Vec<Row>> {
+async fn all(backend: &backend::Backend) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let fresh = || tempfile::tempdir();
     rows.extend(scenarios::idle(fresh()?.path(), 10_000, 60).await?);
     rows.extend(
         scenarios::burst(
             fresh()?.path(),
+            backend,
             1_000,
             Duration::from_secs(5),
             Duration::from_secs(1),
@@ -168,7 +185,13 @@ async fn all() -> anyhow::Result<Vec<Row>> {
         )
         .await?,
     );
-    rows.extend(scenarios::history(fresh()?.path(), 1_000_000).await?);
+    // The burst's runs are in a PostgreSQL backend already: the history scenario
+    // fills a store of its own.
+    let history_dir = fresh()?;
+    let history_backend = backend::Backend::new(history_dir.path(), backend.server()).await?;
+    let history = scenarios::history(history_dir.path(), &history_backend, 1_000_000).await;
+    history_backend.remove().await?;
+    rows.extend(history?);
     rows.extend(scenarios::scrape_and_startup(fresh()?.path(), 10_000).await?);
     rows.extend(scenarios::status(fresh()?.path(), 10_000).await?);
     Ok(rows)

@@ -10,9 +10,12 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Timelike, Utc};
 use cronbyte::emulator::{Emulator, EmulatorHandle, EmulatorOptions, JobPlan};
 use cronbyte::run::{Outcome, Progress, RunStatus};
-use cronbyte::store::{Closing, HistoryFilter, SqliteStore, Store};
+use std::sync::Arc;
+
+use cronbyte::store::{Closing, HistoryFilter, PgStore, SqliteStore, Store};
 use uuid::Uuid;
 
+use crate::backend::Backend;
 use crate::daemon::Daemon;
 
 /// One measured figure, with its target.
@@ -63,6 +66,7 @@ async fn emulator() -> anyhow::Result<EmulatorHandle> {
 /// A config with `connections` (name, id, rule) and the given worker settings.
 fn write_config(
     dir: &Path,
+    store: &str,
     base_url: &str,
     port: u16,
     poll: &str,
@@ -70,9 +74,8 @@ fn write_config(
     connections: &[(String, Uuid, String)],
 ) -> anyhow::Result<std::path::PathBuf> {
     let mut text = format!(
-        "[airbyte]\nbase_url = \"{base_url}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{BENCH_TOKEN}\"\n\
-         [workers]\npoll_interval = \"{poll}\"\nmax_concurrent_syncs = {cap}\npoll_concurrency = 16\n[log]\nlevel = \"warn\"\n",
-        dir.join("history.db").display()
+        "[airbyte]\nbase_url = \"{base_url}\"\n[store]\n{store}\n[server]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{BENCH_TOKEN}\"\n\
+         [workers]\npoll_interval = \"{poll}\"\nmax_concurrent_syncs = {cap}\npoll_concurrency = 16\n[log]\nlevel = \"warn\"\n"
     );
     for (name, id, cron) in connections {
         let _ = write!(
@@ -141,6 +144,7 @@ pub async fn idle(dir: &Path, connections: usize, seconds: u64) -> anyhow::Resul
         .collect();
     let config = write_config(
         dir,
+        &Backend::Sqlite(dir.join("history.db")).config_line(),
         &emulator.config_api_base(),
         free_port()?,
         "10s",
@@ -184,11 +188,12 @@ pub async fn idle(dir: &Path, connections: usize, seconds: u64) -> anyhow::Resul
 /// and waits until every run ended; returns the emulator and the history.
 async fn all_due_at_once(
     dir: &Path,
+    backend: &Backend,
     connections: usize,
     job: Duration,
     poll: Duration,
     patience: Duration,
-) -> anyhow::Result<(EmulatorHandle, SqliteStore)> {
+) -> anyhow::Result<(EmulatorHandle, Arc<dyn Store>)> {
     let emulator = emulator().await?;
     let plan = JobPlan::succeeding(job, 100, 10_000).pending_for(Duration::ZERO);
     let ids = add_connections(&emulator, connections, &plan);
@@ -205,6 +210,7 @@ async fn all_due_at_once(
     let poll_text = format!("{}ms", poll.as_millis());
     let config = write_config(
         dir,
+        &backend.config_line(),
         &emulator.config_api_base(),
         free_port()?,
         &poll_text,
@@ -212,7 +218,7 @@ async fn all_due_at_once(
         &list,
     )?;
     let daemon = Daemon::start(&config, dir)?;
-    let store = wait_for_terminal(dir, connections, patience + Duration::from_secs(60)).await?;
+    let store = wait_for_terminal(backend, connections, patience + Duration::from_secs(60)).await?;
     daemon.stop()?;
     Ok((emulator, store))
 }
@@ -220,11 +226,12 @@ async fn all_due_at_once(
 /// Burst: every connection due on the same second.
 pub async fn burst(
     dir: &Path,
+    backend: &Backend,
     connections: usize,
     job: Duration,
     poll: Duration,
 ) -> anyhow::Result<Vec<Row>> {
-    let (emulator, store) = all_due_at_once(dir, connections, job, poll, job * 4).await?;
+    let (emulator, store) = all_due_at_once(dir, backend, connections, job, poll, job * 4).await?;
 
     let runs = store
         .history(&HistoryFilter {
@@ -300,7 +307,8 @@ pub async fn polling(
     job: Duration,
     poll: Duration,
 ) -> anyhow::Result<Vec<Row>> {
-    let (emulator, store) = all_due_at_once(dir, connections, job, poll, job * 3).await?;
+    let backend = Backend::Sqlite(dir.join("history.db"));
+    let (emulator, store) = all_due_at_once(dir, &backend, connections, job, poll, job * 3).await?;
     let succeeded = store
         .history(&HistoryFilter {
             connection: None,
@@ -326,10 +334,14 @@ pub async fn polling(
 }
 
 /// Waits until the store holds `n` runs, all ended.
-async fn wait_for_terminal(dir: &Path, n: usize, within: Duration) -> anyhow::Result<SqliteStore> {
+async fn wait_for_terminal(
+    backend: &Backend,
+    n: usize,
+    within: Duration,
+) -> anyhow::Result<Arc<dyn Store>> {
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(store) = SqliteStore::open_read_only(&dir.join("history.db")).await {
+        if let Ok(store) = backend.open_for_reading().await {
             let runs = store
                 .history(&HistoryFilter {
                     connection: None,
@@ -390,14 +402,33 @@ async fn fill_store(path: &Path, runs: usize, connections: usize) -> anyhow::Res
 }
 
 /// History: a large store; write rate, the queries operators and the daemon run, size.
-pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
+pub async fn history(dir: &Path, backend: &Backend, runs: usize) -> anyhow::Result<Vec<Row>> {
     let path = dir.join("history.db");
     let connections = 1_000;
     fill_store(&path, runs, connections).await?;
-    let bytes = std::fs::metadata(&path)?.len() as f64;
+    // PostgreSQL is filled the way a team moves there: a copy of the SQLite file.
+    let mut copy_row = None;
+    if let Backend::Postgres { url, .. } = backend {
+        let sqlite = SqliteStore::open(&path).await?;
+        let postgres = PgStore::open(&secrecy::SecretString::from(url.clone())).await?;
+        let started = Instant::now();
+        let copied = postgres.copy_from_sqlite(&sqlite).await?;
+        let took = started.elapsed().as_secs_f64();
+        sqlite.close().await;
+        postgres.close().await;
+        copy_row = Some(row(
+            "history",
+            &format!("migrate --from-sqlite, {} runs", copied.runs),
+            format!("{took:.1} s"),
+            took,
+            "(for the record)",
+            None,
+        ));
+    }
+    let bytes = backend.bytes().await?;
     let per_run = bytes / runs as f64;
 
-    let store = SqliteStore::open(&path).await?;
+    let store = backend.open().await?;
     // Terminal updates as the tracker writes them: claimed runs closed with counts.
     let updates = 20_000.min(runs);
     let mut ids = Vec::with_capacity(updates);
@@ -475,7 +506,7 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
     store.close().await;
     let rate = batched_rate;
     let median = |v: &[f64]| percentile(v, 50.0);
-    Ok(vec![
+    let mut rows = vec![
         row(
             "history",
             "terminal updates, batches of 200 (a poll round)",
@@ -516,7 +547,9 @@ pub async fn history(dir: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
             "< 300 B",
             Some(per_run < 300.0),
         ),
-    ])
+    ];
+    rows.extend(copy_row);
+    Ok(rows)
 }
 
 /// A daemon's config with `connections` connections on the emulator, each with
@@ -539,6 +572,7 @@ async fn many_connections_with_history(
     let port = free_port()?;
     let config = write_config(
         dir,
+        &Backend::Sqlite(dir.join("history.db")).config_line(),
         &emulator.config_api_base(),
         port,
         "1s",
