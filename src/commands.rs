@@ -348,3 +348,21 @@ pub async fn emulator(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
+
+/// Asks `question` on the terminal; anything but "y" or "yes" is no, and so is not
+/// having a terminal to ask on (then `without_terminal` says how to go ahead).
+pub fn ask_on_terminal(question: &str, without_terminal: &str) -> bool {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        eprintln!("{question} No terminal to ask on: {without_terminal}.");
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if stdin.lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}

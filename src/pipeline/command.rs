@@ -6,7 +6,7 @@
 //! | `plan` | Airbyte matches the config | the config is invalid, or Airbyte failed | `apply` would change something |
 //! | `apply` | applied (or nothing to do) | the config is invalid, a check failed, a stream was refused, Airbyte failed | — |
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -140,19 +140,7 @@ fn scrubbed(config: &Config, err: &PipelineError) -> anyhow::Error {
     anyhow::anyhow!(render::scrub(&err.to_string(), &secrets))
 }
 
-/// Asks `question` on the terminal; anything but "y" or "yes" is no, and so is not having
-/// a terminal to ask on.
+/// Asks on the terminal, as every command that changes Airbyte does.
 fn ask_on_terminal(question: &str) -> bool {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        eprintln!("{question} No terminal to ask on: give --yes to delete.");
-        return false;
-    }
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if stdin.lock().read_line(&mut answer).is_err() {
-        return false;
-    }
-    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+    crate::commands::ask_on_terminal(question, "give --yes to delete")
 }

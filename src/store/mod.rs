@@ -136,6 +136,38 @@ pub struct ConnectionTotals {
     pub zero_record_successes: u64,
 }
 
+/// One row of the per-(connection, status) sums both databases keep.
+pub(crate) struct TotalsRow {
+    pub connection: String,
+    pub status: RunStatus,
+    pub runs: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub zero_records: u64,
+}
+
+/// Folds rows ordered by connection into one [`ConnectionTotals`] per connection.
+pub(crate) fn fold_totals(rows: impl IntoIterator<Item = TotalsRow>) -> Vec<ConnectionTotals> {
+    let mut totals: Vec<ConnectionTotals> = Vec::new();
+    for row in rows {
+        if totals.last().is_none_or(|t| t.connection != row.connection) {
+            totals.push(ConnectionTotals {
+                connection: row.connection.clone(),
+                ..Default::default()
+            });
+        }
+        if let Some(entry) = totals.last_mut() {
+            entry.by_status.push((row.status, row.runs));
+            entry.records_synced += row.records;
+            entry.bytes_synced += row.bytes;
+            if row.status == RunStatus::Succeeded {
+                entry.zero_record_successes = row.zero_records;
+            }
+        }
+    }
+    totals
+}
+
 /// A run that ended, in brief: enough for ratios and freshness.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ended {

@@ -594,30 +594,24 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(query_error)?;
-        let mut totals: Vec<ConnectionTotals> = Vec::new();
-        for row in &rows {
-            let connection: String = row.try_get("connection").map_err(query_error)?;
-            let status = RunStatus::from_str(row.try_get("status").map_err(query_error)?)?;
-            let count = |column: &str| -> Result<u64, StoreError> {
-                let n: i64 = row.try_get(column).map_err(query_error)?;
-                Ok(u64::try_from(n).unwrap_or(0))
-            };
-            if totals.last().is_none_or(|t| t.connection != connection) {
-                totals.push(ConnectionTotals {
-                    connection,
-                    ..Default::default()
-                });
-            }
-            if let Some(entry) = totals.last_mut() {
-                entry.by_status.push((status, count("runs")?));
-                entry.records_synced += count("records")?;
-                entry.bytes_synced += count("bytes")?;
-                if status == RunStatus::Succeeded {
-                    entry.zero_record_successes = count("zero_records")?;
-                }
-            }
-        }
-        Ok(totals)
+        let rows = rows
+            .iter()
+            .map(|row| {
+                let count = |column: &str| -> Result<u64, StoreError> {
+                    let n: i64 = row.try_get(column).map_err(query_error)?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                };
+                Ok(TotalsRow {
+                    connection: row.try_get("connection").map_err(query_error)?,
+                    status: RunStatus::from_str(row.try_get("status").map_err(query_error)?)?,
+                    runs: count("runs")?,
+                    records: count("records")?,
+                    bytes: count("bytes")?,
+                    zero_records: count("zero_records")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(fold_totals(rows))
     }
 
     async fn ended_since(&self, since: DateTime<Utc>) -> Result<Vec<Ended>, StoreError> {

@@ -8,7 +8,7 @@
 //! | `import --take-over` | every connection Airbyte and the config schedule taken | not confirmed, an instance failed | some refused (named), the others taken |
 //! | `import --give-back` | given back | not confirmed, an instance failed | — |
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -196,19 +196,7 @@ impl<W: Write> Drop for Scrubbed<W> {
     }
 }
 
-/// Asks `question` on the terminal; anything but "y" or "yes" is no, and so is not having
-/// a terminal to ask on.
+/// Asks on the terminal, as every command that changes Airbyte does.
 fn ask_on_terminal(question: &str) -> bool {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        eprintln!("{question} No terminal to ask on: give --yes to go ahead without asking.");
-        return false;
-    }
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if stdin.lock().read_line(&mut answer).is_err() {
-        return false;
-    }
-    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+    crate::commands::ask_on_terminal(question, "give --yes to go ahead without asking")
 }
