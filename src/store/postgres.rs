@@ -639,6 +639,67 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        let cut = ms(before);
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        // First runs of chains that ended whole before the cut, oldest end first;
+        // their retries go with them. SKIP LOCKED: a second replica pruning at the
+        // same time takes other chains instead of waiting on these.
+        let heads: Vec<i64> = sqlx::query_scalar(
+            "SELECT r.id FROM runs r \
+             WHERE r.finished_at < $1 AND r.retry_of IS NULL \
+               AND r.status NOT IN ('pending', 'running') \
+               AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.retry_of = r.id \
+                   AND (o.finished_at IS NULL OR o.finished_at >= $1 \
+                        OR o.status IN ('pending', 'running') \
+                        OR o.id = (SELECT max(id) FROM runs))) \
+               AND r.id < (SELECT max(id) FROM runs) \
+             ORDER BY r.finished_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(cut)
+        .bind(i64::from(batch.max(1)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        if heads.is_empty() {
+            tx.rollback().await.map_err(query_error)?;
+            return Ok(0);
+        }
+        let retries = sqlx::query("DELETE FROM runs WHERE retry_of = ANY($1)")
+            .bind(&heads)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        let firsts = sqlx::query("DELETE FROM runs WHERE id = ANY($1)")
+            .bind(&heads)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO prunes (id, before, at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET before = greatest(prunes.before, excluded.before), \
+                 at = excluded.at",
+        )
+        .bind(cut)
+        .bind(ms(Utc::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(retries + firsts)
+    }
+
+    async fn pruned(&self) -> Result<Option<Pruned>, StoreError> {
+        let row: Option<(DateTime<Utc>, DateTime<Utc>)> =
+            sqlx::query_as("SELECT before, at FROM prunes WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error)?;
+        Ok(row.map(|(before, at)| Pruned { before, at }))
+    }
+
     async fn close(&self) {
         PgStore::close(self).await;
     }
