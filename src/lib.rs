@@ -26,6 +26,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod reload;
 pub mod remote;
+pub mod retention;
 pub mod run;
 pub mod server;
 pub mod store;
