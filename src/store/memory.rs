@@ -34,12 +34,15 @@ struct Inner {
     last_id: i64,
     /// What pruned runs added to the totals, by (connection, status as spelled),
     /// as the other stores keep totals in a table of their own.
-    pruned_totals: BTreeMap<(String, String), (RunStatus, u64, u64, u64, u64)>,
+    pruned_totals: BTreeMap<(String, String), Sums>,
     pruned: Option<Pruned>,
     pauses: BTreeSet<String>,
     objects: BTreeMap<(String, String, String), AirbyteObject>,
     marks: HashMap<String, ConnectionMarks>,
 }
+
+/// A status's (runs, records, bytes, zero-record runs) within one connection.
+type Sums = (RunStatus, u64, u64, u64, u64);
 
 /// At the store's precision, as SQLite keeps it: milliseconds.
 fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -416,7 +419,7 @@ impl Store for MemoryStore {
         self.answer().await;
         let inner = self.lock();
         // (runs, records, bytes, zero-record runs) by connection, then status as spelled.
-        let mut sums: BTreeMap<(&str, &str), (RunStatus, u64, u64, u64, u64)> = inner
+        let mut sums: BTreeMap<(&str, &str), Sums> = inner
             .pruned_totals
             .iter()
             .map(|((c, s), sum)| ((c.as_str(), s.as_str()), *sum))
