@@ -797,6 +797,43 @@ async fn a_postgres_store_that_cannot_be_reached_is_named_without_its_password()
     assert!(!err.contains("Hunter2-pw"), "{err}");
 }
 
+/// A pruned SQLite history copied into PostgreSQL keeps the marks, totals and
+/// prune SQLite kept, not what its remaining runs add up to.
+#[tokio::test]
+async fn a_pruned_sqlite_history_copied_into_postgres_keeps_its_marks_totals_and_prune() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sqlite = SqliteStore::open(&dir.path().join("history.db"))
+        .await
+        .expect("the store opens");
+    ended(&sqlite, "orders", 100, RunStatus::Succeeded).await;
+    ended(&sqlite, "orders", 200, RunStatus::Failed).await;
+    ended(&sqlite, "customers", 100, RunStatus::Succeeded).await;
+    ended(&sqlite, "orders", 10_000, RunStatus::Failed).await;
+    assert_eq!(sqlite.prune(time(5_000), 10).await.unwrap(), 3);
+
+    let (postgres, schema) = postgres_store(&url).await;
+    postgres.copy_from_sqlite(&sqlite).await.expect("copied");
+    assert_eq!(
+        postgres.marks().await.unwrap(),
+        sqlite.marks().await.unwrap()
+    );
+    assert_eq!(
+        postgres.totals().await.unwrap(),
+        sqlite.totals().await.unwrap()
+    );
+    assert_eq!(
+        postgres.pruned().await.unwrap(),
+        sqlite.pruned().await.unwrap()
+    );
+    assert_eq!(postgres.marks().await.unwrap().len(), 2, "customers too");
+    postgres.close().await;
+    sqlite.close().await;
+    drop_schemas(&url, &[schema]).await;
+}
+
 /// A SQLite history copied into an empty PostgreSQL store reads back the same:
 /// every run with its id and links, the marks and totals, pauses and objects; a
 /// second copy is refused, and new runs continue after the copied ids.

@@ -802,10 +802,49 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(query_error)?;
-        // The triggers kept totals and marks row by row in id order; a streak is
-        // counted by when runs ended, so both are computed again from the whole.
-        for statement in RECOMPUTE {
+        // The triggers kept totals and marks row by row in id order, and a pruned
+        // history no longer holds every run they count: both are taken as SQLite
+        // kept them, and so is its newest prune.
+        for statement in ["DELETE FROM run_totals", "DELETE FROM connection_marks"] {
             sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+        }
+        for (connection, status, runs, records, bytes, zero) in sqlite.kept_totals().await? {
+            sqlx::query(
+                "INSERT INTO run_totals (connection, status, runs, records, bytes, zero_records) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(connection)
+            .bind(status)
+            .bind(runs)
+            .bind(records)
+            .bind(bytes)
+            .bind(zero)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        for marks in sqlite.marks().await? {
+            sqlx::query(
+                "INSERT INTO connection_marks \
+                     (connection, last_tick, last_claimed, last_success, failures) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&marks.connection)
+            .bind(marks.last_tick.map(ms))
+            .bind(marks.last_claimed.map(ms))
+            .bind(marks.last_success.map(ms))
+            .bind(i32::try_from(marks.failures).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        if let Some(pruned) = sqlite.pruned().await? {
+            sqlx::query("INSERT INTO prunes (id, before, at) VALUES (1, $1, $2)")
+                .bind(ms(pruned.before))
+                .bind(ms(pruned.at))
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error)?;
@@ -814,30 +853,6 @@ impl PgStore {
         Ok(copied)
     }
 }
-
-/// Totals and marks from the runs as they stand (the SQLite migrations' queries).
-const RECOMPUTE: [&str; 4] = [
-    "DELETE FROM run_totals",
-    "INSERT INTO run_totals (connection, status, runs, records, bytes, zero_records) \
-     SELECT connection, status, count(*), coalesce(sum(records_synced), 0), \
-         coalesce(sum(bytes_synced), 0), \
-         count(*) FILTER (WHERE coalesce(records_synced, 0) = 0) \
-     FROM runs WHERE status NOT IN ('pending', 'running') \
-     GROUP BY connection, status",
-    "DELETE FROM connection_marks",
-    "INSERT INTO connection_marks (connection, last_tick, last_claimed, last_success, failures) \
-     SELECT r.connection, \
-         max(r.scheduled_for) FILTER (WHERE r.trigger = 'schedule'), \
-         max(r.claimed_at), \
-         s.last_success, \
-         count(*) FILTER (WHERE r.status IN ('failed', 'timed_out', 'trigger_failed') \
-             AND (s.last_success IS NULL OR r.finished_at > s.last_success)) \
-     FROM runs r \
-     LEFT JOIN (SELECT connection, max(finished_at) AS last_success FROM runs \
-                WHERE status = 'succeeded' GROUP BY connection) s \
-         ON s.connection = r.connection \
-     GROUP BY r.connection, s.last_success",
-];
 
 /// Inserts runs as they are, ids included.
 async fn insert_runs(tx: &mut Transaction<'_, Postgres>, runs: &[Run]) -> Result<(), StoreError> {

@@ -174,6 +174,20 @@ impl SqliteStore {
         read_runs(rows)
     }
 
+    /// The `run_totals` rows as kept: (connection, status, runs, records, bytes,
+    /// zero-record runs). With pruning they are more than the runs add up to.
+    pub async fn kept_totals(
+        &self,
+    ) -> Result<Vec<(String, String, i64, i64, i64, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT connection, status, runs, records, bytes, zero_records FROM run_totals \
+             ORDER BY connection, status",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)
+    }
+
     /// When each paused connection was paused.
     pub async fn pauses(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
         let rows = sqlx::query("SELECT connection, paused_at FROM pauses ORDER BY connection")
