@@ -65,7 +65,10 @@ pub async fn prune_periodically(
         loop {
             match store.prune(before, pacing.batch).await {
                 Ok(0) => break,
-                Ok(n) => deleted += n,
+                Ok(n) => {
+                    deleted += n;
+                    metrics.runs_pruned(n);
+                }
                 Err(e) => {
                     metrics.store_error();
                     tracing::warn!(error = %e, deleted, "pruning old runs failed; trying again next pass");
@@ -143,6 +146,7 @@ mod tests {
         history(&store, 0..25, now - chrono::Duration::days(100)).await;
         history(&store, 25..26, now).await;
         let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new(Duration::from_secs(3600)));
         let pacing = Pacing {
             first: Duration::from_secs(60),
             every: Duration::from_secs(3600),
@@ -153,7 +157,7 @@ mod tests {
             store.clone(),
             Duration::from_secs(90 * 86_400),
             Clock::System,
-            Arc::new(Metrics::new(Duration::from_secs(3600))),
+            metrics.clone(),
             pacing,
             shutdown.clone(),
         ));
@@ -166,6 +170,11 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(left(&store).await, 1, "only the recent run is left");
         assert!(store.pruned().await.unwrap().is_some());
+        assert!(
+            metrics.render().contains("cronbyte_runs_pruned_total 25"),
+            "{}",
+            metrics.render()
+        );
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(1), task)
             .await
