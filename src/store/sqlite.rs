@@ -824,7 +824,7 @@ impl Store for SqliteStore {
         .await
         .map_err(query_error)?;
         if heads.is_empty() {
-            drop(tx);
+            tx.rollback().await.map_err(query_error)?;
             writer.done();
             return Ok(0);
         }
