@@ -183,7 +183,34 @@ pub async fn history(path: &Path, args: &HistoryArgs) -> anyhow::Result<ExitCode
         }
         OutputFormat::Table => write_table(&mut out, &runs)?,
     }
+    // A store the daemon has not migrated yet has no record of prunes: nothing was
+    // pruned, then.
+    if let Ok(Some(pruned)) = store.pruned().await {
+        let note = pruned_note(&pruned, settings.retention);
+        // On stderr beside JSON, which stays one object per line on stdout.
+        match args.format {
+            OutputFormat::Json => eprintln!("{note}"),
+            OutputFormat::Table => writeln!(out, "{note}")?,
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `history` says of pruned runs, so a short history is not taken for a loss.
+pub fn pruned_note(
+    pruned: &crate::store::Pruned,
+    retention: Option<std::time::Duration>,
+) -> String {
+    let kept = match retention {
+        Some(d) if d.as_secs() % 86_400 == 0 => format!("retention {}d", d.as_secs() / 86_400),
+        Some(d) => format!("retention {}", humantime::format_duration(d)),
+        None => "retention is now \"forever\"".into(),
+    };
+    format!(
+        "runs that ended before {} were pruned ({kept}; last pruned {})",
+        pruned.before.to_rfc3339_opts(SecondsFormat::Secs, true),
+        pruned.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )
 }
 
 fn time(t: Option<DateTime<Utc>>) -> Option<String> {

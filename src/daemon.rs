@@ -179,6 +179,17 @@ impl Daemon {
             shutdown.clone(),
         )
         .await?;
+        // Off the engine's path: batches of old runs deleted between its writes.
+        let pruner = config.store.retention.map(|retention| {
+            tokio::spawn(crate::retention::prune_periodically(
+                store.clone(),
+                retention,
+                clock.clone(),
+                metrics.clone(),
+                crate::retention::Pacing::default(),
+                shutdown.clone(),
+            ))
+        });
         let airbyte_up = Arc::new(AirbyteUp::new(clients.keys()));
         let health = tokio::spawn(watch_health(
             clients.clone(),
@@ -230,6 +241,11 @@ impl Daemon {
         shutdown.cancel();
         systemd::stopping();
         engine.stopped().await;
+        // The pruner ends its batch (one short transaction) on shutdown: waited
+        // for, so the store is not closed under it.
+        if let Some(pruner) = pruner {
+            let _ = pruner.await;
+        }
         for task in [health, hangups, watchdog] {
             task.abort();
         }

@@ -5,7 +5,8 @@
 //! claims each tick, a [`run`], in the [`store`], triggers it through the [`airbyte`] client
 //! and follows the job to its end; [`metrics`] and the [`server`] show the result.
 //! [`daemon`] wires them together, with [`notify`] (failure notices), [`reload`]
-//! (SIGHUP) and [`systemd`] (the notify protocol) beside it. [`pipeline`] sets
+//! (SIGHUP), [`retention`] (pruning old runs) and [`systemd`] (the notify protocol)
+//! beside it. [`pipeline`] sets
 //! sources, destinations and connections up from the config; [`takeover`] moves schedules
 //! from Airbyte's own scheduler to the config and back, and finds connections scheduled by
 //! both; [`commands`] and [`remote`] are the CLI's side; [`emulator`] stands in for Airbyte
@@ -26,6 +27,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod reload;
 pub mod remote;
+pub mod retention;
 pub mod run;
 pub mod server;
 pub mod store;

@@ -202,6 +202,7 @@ pub struct Metrics {
     attempts: Histogram,
     running_age: PerConnection<Gauge>,
     store_errors: Counter,
+    runs_pruned: Counter,
     reloads: Family<ByOutcome, Counter>,
     scheduled_twice: PerConnection<Gauge>,
     window: Arc<Mutex<SuccessWindow>>,
@@ -331,6 +332,7 @@ impl Metrics {
             attempts: Histogram::new(ATTEMPT_BUCKETS),
             running_age: Family::default(),
             store_errors: Counter::default(),
+            runs_pruned: Counter::default(),
             reloads: Family::default(),
             scheduled_twice: Family::default(),
             window: window.clone(),
@@ -447,6 +449,11 @@ impl Metrics {
             "cronbyte_store_errors",
             "Operations on the history store that failed",
             self.store_errors.clone(),
+        );
+        r.register(
+            "cronbyte_runs_pruned",
+            "Finished runs deleted from the history as older than [store].retention",
+            self.runs_pruned.clone(),
         );
         r.register(
             "cronbyte_config_reloads",
@@ -717,6 +724,11 @@ impl Metrics {
 
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts runs the retention deleted.
+    pub fn runs_pruned(&self, n: u64) {
+        self.runs_pruned.inc_by(n);
     }
 
     /// Counts a config reload, `applied` or `rejected`.

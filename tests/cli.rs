@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cronbyte::config::{self, Format};
 use cronbyte::daemon::Daemon;
 use cronbyte::emulator::{Emulator, EmulatorOptions, JobPlan};
-use cronbyte::run::{NewRun, Trigger};
+use cronbyte::run::{NewRun, Outcome, Progress, RunStatus, Trigger};
 use cronbyte::store::{SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -480,4 +480,63 @@ async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         }
     }
     assert!(coloured.is_empty(), "ESC bytes in the log:\n{coloured:#?}");
+}
+
+/// Once older runs were pruned, `history` says so (and when), after the runs.
+#[tokio::test]
+async fn history_says_when_older_runs_were_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("history.db");
+    let store = SqliteStore::open(&store_path).await.unwrap();
+    for i in 0..3 {
+        let run = store
+            .claim(NewRun {
+                connection: "orders".into(),
+                connection_id: "0b9c8f1e-1111-4222-8333-944455556666".into(),
+                instance: "default".into(),
+                trigger: Trigger::Schedule,
+                scheduled_for: chrono::DateTime::from_timestamp(1_800_000_000 + i, 0).unwrap(),
+                retry_of: None,
+                claimed_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let outcome = Outcome {
+            status: RunStatus::Succeeded,
+            finished_at: chrono::DateTime::from_timestamp(1_800_000_100 + i, 0).unwrap(),
+            progress: Progress::default(),
+            error: None,
+        };
+        store
+            .finish(&[cronbyte::store::Closing::only(run.id, outcome)])
+            .await
+            .unwrap();
+    }
+    let config = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[airbyte]\nbase_url = \"http://localhost:8001/api/v1\"\n[store]\npath = \"{}\"\nretention = \"30d\"\n",
+            store_path.display()
+        ),
+    )
+    .unwrap();
+    let history = || cronbyte(&["history", "--config", config.to_str().unwrap()]);
+    let before = history();
+    assert!(before.status.success(), "{}", stderr(&before));
+    assert!(!stdout(&before).contains("pruned"), "{}", stdout(&before));
+
+    let cut = chrono::DateTime::from_timestamp(1_800_000_102, 0).unwrap();
+    assert_eq!(store.prune(cut, 10).await.unwrap(), 2);
+    store.close().await;
+    let after = history();
+    assert!(after.status.success(), "{}", stderr(&after));
+    assert!(
+        stdout(&after).contains(
+            "runs that ended before 2027-01-15T08:01:42Z were pruned (retention 30d; last pruned"
+        ),
+        "{}",
+        stdout(&after)
+    );
 }

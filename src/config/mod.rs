@@ -58,9 +58,9 @@ pub use problem::{ConfigErrors, Problem};
 pub use settings::{
     ActorSettings, AirbyteSettings, Config, ConnectionSettings, ConnectionStatus,
     ConnectorConfiguration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_INSTANCE, DEFAULT_REQUEST_TIMEOUT,
-    DeclaredConnection, Defaults, DestinationSyncMode, GroupSettings, LogFormat, LogSettings,
-    MetricsSettings, Misfire, NamespaceDefinition, OnOverlap, RetrySettings, ServerSettings,
-    StoreSettings, StreamSettings, SyncMode, WorkerSettings,
+    DEFAULT_RETENTION, DeclaredConnection, Defaults, DestinationSyncMode, GroupSettings, LogFormat,
+    LogSettings, MetricsSettings, Misfire, NamespaceDefinition, OnOverlap, RetrySettings,
+    ServerSettings, StoreSettings, StreamSettings, SyncMode, WorkerSettings,
 };
 
 pub(crate) use connector::escape_pointer;

@@ -313,6 +313,30 @@ impl Table {
         })
     }
 
+    /// How long to keep something: `"forever"` gives `Some(None)`, else a duration
+    /// of more than zero that a date can be counted back by.
+    pub(super) fn retention(
+        &mut self,
+        key: &'static str,
+        p: &mut Problems,
+    ) -> Option<Option<Duration>> {
+        self.read(key, p, |v| match &v.kind {
+            ValueKind::String(s) if s.trim().eq_ignore_ascii_case("forever") => Ok(None),
+            _ => {
+                let d = to_duration(v).map_err(|e| format!("{e}, or \"forever\""))?;
+                if d.is_zero() {
+                    Err("must be more than zero (or \"forever\" to keep everything)".into())
+                } else if chrono::Duration::from_std(d).is_err()
+                    || d > Duration::from_secs(100 * 366 * 86_400)
+                {
+                    Err("must be at most 100 years (or \"forever\")".into())
+                } else {
+                    Ok(Some(d))
+                }
+            }
+        })
+    }
+
     /// One of a fixed set of words (case does not matter).
     pub(super) fn choice<T: Copy>(
         &mut self,

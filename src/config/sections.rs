@@ -431,8 +431,13 @@ fn store(mut t: Table, p: &mut Problems) -> StoreSettings {
             "give either `path` (a SQLite file) or `url` (PostgreSQL), not both",
         ));
     }
+    let retention = t.retention("retention", p).unwrap_or(d.retention);
     t.finish(p);
-    StoreSettings { path, url }
+    StoreSettings {
+        path,
+        url,
+        retention,
+    }
 }
 
 /// `url` checked as a PostgreSQL URL, with `password` put in. No message repeats

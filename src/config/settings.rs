@@ -133,13 +133,20 @@ pub struct StoreSettings {
     /// A `postgres://` URL (`url`, or read from `url_file`), with the password of
     /// `password`/`password_file` put in: the history in that database. A secret.
     pub url: Option<SecretString>,
+    /// How long finished runs are kept (`retention`, default 90 days); `None`
+    /// (`"forever"`) keeps every run. Marks and totals outlive pruned runs.
+    pub retention: Option<Duration>,
 }
+
+/// How long finished runs are kept unless `[store] retention` says otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             path: PathBuf::from("cronbyte.db"),
             url: None,
+            retention: Some(DEFAULT_RETENTION),
         }
     }
 }

@@ -61,6 +61,7 @@ fn a_minimal_configuration_gets_the_documented_defaults() {
         }
     );
     assert_eq!(c.store.path, std::path::PathBuf::from("cronbyte.db"));
+    assert_eq!(c.store.retention, Some(Duration::from_secs(90 * 86_400)));
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:9464");
     assert!(c.server.token.is_none());
     assert_eq!(c.workers.poll_interval, Duration::from_secs(10));
@@ -1248,4 +1249,35 @@ fn a_bad_store_url_is_named_at_its_key_without_showing_it() {
         has_problem(&errors, "store.password", "one place"),
         "{errors}"
     );
+}
+
+#[test]
+fn store_retention_is_a_duration_or_forever_and_never_zero_or_nonsense() {
+    let read = |value: &str| {
+        from_str(
+            &format!("{MINIMAL}\n[store]\nretention = {value}\n"),
+            Format::Toml,
+        )
+    };
+    let kept = |value: &str| {
+        read(value)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .store
+            .retention
+    };
+    assert_eq!(kept("\"30d\""), Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(kept("\"forever\""), None);
+    assert_eq!(kept("\"Forever\""), None);
+    for (value, fragment) in [
+        ("\"0s\"", "more than zero"),
+        ("\"soon\"", "forever"),
+        ("90", "with a unit"),
+        ("\"1000years\"", "at most 100 years"),
+    ] {
+        let errors = problems(&format!("{MINIMAL}\n[store]\nretention = {value}\n"));
+        assert!(
+            has_problem(&errors, "store.retention", fragment),
+            "{value}: {errors}"
+        );
+    }
 }

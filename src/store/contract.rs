@@ -454,6 +454,173 @@ pub async fn what_an_outcome_sets_off_is_claimed_with_it_once(store: &dyn Store)
 }
 
 /// Runs every promise above, each against a store of its own from `fresh`.
+/// Ids of every run in the history, oldest first.
+async fn ids(store: &dyn Store) -> Vec<i64> {
+    let mut ids: Vec<i64> = store
+        .history(&HistoryFilter {
+            connection: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+pub async fn pruning_deletes_old_finished_runs_in_batches_and_keeps_open_and_recent_ones(
+    store: &dyn Store,
+) {
+    let mut old = Vec::new();
+    for i in 0..5 {
+        old.push(
+            ended(store, "orders", 1_000 + i * 100, RunStatus::Succeeded)
+                .await
+                .id,
+        );
+    }
+    // Claimed long ago and still open: never pruned, however old.
+    let open = claimed(store, tick("orders", 500)).await;
+    let running = claimed(store, tick("customers", 600)).await;
+    store.mark_started(running.id, 7, time(610)).await.unwrap();
+    let recent = ended(store, "orders", 10_000, RunStatus::Failed).await;
+    assert_eq!(store.pruned().await.unwrap(), None, "nothing pruned yet");
+
+    let cut = time(5_000);
+    assert_eq!(store.prune(cut, 2).await.unwrap(), 2, "a batch at a time");
+    assert_eq!(store.prune(cut, 2).await.unwrap(), 2);
+    assert_eq!(store.prune(cut, 2).await.unwrap(), 1);
+    assert_eq!(store.prune(cut, 2).await.unwrap(), 0, "nothing left");
+    for id in &old {
+        assert_eq!(store.run(*id).await.unwrap(), None);
+    }
+    assert_eq!(ids(store).await, vec![open.id, running.id, recent.id]);
+    assert_eq!(store.open_runs().await.unwrap().len(), 2);
+    let pruned = store
+        .pruned()
+        .await
+        .unwrap()
+        .expect("the prune is recorded");
+    assert_eq!(pruned.before, cut);
+
+    // An earlier cut deletes nothing and does not move the recorded one back.
+    assert_eq!(store.prune(time(100), 10).await.unwrap(), 0);
+    assert_eq!(store.pruned().await.unwrap().unwrap().before, cut);
+    // The newest run of the history is kept however old, so that its id is never
+    // handed out again; once a newer one is claimed, it goes.
+    assert_eq!(store.prune(time(20_000), 10).await.unwrap(), 0);
+    let next = claimed(store, tick("orders", 30_000)).await;
+    assert!(next.id > recent.id);
+    assert_eq!(store.prune(time(20_000), 10).await.unwrap(), 1);
+    assert_eq!(store.pruned().await.unwrap().unwrap().before, time(20_000));
+    assert_eq!(ids(store).await, vec![open.id, running.id, next.id]);
+}
+
+pub async fn pruning_leaves_marks_and_totals_as_they_were(store: &dyn Store) {
+    ended(store, "orders", 1_000, RunStatus::Succeeded).await;
+    ended(store, "orders", 2_000, RunStatus::Failed).await;
+    ended(store, "orders", 3_000, RunStatus::TimedOut).await;
+    ended(store, "customers", 1_500, RunStatus::Succeeded).await;
+    let mut manual = tick("customers", 2_500);
+    manual.trigger = Trigger::Manual;
+    let manual = claimed(store, manual).await;
+    store
+        .finish(&[Closing::only(
+            manual.id,
+            ended_as(RunStatus::Succeeded, 2_600, Some(0)),
+        )])
+        .await
+        .unwrap();
+    // Open, and the newest: kept.
+    let newest = claimed(store, tick("payments", 5_000)).await;
+    let marks = store.marks().await.unwrap();
+    let totals = store.totals().await.unwrap();
+
+    assert_eq!(store.prune(time(1_000_000), 100).await.unwrap(), 5);
+    assert_eq!(ids(store).await, vec![newest.id]);
+    assert_eq!(
+        store.marks().await.unwrap(),
+        marks,
+        "marks outlive the runs"
+    );
+    assert_eq!(
+        store.totals().await.unwrap(),
+        totals,
+        "totals outlive the runs"
+    );
+
+    // What the engine derives goes on from there: the streak grows, then ends.
+    ended(store, "orders", 4_000, RunStatus::Failed).await;
+    let orders = |marks: Vec<ConnectionMarks>| {
+        marks
+            .into_iter()
+            .find(|m| m.connection == "orders")
+            .expect("orders has marks")
+    };
+    let after = orders(store.marks().await.unwrap());
+    assert_eq!(after.failures, 3);
+    assert_eq!(after.last_tick, Some(time(4_000)));
+    assert_eq!(after.last_success, Some(time(1_060)));
+}
+
+pub async fn a_retry_chain_is_pruned_whole_once_its_newest_run_is_past_the_cut(store: &dyn Store) {
+    // A chain whose first run is old but whose retries go on past the cut.
+    let first = ended(store, "orders", 1_000, RunStatus::Failed).await;
+    let mut retry = tick("orders", 1_200);
+    retry.trigger = Trigger::Retry;
+    retry.retry_of = Some(first.id);
+    let retry1 = claimed(store, retry.clone()).await;
+    store
+        .finish(&[Closing::only(
+            retry1.id,
+            ended_as(RunStatus::Failed, 1_300, None),
+        )])
+        .await
+        .unwrap();
+    retry.scheduled_for = time(9_000);
+    let retry2 = claimed(store, retry).await;
+    // A chain wholly before the cut, and a lone old run.
+    let other = ended(store, "customers", 1_000, RunStatus::Failed).await;
+    let mut other_retry = tick("customers", 1_100);
+    other_retry.trigger = Trigger::Retry;
+    other_retry.retry_of = Some(other.id);
+    let other_retry = claimed(store, other_retry).await;
+    store
+        .finish(&[Closing::only(
+            other_retry.id,
+            ended_as(RunStatus::Succeeded, 1_200, Some(1)),
+        )])
+        .await
+        .unwrap();
+
+    let newest = claimed(store, tick("payments", 20_000)).await;
+
+    // The open chain stays whole, so its retries are still all counted.
+    assert_eq!(store.prune(time(5_000), 100).await.unwrap(), 2);
+    assert_eq!(
+        ids(store).await,
+        vec![first.id, retry1.id, retry2.id, newest.id]
+    );
+    assert_eq!(store.retries_of(first.id).await.unwrap(), 2);
+
+    // Ended, but after the cut: still kept.
+    store
+        .finish(&[Closing::only(
+            retry2.id,
+            ended_as(RunStatus::Succeeded, 9_100, Some(1)),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(store.prune(time(5_000), 100).await.unwrap(), 0);
+    assert_eq!(store.retries_of(first.id).await.unwrap(), 2);
+    // Once its newest run is past the cut, the chain goes whole, in one batch of one.
+    assert_eq!(store.prune(time(10_000), 1).await.unwrap(), 3);
+    assert_eq!(ids(store).await, vec![newest.id]);
+    assert_eq!(store.retries_of(first.id).await.unwrap(), 0);
+}
+
 pub async fn holds_for<S, F, Fut>(fresh: F)
 where
     S: Store,
@@ -471,6 +638,10 @@ where
     pauses_are_remembered_and_reported_once(&fresh().await).await;
     totals_and_recent_endings_count_each_ended_run_once(&fresh().await).await;
     airbyte_objects_are_recorded_updated_and_forgotten(&fresh().await).await;
+    pruning_deletes_old_finished_runs_in_batches_and_keeps_open_and_recent_ones(&fresh().await)
+        .await;
+    pruning_leaves_marks_and_totals_as_they_were(&fresh().await).await;
+    a_retry_chain_is_pruned_whole_once_its_newest_run_is_past_the_cut(&fresh().await).await;
 }
 
 #[tokio::test]
@@ -624,6 +795,43 @@ async fn a_postgres_store_that_cannot_be_reached_is_named_without_its_password()
         .to_string();
     assert!(err.contains("store.url"), "{err}");
     assert!(!err.contains("Hunter2-pw"), "{err}");
+}
+
+/// A pruned SQLite history copied into PostgreSQL keeps the marks, totals and
+/// prune SQLite kept, not what its remaining runs add up to.
+#[tokio::test]
+async fn a_pruned_sqlite_history_copied_into_postgres_keeps_its_marks_totals_and_prune() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sqlite = SqliteStore::open(&dir.path().join("history.db"))
+        .await
+        .expect("the store opens");
+    ended(&sqlite, "orders", 100, RunStatus::Succeeded).await;
+    ended(&sqlite, "orders", 200, RunStatus::Failed).await;
+    ended(&sqlite, "customers", 100, RunStatus::Succeeded).await;
+    ended(&sqlite, "orders", 10_000, RunStatus::Failed).await;
+    assert_eq!(sqlite.prune(time(5_000), 10).await.unwrap(), 3);
+
+    let (postgres, schema) = postgres_store(&url).await;
+    postgres.copy_from_sqlite(&sqlite).await.expect("copied");
+    assert_eq!(
+        postgres.marks().await.unwrap(),
+        sqlite.marks().await.unwrap()
+    );
+    assert_eq!(
+        postgres.totals().await.unwrap(),
+        sqlite.totals().await.unwrap()
+    );
+    assert_eq!(
+        postgres.pruned().await.unwrap(),
+        sqlite.pruned().await.unwrap()
+    );
+    assert_eq!(postgres.marks().await.unwrap().len(), 2, "customers too");
+    postgres.close().await;
+    sqlite.close().await;
+    drop_schemas(&url, &[schema]).await;
 }
 
 /// A SQLite history copied into an empty PostgreSQL store reads back the same:

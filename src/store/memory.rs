@@ -28,12 +28,21 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Run `n` is at index `n - 1`.
+    /// By id, ascending (pruning leaves gaps).
     runs: Vec<Run>,
+    /// The id of the newest run claimed, pruned or not.
+    last_id: i64,
+    /// What pruned runs added to the totals, by (connection, status as spelled),
+    /// as the other stores keep totals in a table of their own.
+    pruned_totals: BTreeMap<(String, String), Sums>,
+    pruned: Option<Pruned>,
     pauses: BTreeSet<String>,
     objects: BTreeMap<(String, String, String), AirbyteObject>,
     marks: HashMap<String, ConnectionMarks>,
 }
+
+/// A status's (runs, records, bytes, zero-record runs) within one connection.
+type Sums = (RunStatus, u64, u64, u64, u64);
 
 /// At the store's precision, as SQLite keeps it: milliseconds.
 fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -92,7 +101,7 @@ impl Inner {
             return None;
         }
         let run = Run {
-            id: i64::try_from(self.runs.len() + 1).unwrap_or(i64::MAX),
+            id: self.last_id + 1,
             connection: new.connection,
             connection_id: new.connection_id,
             instance: new.instance,
@@ -120,12 +129,13 @@ impl Inner {
                     .map_or(scheduled_for, |t| t.max(scheduled_for)),
             );
         }
+        self.last_id = run.id;
         self.runs.push(run.clone());
         Some(run)
     }
 
     fn run_mut(&mut self, run_id: i64) -> Option<&mut Run> {
-        let index = usize::try_from(run_id).ok()?.checked_sub(1)?;
+        let index = self.runs.binary_search_by_key(&run_id, |r| r.id).ok()?;
         self.runs.get_mut(index)
     }
 
@@ -326,6 +336,59 @@ impl Store for MemoryStore {
             .map(|r| r.id))
     }
 
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        self.answer().await;
+        let cut = stored(before);
+        let mut inner = self.lock();
+        let newest_id = inner.runs.last().map_or(0, |r| r.id);
+        let ended_before = |r: &Run| !r.status.is_open() && r.finished_at.is_some_and(|t| t < cut);
+        // First runs of chains that ended whole before the cut, oldest end first.
+        let mut heads: Vec<(DateTime<Utc>, i64)> = inner
+            .runs
+            .iter()
+            .filter(|r| r.retry_of.is_none() && ended_before(r) && r.id < newest_id)
+            .filter(|r| {
+                inner
+                    .runs
+                    .iter()
+                    .filter(|o| o.retry_of == Some(r.id))
+                    .all(|o| ended_before(o) && o.id < newest_id)
+            })
+            .map(|r| (r.finished_at.unwrap_or(cut), r.id))
+            .collect();
+        heads.sort();
+        heads.truncate(usize::try_from(batch.max(1)).unwrap_or(usize::MAX));
+        if heads.is_empty() {
+            return Ok(0);
+        }
+        let heads: BTreeSet<i64> = heads.into_iter().map(|(_, id)| id).collect();
+        let (gone, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut inner.runs)
+            .into_iter()
+            .partition(|r| heads.contains(&r.retry_of.unwrap_or(r.id)));
+        inner.runs = kept;
+        for run in &gone {
+            let entry = inner
+                .pruned_totals
+                .entry((run.connection.clone(), run.status.as_str().to_owned()))
+                .or_insert((run.status, 0, 0, 0, 0));
+            entry.1 += 1;
+            entry.2 = entry.2.saturating_add(run.records_synced.unwrap_or(0));
+            entry.3 = entry.3.saturating_add(run.bytes_synced.unwrap_or(0));
+            entry.4 += u64::from(run.records_synced.unwrap_or(0) == 0);
+        }
+        let newest = inner.pruned.map_or(cut, |p| p.before.max(cut));
+        inner.pruned = Some(Pruned {
+            before: newest,
+            at: stored(Utc::now()),
+        });
+        Ok(u64::try_from(gone.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn pruned(&self) -> Result<Option<Pruned>, StoreError> {
+        self.answer().await;
+        Ok(self.lock().pruned)
+    }
+
     async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {
         self.answer().await;
         let n = self
@@ -356,7 +419,11 @@ impl Store for MemoryStore {
         self.answer().await;
         let inner = self.lock();
         // (runs, records, bytes, zero-record runs) by connection, then status as spelled.
-        let mut sums: BTreeMap<(&str, &str), (RunStatus, u64, u64, u64, u64)> = BTreeMap::new();
+        let mut sums: BTreeMap<(&str, &str), Sums> = inner
+            .pruned_totals
+            .iter()
+            .map(|((c, s), sum)| ((c.as_str(), s.as_str()), *sum))
+            .collect();
         for run in inner.runs.iter().filter(|r| !r.status.is_open()) {
             let entry = sums
                 .entry((run.connection.as_str(), run.status.as_str()))

@@ -168,6 +168,14 @@ pub(crate) fn fold_totals(rows: impl IntoIterator<Item = TotalsRow>) -> Vec<Conn
     totals
 }
 
+/// The newest retention cut a prune made: runs that ended before `before` may be
+/// gone from the history since `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pruned {
+    pub before: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
 /// A run that ended, in brief: enough for ratios and freshness.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ended {
@@ -277,6 +285,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every recorded Airbyte object, by instance, kind, then name.
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError>;
+
+    /// Deletes up to about `batch` runs that ended before `before`, in one short
+    /// transaction, and says how many it deleted (0: nothing is left to prune).
+    ///
+    /// An open run is never deleted. A retry chain (a first run and the retries
+    /// whose `retry_of` names it) goes whole, once every run of it ended before
+    /// `before`: no survivor is left pointing at a deleted run, and
+    /// [`Store::retries_of`] still counts every retry of a chain that goes on. A
+    /// chain counts as one toward `batch`, so a call may delete a few more runs.
+    /// Marks and totals are kept apart from the runs and stay as they were. When it
+    /// deleted any, the cut is recorded for [`Store::pruned`].
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError>;
+
+    /// The newest cut a prune deleted runs at, if any ever did.
+    async fn pruned(&self) -> Result<Option<Pruned>, StoreError>;
 
     /// Closes the store's connections once every write is done (SQLite flushes
     /// its WAL). Nothing to do for a store in memory.

@@ -672,6 +672,67 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        let cut = ms(before);
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        // First runs of chains that ended whole before the cut, oldest end first;
+        // their retries go with them. SKIP LOCKED: a second replica pruning at the
+        // same time takes other chains instead of waiting on these.
+        let heads: Vec<i64> = sqlx::query_scalar(
+            "SELECT r.id FROM runs r \
+             WHERE r.finished_at < $1 AND r.retry_of IS NULL \
+               AND r.status NOT IN ('pending', 'running') \
+               AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.retry_of = r.id \
+                   AND (o.finished_at IS NULL OR o.finished_at >= $1 \
+                        OR o.status IN ('pending', 'running') \
+                        OR o.id = (SELECT max(id) FROM runs))) \
+               AND r.id < (SELECT max(id) FROM runs) \
+             ORDER BY r.finished_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(cut)
+        .bind(i64::from(batch.max(1)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        if heads.is_empty() {
+            tx.rollback().await.map_err(query_error)?;
+            return Ok(0);
+        }
+        let retries = sqlx::query("DELETE FROM runs WHERE retry_of = ANY($1)")
+            .bind(&heads)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        let firsts = sqlx::query("DELETE FROM runs WHERE id = ANY($1)")
+            .bind(&heads)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO prunes (id, before, at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET before = greatest(prunes.before, excluded.before), \
+                 at = excluded.at",
+        )
+        .bind(cut)
+        .bind(ms(Utc::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(retries + firsts)
+    }
+
+    async fn pruned(&self) -> Result<Option<Pruned>, StoreError> {
+        let row: Option<(DateTime<Utc>, DateTime<Utc>)> =
+            sqlx::query_as("SELECT before, at FROM prunes WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_error)?;
+        Ok(row.map(|(before, at)| Pruned { before, at }))
+    }
+
     async fn close(&self) {
         PgStore::close(self).await;
     }
@@ -774,10 +835,49 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(query_error)?;
-        // The triggers kept totals and marks row by row in id order; a streak is
-        // counted by when runs ended, so both are computed again from the whole.
-        for statement in RECOMPUTE {
+        // The triggers kept totals and marks row by row in id order, and a pruned
+        // history no longer holds every run they count: both are taken as SQLite
+        // kept them, and so is its newest prune.
+        for statement in ["DELETE FROM run_totals", "DELETE FROM connection_marks"] {
             sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+        }
+        for (connection, status, runs, records, bytes, zero) in sqlite.kept_totals().await? {
+            sqlx::query(
+                "INSERT INTO run_totals (connection, status, runs, records, bytes, zero_records) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(connection)
+            .bind(status)
+            .bind(runs)
+            .bind(records)
+            .bind(bytes)
+            .bind(zero)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        for marks in sqlite.marks().await? {
+            sqlx::query(
+                "INSERT INTO connection_marks \
+                     (connection, last_tick, last_claimed, last_success, failures) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&marks.connection)
+            .bind(marks.last_tick.map(ms))
+            .bind(marks.last_claimed.map(ms))
+            .bind(marks.last_success.map(ms))
+            .bind(i32::try_from(marks.failures).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        }
+        if let Some(pruned) = sqlite.pruned().await? {
+            sqlx::query("INSERT INTO prunes (id, before, at) VALUES (1, $1, $2)")
+                .bind(ms(pruned.before))
+                .bind(ms(pruned.at))
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error)?;
@@ -786,30 +886,6 @@ impl PgStore {
         Ok(copied)
     }
 }
-
-/// Totals and marks from the runs as they stand (the SQLite migrations' queries).
-const RECOMPUTE: [&str; 4] = [
-    "DELETE FROM run_totals",
-    "INSERT INTO run_totals (connection, status, runs, records, bytes, zero_records) \
-     SELECT connection, status, count(*), coalesce(sum(records_synced), 0), \
-         coalesce(sum(bytes_synced), 0), \
-         count(*) FILTER (WHERE coalesce(records_synced, 0) = 0) \
-     FROM runs WHERE status NOT IN ('pending', 'running') \
-     GROUP BY connection, status",
-    "DELETE FROM connection_marks",
-    "INSERT INTO connection_marks (connection, last_tick, last_claimed, last_success, failures) \
-     SELECT r.connection, \
-         max(r.scheduled_for) FILTER (WHERE r.trigger = 'schedule'), \
-         max(r.claimed_at), \
-         s.last_success, \
-         count(*) FILTER (WHERE r.status IN ('failed', 'timed_out', 'trigger_failed') \
-             AND (s.last_success IS NULL OR r.finished_at > s.last_success)) \
-     FROM runs r \
-     LEFT JOIN (SELECT connection, max(finished_at) AS last_success FROM runs \
-                WHERE status = 'succeeded' GROUP BY connection) s \
-         ON s.connection = r.connection \
-     GROUP BY r.connection, s.last_success",
-];
 
 /// Inserts runs as they are, ids included.
 async fn insert_runs(tx: &mut Transaction<'_, Postgres>, runs: &[Run]) -> Result<(), StoreError> {

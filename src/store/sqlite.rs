@@ -51,11 +51,40 @@ impl SqliteStore {
     /// pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let store = Self::connect(path, true).await?;
+        store.vacuum_incrementally().await?;
         MIGRATOR
             .run(&store.writer)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
         Ok(store)
+    }
+
+    /// Makes the file one that gives pages freed by pruning back with
+    /// `PRAGMA incremental_vacuum`. A file made before that (`auto_vacuum` NONE) is
+    /// rewritten once by `VACUUM`: SQLite changes the mode of a file holding tables
+    /// no other way, and `VACUUM` cannot run inside a transaction, which is where
+    /// sqlx runs migrations. A new file is empty, so its `VACUUM` costs nothing; an
+    /// old one takes a while once, with as much free disk as the file.
+    async fn vacuum_incrementally(&self) -> Result<(), StoreError> {
+        const INCREMENTAL: i64 = 2;
+        let mut writer = self.writer().await?;
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&mut *writer)
+            .await
+            .map_err(query_error)?;
+        if mode != INCREMENTAL {
+            tracing::info!(path = %self.path.display(), "rewriting the store once so pruned runs give their space back");
+            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                .execute(&mut *writer)
+                .await
+                .map_err(query_error)?;
+            sqlx::query("VACUUM")
+                .execute(&mut *writer)
+                .await
+                .map_err(query_error)?;
+        }
+        writer.done();
+        Ok(())
     }
 
     /// Opens an existing store for reading only, without migrating it (for
@@ -143,6 +172,20 @@ impl SqliteStore {
         .await
         .map_err(query_error)?;
         read_runs(rows)
+    }
+
+    /// The `run_totals` rows as kept: (connection, status, runs, records, bytes,
+    /// zero-record runs). With pruning they are more than the runs add up to.
+    pub async fn kept_totals(
+        &self,
+    ) -> Result<Vec<(String, String, i64, i64, i64, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT connection, status, runs, records, bytes, zero_records FROM run_totals \
+             ORDER BY connection, status",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_error)
     }
 
     /// When each paused connection was paused.
@@ -752,6 +795,88 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        let cut = ms(before);
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin().await.map_err(query_error)?;
+        // First runs of chains that ended whole before the cut, oldest end first
+        // (the `runs_by_finish` index); their retries go with them.
+        let heads: Vec<i64> = sqlx::query_scalar(
+            "SELECT r.id FROM runs r \
+             WHERE r.finished_at < ?1 AND r.retry_of IS NULL \
+               AND r.status NOT IN ('pending', 'running') \
+               AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.retry_of = r.id \
+                   AND (o.finished_at IS NULL OR o.finished_at >= ?1 \
+                        OR o.status IN ('pending', 'running') \
+                        OR o.id = (SELECT max(id) FROM runs))) \
+               AND r.id < (SELECT max(id) FROM runs) \
+             ORDER BY r.finished_at LIMIT ?2",
+        )
+        .bind(cut)
+        .bind(i64::from(batch.max(1)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        if heads.is_empty() {
+            tx.rollback().await.map_err(query_error)?;
+            writer.done();
+            return Ok(0);
+        }
+        // Ids are integers read back from the store: safe to spell into the SQL.
+        let list = heads
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let retries = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM runs WHERE retry_of IN ({list})"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?
+        .rows_affected();
+        let firsts = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM runs WHERE id IN ({list})"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?
+        .rows_affected();
+        sqlx::query(
+            "INSERT INTO prunes (id, before, at) VALUES (1, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET before = max(before, excluded.before), \
+                 at = excluded.at",
+        )
+        .bind(cut)
+        .bind(ms(Utc::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        // Gives the freed pages back to the file system, a bounded number at a time
+        // so the writer is not held long (each batch frees only a few pages).
+        sqlx::query("PRAGMA incremental_vacuum(2000)")
+            .execute(&mut *writer)
+            .await
+            .map_err(query_error)?;
+        writer.done();
+        Ok(retries + firsts)
+    }
+
+    async fn pruned(&self) -> Result<Option<Pruned>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT before, at FROM prunes WHERE id = 1")
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(query_error)?;
+        row.map(|(before, at)| {
+            Ok(Pruned {
+                before: from_ms(before)?,
+                at: from_ms(at)?,
+            })
+        })
+        .transpose()
+    }
+
     async fn close(&self) {
         SqliteStore::close(self).await;
     }
@@ -992,6 +1117,75 @@ mod tests {
         let mut end = outcome(status);
         end.finished_at = DateTime::from_timestamp(at + 60, 0).unwrap();
         store.finish(&[Closing::only(run.id, end)]).await.unwrap();
+    }
+
+    async fn pages(store: &SqliteStore) -> (i64, i64) {
+        let count: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&store.readers)
+            .await
+            .unwrap();
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&store.readers)
+            .await
+            .unwrap();
+        (count, free)
+    }
+
+    #[tokio::test]
+    async fn pruned_runs_give_their_pages_back_to_the_file_system() {
+        let (_dir, store) = fresh().await;
+        let runs: Vec<NewRun> = (0..3_000).map(|i| tick("orders", 1_000 + i)).collect();
+        let claimed = store.claim_many(runs).await.unwrap();
+        let closings: Vec<Closing> = claimed
+            .iter()
+            .flatten()
+            .map(|run| {
+                let mut end = outcome(RunStatus::Failed);
+                end.finished_at = DateTime::from_timestamp(5_000, 0).unwrap();
+                // Room enough that the runs fill many pages.
+                end.error = Some("x".repeat(300));
+                Closing::only(run.id, end)
+            })
+            .collect();
+        store.finish(&closings).await.unwrap();
+        let (before, _) = pages(&store).await;
+        let cut = DateTime::from_timestamp(10_000, 0).unwrap();
+        while store.prune(cut, 1_000).await.unwrap() > 0 {}
+        let (after, free) = pages(&store).await;
+        assert!(
+            after * 4 < before,
+            "the file shrank from {before} to {after} pages"
+        );
+        assert_eq!(free, 0, "no freed page is left in the file");
+    }
+
+    #[tokio::test]
+    async fn a_store_made_before_pruning_is_rewritten_once_to_vacuum_incrementally() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let mut old = SqliteConnection::connect_with(&options).await.unwrap();
+            sqlx::query("CREATE TABLE leftover (id INTEGER PRIMARY KEY)")
+                .execute(&mut old)
+                .await
+                .unwrap();
+            let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+                .fetch_one(&mut old)
+                .await
+                .unwrap();
+            assert_eq!(mode, 0, "a file made without it has no auto_vacuum");
+            old.close().await.unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(mode, 2, "incremental");
+        store.close().await;
     }
 
     fn marks_of(marks: &[ConnectionMarks], connection: &str) -> ConnectionMarks {

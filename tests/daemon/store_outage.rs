@@ -88,6 +88,13 @@ impl Store for FlakyStore {
     async fn run_with_job(&self, instance: &str, job_id: i64) -> Result<Option<i64>, StoreError> {
         self.inner.run_with_job(instance, job_id).await
     }
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.prune(before, batch).await
+    }
+    async fn pruned(&self) -> Result<Option<Pruned>, StoreError> {
+        self.inner.pruned().await
+    }
     async fn retries_of(&self, first: i64) -> Result<u32, StoreError> {
         self.inner.retries_of(first).await
     }

@@ -64,7 +64,7 @@ impl Backend {
         match self {
             Self::Sqlite(path) => StoreSettings {
                 path: path.clone(),
-                url: None,
+                ..StoreSettings::default()
             },
             Self::Postgres { url, .. } => StoreSettings {
                 url: Some(SecretString::from(url.clone())),
