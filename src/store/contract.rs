@@ -922,6 +922,14 @@ async fn a_sqlite_history_copied_into_postgres_reads_back_the_same() {
     assert!(again.to_string().contains("empty store only"), "{again}");
     let next = claimed(&postgres, tick("invoices", 300)).await;
     assert_eq!(next.id, 5, "new runs continue after the copied ids");
+    // The triggers that keep the marks work again once the copy is done.
+    let marks = postgres.marks().await.unwrap();
+    assert!(
+        marks
+            .iter()
+            .any(|m| m.connection == "invoices" && m.last_tick == Some(time(300))),
+        "{marks:?}"
+    );
 
     sqlite.close().await;
     postgres.close().await;
