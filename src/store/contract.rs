@@ -682,7 +682,6 @@ pub fn postgres_url() -> Option<String> {
 /// A store in a schema of its own on `url`'s database, migrated, and the schema's
 /// name (to drop once the test is over).
 pub async fn postgres_store(url: &str) -> (PgStore, String) {
-    use std::str::FromStr;
     let schema = format!("cronbyte_test_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::PgPool::connect(url)
         .await
@@ -692,14 +691,20 @@ pub async fn postgres_store(url: &str) -> (PgStore, String) {
         .await
         .expect("a schema is created");
     admin.close().await;
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)
-        .expect("a PostgreSQL URL")
-        .options([("search_path", schema.as_str())]);
-    let store = PgStore::with_options(options, redacted(url))
-        .await
-        .expect("the store connects");
+    let store = in_schema(url, &schema).await;
     store.migrate().await.expect("the migrations apply");
     (store, schema)
+}
+
+/// A store on `url`'s database that reads and writes in `schema`.
+async fn in_schema(url: &str, schema: &str) -> PgStore {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .expect("a PostgreSQL URL")
+        .options([("search_path", schema)]);
+    PgStore::with_options(options, redacted(url))
+        .await
+        .expect("the store connects")
 }
 
 /// Drops the schemas the tests made.
@@ -741,15 +746,7 @@ async fn two_postgres_stores_on_one_database_claim_each_tick_once() {
         return;
     };
     let (first, schema) = postgres_store(&url).await;
-    let options = {
-        use std::str::FromStr;
-        sqlx::postgres::PgConnectOptions::from_str(&url)
-            .expect("a PostgreSQL URL")
-            .options([("search_path", schema.as_str())])
-    };
-    let second = PgStore::with_options(options, redacted(&url))
-        .await
-        .expect("the second store connects");
+    let second = in_schema(&url, &schema).await;
     let ticks = || {
         (0..100)
             .map(|i| tick("orders", 1_000 + i))
