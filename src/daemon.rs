@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::airbyte::{Client, ClientSettings, RetryPolicy};
 use crate::config::{AirbyteSettings, Config};
-use crate::engine::{Clock, Engine, EngineError, EngineParts};
+use crate::engine::{Clock, EngineError, EngineParts};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reload::Reloader;
+use crate::replica::{Election, Identity, Role, TermEnd};
 use crate::server::{self, AppState};
 use crate::store::{Store, StoreError};
 use crate::systemd;
@@ -135,7 +136,7 @@ impl Daemon {
 
     /// Runs until `shutdown` is cancelled, then stops firing, lets in-flight
     /// calls end within the grace period and returns. Airbyte jobs go on; the
-    /// next start takes them up from the history.
+    /// next start (or the next active replica) takes them up from the history.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
         let Daemon {
             config,
@@ -147,49 +148,58 @@ impl Daemon {
             config_path,
             double_schedule_interval,
         } = self;
-        let window = chrono::Duration::from_std(config.metrics.success_ratio_window)
-            .unwrap_or(chrono::Duration::days(1));
         // The instance label of each connection's series comes from the config, and
         // must be known before the history seeds them; reloads update it in the engine.
         metrics.set_connections(&config.connections);
-        metrics.seed(
-            &store.totals().await?,
-            &store.ended_since(Utc::now() - window).await?,
-        );
-        metrics.seed_marks(&store.marks().await?);
+        let election = Arc::new(Election::new(
+            store.clone(),
+            Identity::new(),
+            config.store.lease,
+            config.store.lease_renewal,
+            metrics.clone(),
+            crate::reload::settings_hash(&config),
+        ));
+        if election.is_shared() {
+            tracing::info!(replica = %election.identity().id,
+                "the store may be shared: this replica is a standby until it takes the lease");
+        }
 
+        let term = Term {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            window: config.metrics.success_ratio_window,
+            retention: config.store.retention,
+        };
+        if !election.is_shared() {
+            // Alone on its store, the process is active from the start: its series
+            // are seeded before its engine counts anything.
+            term.seed_metrics().await?;
+        }
         let notifier = Notifier::start(config.notify.clone(), shutdown.clone());
-        let engine = Engine::start(
-            EngineParts {
-                store: store.clone(),
-                instances: clients
-                    .iter()
-                    .map(|(name, client)| {
-                        let airbyte: Arc<dyn crate::engine::Airbyte> = Arc::new(client.clone());
-                        (name.clone(), airbyte)
-                    })
-                    .collect(),
-                metrics: metrics.clone(),
-                workers: config.workers.clone(),
-                groups: config.groups.clone(),
-                connections: config.connections.clone(),
-                clock: clock.clone(),
-                notifier: notifier.clone(),
-            },
-            shutdown.clone(),
-        )
-        .await?;
-        // Off the engine's path: batches of old runs deleted between its writes.
-        let pruner = config.store.retention.map(|retention| {
-            tokio::spawn(crate::retention::prune_periodically(
-                store.clone(),
-                retention,
-                clock.clone(),
-                metrics.clone(),
-                crate::retention::Pacing::default(),
-                shutdown.clone(),
-            ))
-        });
+        let role = Arc::new(
+            Role::start(
+                EngineParts {
+                    store: store.clone(),
+                    instances: clients
+                        .iter()
+                        .map(|(name, client)| {
+                            let airbyte: Arc<dyn crate::engine::Airbyte> = Arc::new(client.clone());
+                            (name.clone(), airbyte)
+                        })
+                        .collect(),
+                    metrics: metrics.clone(),
+                    workers: config.workers.clone(),
+                    groups: config.groups.clone(),
+                    connections: config.connections.clone(),
+                    clock: clock.clone(),
+                    notifier: notifier.clone(),
+                    lease: election.lease(),
+                },
+                shutdown.child_token(),
+            )
+            .await?,
+        );
         let airbyte_up = Arc::new(AirbyteUp::new(clients.keys()));
         let health = tokio::spawn(watch_health(
             clients.clone(),
@@ -208,44 +218,49 @@ impl Daemon {
         let reloader = Arc::new(
             Reloader::new(
                 config_path,
-                engine.clone(),
+                role.clone(),
                 metrics.clone(),
                 notifier,
                 clients,
                 &config,
             )
-            .watching(double_schedules),
+            .watching(double_schedules)
+            .announcing(election.clone()),
         );
+        let terms = tokio::spawn(serve_terms(
+            election.clone(),
+            role.clone(),
+            term,
+            shutdown.clone(),
+        ));
         // The engine holds the connections and the reloader their fingerprints:
         // nothing else needs this copy, which is megabytes at 10,000 connections.
         let token = config.server.token.clone();
         let connections = config.connections.len();
         drop(config);
         let hangups = tokio::spawn(reload_on_hangup(reloader.clone(), shutdown.clone()));
-        let watchdog = tokio::spawn(systemd::watchdog(engine.clone(), shutdown.clone()));
+        let watchdog = tokio::spawn(systemd::watchdog(role.clone(), shutdown.clone()));
         tracing::info!(listen = %listener.local_addr().map_err(DaemonError::Serve)?,
             connections, "cronbyte is running");
         systemd::ready();
 
         let app = server::router(AppState {
             metrics,
-            engine: engine.clone(),
+            role,
             store: store.clone(),
             reloader,
             token,
             airbyte_up,
+            replica: election.identity().id.clone(),
         });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
         systemd::stopping();
-        engine.stopped().await;
-        // The pruner ends its batch (one short transaction) on shutdown: waited
-        // for, so the store is not closed under it.
-        if let Some(pruner) = pruner {
-            let _ = pruner.await;
-        }
+        // The active term ends first (its engine stopped, its lease released), so a
+        // standby takes over while this process is still closing.
+        let _ = terms.await;
         for task in [health, hangups, watchdog] {
             task.abort();
         }
@@ -253,6 +268,93 @@ impl Daemon {
         tracing::info!("cronbyte stopped");
         served.map_err(DaemonError::Serve)
     }
+}
+
+/// What a term as the active replica starts beside the engine, and from what.
+struct Term {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    /// `[metrics].success_ratio_window`, to seed the ratios from the history.
+    window: Duration,
+    retention: Option<Duration>,
+}
+
+impl Term {
+    /// Seeds the run series from the history: only the active replica exports
+    /// them, so a sum over replicas counts each run once.
+    async fn seed_metrics(&self) -> Result<(), StoreError> {
+        let window = chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::days(1));
+        let totals = self.store.totals().await?;
+        let recent = self.store.ended_since(Utc::now() - window).await?;
+        let marks = self.store.marks().await?;
+        self.metrics.step_down();
+        self.metrics.seed(&totals, &recent);
+        self.metrics.seed_marks(&marks);
+        Ok(())
+    }
+}
+
+/// The replica's life: a standby until it takes the lease, then the active
+/// replica until it loses the lease (and a standby again) or shutdown comes, when
+/// the engine stops and the lease is released at once for a standby to take.
+async fn serve_terms(
+    election: Arc<Election>,
+    role: Arc<Role>,
+    term: Term,
+    shutdown: CancellationToken,
+) {
+    while let Some(epoch) = election.wait_for_lead(&shutdown).await {
+        let until = shutdown.child_token();
+        // A process alone on its store started active; a replica starts its engine
+        // now, taking up every open run.
+        let started = if role.engine().is_active() {
+            Ok(())
+        } else {
+            match term.seed_metrics().await {
+                Ok(()) => role.swap(until.clone()).await.map(drop),
+                Err(e) => Err(EngineError::from(e)),
+            }
+        };
+        if let Err(error) = started {
+            tracing::error!(%error, "could not start as the active replica; letting the lease go");
+            election.release(epoch).await;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
+        // Off the engine's path: batches of old runs deleted between its writes.
+        let pruner = term.retention.map(|retention| {
+            tokio::spawn(crate::retention::prune_periodically(
+                term.store.clone(),
+                retention,
+                term.clock.clone(),
+                term.metrics.clone(),
+                crate::retention::Pacing::default(),
+                until.clone(),
+            ))
+        });
+        let end = election.hold(epoch, &shutdown).await;
+        until.cancel();
+        let engine = role.engine();
+        engine.stopped().await;
+        // The pruner ends its batch (one short transaction): waited for, so the
+        // store is not closed under it.
+        if let Some(pruner) = pruner {
+            let _ = pruner.await;
+        }
+        election.release(epoch).await;
+        term.metrics.step_down();
+        if end == TermEnd::Shutdown {
+            break;
+        }
+        // A standby again: reads are answered from the store until the next term.
+        if let Err(error) = role.swap(shutdown.child_token()).await {
+            tracing::error!(%error, "could not start the standby's engine");
+        }
+    }
+    election.leave().await;
 }
 
 /// Reloads the config on each SIGHUP until shutdown.

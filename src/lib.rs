@@ -27,6 +27,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod reload;
 pub mod remote;
+pub mod replica;
 pub mod retention;
 pub mod run;
 pub mod server;

@@ -205,6 +205,10 @@ pub struct Metrics {
     runs_pruned: Counter,
     reloads: Family<ByOutcome, Counter>,
     scheduled_twice: PerConnection<Gauge>,
+    leader: Gauge,
+    leader_changes: Counter,
+    replicas: Gauge,
+    replica_settings_differ: Gauge,
     window: Arc<Mutex<SuccessWindow>>,
     /// Taken for reading around every update of a per-connection series, and for
     /// writing while a connection's series move to another instance, so no update
@@ -335,6 +339,10 @@ impl Metrics {
             runs_pruned: Counter::default(),
             reloads: Family::default(),
             scheduled_twice: Family::default(),
+            leader: Gauge::default(),
+            leader_changes: Counter::default(),
+            replicas: Gauge::default(),
+            replica_settings_differ: Gauge::default(),
             window: window.clone(),
             placements: Arc::default(),
             last_size: AtomicUsize::new(0),
@@ -464,6 +472,26 @@ impl Metrics {
             "cronbyte_connection_scheduled_twice",
             "1 while Airbyte also schedules the connection itself (basic or cron), so it syncs twice; 0 once fixed",
             self.scheduled_twice.clone(),
+        );
+        r.register(
+            "cronbyte_leader",
+            "1 on the active replica (the one that schedules and follows syncs), 0 on a standby",
+            self.leader.clone(),
+        );
+        r.register(
+            "cronbyte_leader_changes",
+            "Times this replica became the active one or stopped being it",
+            self.leader_changes.clone(),
+        );
+        r.register(
+            "cronbyte_replicas",
+            "Replicas sharing the store that said they were alive within the lease (1 when the store is not shared)",
+            self.replicas.clone(),
+        );
+        r.register(
+            "cronbyte_replica_settings_differ",
+            "1 while the replicas alive do not all have the same connection settings",
+            self.replica_settings_differ.clone(),
         );
         r.register(
             "cronbyte_build",
@@ -724,6 +752,50 @@ impl Metrics {
 
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// This replica became the active one (`true`) or a standby (`false`).
+    pub fn set_leader(&self, active: bool) {
+        let was = self.leader.set(i64::from(active));
+        if was != i64::from(active) {
+            self.leader_changes.inc();
+        }
+    }
+
+    /// The replicas seen alive, and whether their connection settings differ.
+    pub fn set_replicas(&self, alive: usize, settings_differ: bool) {
+        self.replicas.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        self.replica_settings_differ.set(i64::from(settings_differ));
+    }
+
+    /// Drops every series seeded from the history or kept by the engine, when this
+    /// replica stops being the active one: only the active replica exports them
+    /// (seeded from the store as it takes over), so a sum across replicas counts
+    /// each run once. What this process itself observed (request counts, the lag
+    /// and duration histograms) stays: no other replica counted it.
+    pub fn step_down(&self) {
+        self.syncs.clear();
+        for counter in [&self.records, &self.bytes, &self.zero_record_syncs] {
+            counter.clear();
+        }
+        for gauge in [
+            &self.last_success,
+            &self.last_run,
+            &self.next_run,
+            &self.expected_interval,
+            &self.consecutive_failures,
+            &self.running_age,
+        ] {
+            gauge.clear();
+        }
+        self.last_success_duration.clear();
+        self.in_flight.set(0);
+        self.waiting.set(0);
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .outcomes
+            .clear();
     }
 
     /// Counts runs the retention deleted.

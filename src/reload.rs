@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::airbyte::{Auth, Client};
 use crate::config::{self, ActorSettings, Config};
-use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::replica::{Election, Role};
 
 /// What a reload changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -41,7 +41,8 @@ pub struct ReloadSummary {
 pub struct Reloader {
     /// The file to read again; `None` when the config did not come from a file.
     path: Option<PathBuf>,
-    engine: Engine,
+    /// The engine of the moment, and the connections for engines of later terms.
+    role: Arc<Role>,
     metrics: Arc<Metrics>,
     /// Where failure notices go; its receivers are replaced on reload.
     notifier: Notifier,
@@ -52,6 +53,8 @@ pub struct Reloader {
     current: Mutex<Fingerprint>,
     /// Told each config applied, to look for double schedules in it at once.
     double_schedules: Option<Arc<crate::takeover::watch::Watcher>>,
+    /// Told the hash of each config's connection settings, which replicas compare.
+    election: Option<Arc<Election>>,
 }
 
 /// When a changed section takes effect.
@@ -191,7 +194,7 @@ impl Fingerprint {
 impl Reloader {
     pub fn new(
         path: Option<PathBuf>,
-        engine: Engine,
+        role: Arc<Role>,
         metrics: Arc<Metrics>,
         notifier: Notifier,
         clients: BTreeMap<String, Client>,
@@ -199,13 +202,21 @@ impl Reloader {
     ) -> Self {
         Self {
             path,
-            engine,
+            role,
             metrics,
             notifier,
             clients,
             current: Mutex::new(Fingerprint::of(current)),
             double_schedules: None,
+            election: None,
         }
+    }
+
+    /// Tells the other replicas (through `election`) the settings of each config
+    /// a reload applies.
+    pub fn announcing(mut self, election: Arc<Election>) -> Self {
+        self.election = Some(election);
+        self
     }
 
     /// Tells `watcher` about each config a reload applies.
@@ -252,7 +263,10 @@ impl Reloader {
         if let Some(watcher) = &self.double_schedules {
             watcher.reconfigure(&new);
         }
-        self.engine.reload(new.connections, new.groups);
+        if let Some(election) = &self.election {
+            election.set_settings_hash(settings_hash(&new));
+        }
+        self.role.reload(new.connections, new.groups);
         self.notifier.set_receivers(new.notify);
         self.metrics.reloaded("applied");
         tracing::info!(config = %path.display(), added = ?summary.added, removed = ?summary.removed,
@@ -282,6 +296,22 @@ impl Reloader {
             strangers.join(", ")
         ))
     }
+}
+
+/// A hash of the connection settings (each connection's, then the groups' and
+/// defaults'), which replicas sharing a store compare to warn when they differ.
+/// Built with the standard library's fixed-key hasher: the same settings give the
+/// same hash in every process of one build, which is what replicas compare.
+pub fn settings_hash(config: &Config) -> String {
+    let fingerprint = Fingerprint::of(config);
+    let mut hasher = DefaultHasher::new();
+    fingerprint.connections.hash(&mut hasher);
+    for (key, effect, hash) in &fingerprint.sections {
+        if *effect == Effect::Live && *key != "[[notify]]" {
+            (key, hash).hash(&mut hasher);
+        }
+    }
+    format!("{:016x}", hasher.finish())
 }
 
 /// Connections added, removed and changed, and the sections a reload cannot apply.

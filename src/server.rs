@@ -17,9 +17,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::EngineError;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::replica::Role;
 use crate::store::Store;
 use extract::{ApiPath, ApiQuery, LimitQuery, NoBody};
 
@@ -27,13 +28,16 @@ use extract::{ApiPath, ApiQuery, LimitQuery, NoBody};
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Arc<Metrics>,
-    pub engine: Engine,
+    /// The engine of this replica's role of the moment (active or standby).
+    pub role: Arc<Role>,
     pub store: Arc<dyn Store>,
     pub reloader: Arc<Reloader>,
     /// The control API's bearer token; without one the control API is refused.
     pub token: Option<SecretString>,
     /// Whether Airbyte's last health check passed.
     pub airbyte_up: Arc<crate::daemon::AirbyteUp>,
+    /// This replica's id, as `/readyz` names it.
+    pub replica: String,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -116,6 +120,12 @@ impl From<EngineError> for ApiError {
             | EngineError::JobEnded(..)
             | EngineError::CancellingForTimeout(_) => (StatusCode::CONFLICT, "conflict"),
             EngineError::Airbyte(_) => (StatusCode::BAD_GATEWAY, "airbyte"),
+            // Only the active replica acts: the answer names it, for the caller to
+            // ask there (or again, while no replica is active).
+            EngineError::Standby(_)
+            | EngineError::Store(crate::store::StoreError::Fenced { .. }) => {
+                (StatusCode::CONFLICT, "standby")
+            }
             EngineError::Store(_) => {
                 tracing::error!(error = %e, "control API request failed in the store");
                 return Self::new(
@@ -186,11 +196,14 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready: the store answers and every Airbyte instance's last health check passed;
-/// the body names the instances that did not.
+/// the body names the instances that did not. It means the same on a standby
+/// (it could take over, and it answers reads): a Service routes reads to every
+/// ready replica, and the body says which role this one has.
 async fn readyz(State(state): State<AppState>) -> Response {
+    let engine = state.role.engine();
     // Writes waiting for the store mean it refused some: not ready, whatever a
     // read says.
-    let backlog = state.engine.store_backlog();
+    let backlog = engine.store_backlog();
     let store = state.store.ping().await.is_ok() && backlog == 0;
     let down = state.airbyte_up.down();
     let airbyte = down.is_empty();
@@ -199,6 +212,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "owed_writes": backlog,
         "airbyte": if airbyte { "ok" } else { "unreachable" },
         "unreachable_instances": down,
+        "role": if engine.is_active() { "active" } else { "standby" },
+        "replica": state.replica,
     });
     let status = if store && airbyte {
         StatusCode::OK
@@ -218,8 +233,8 @@ struct Listing {
 }
 
 async fn list_connections(State(state): State<AppState>, _: NoBody) -> Result<Response, ApiError> {
-    let connections = state.engine.connections().await?;
-    let airbyte_objects = state.engine.airbyte_objects().await?;
+    let connections = state.role.engine().connections().await?;
+    let airbyte_objects = state.role.engine().airbyte_objects().await?;
     Ok(Json(Listing {
         connections,
         airbyte_objects,
@@ -234,7 +249,7 @@ async fn connection_runs(
     _: NoBody,
 ) -> Result<Response, ApiError> {
     let limit = query.limit()?;
-    let runs = state.engine.runs(&name, limit).await?;
+    let runs = state.role.engine().runs(&name, limit).await?;
     Ok(Json(json!({ "runs": runs })).into_response())
 }
 
@@ -243,7 +258,7 @@ async fn trigger(
     ApiPath(name): ApiPath<String>,
     _: NoBody,
 ) -> Result<Response, ApiError> {
-    let run = state.engine.trigger_now(&name).await?;
+    let run = state.role.engine().trigger_now(&name).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "run": run }))).into_response())
 }
 
@@ -252,7 +267,7 @@ async fn pause(
     ApiPath(name): ApiPath<String>,
     _: NoBody,
 ) -> Result<Response, ApiError> {
-    let changed = state.engine.pause(&name).await?;
+    let changed = state.role.engine().pause(&name).await?;
     Ok(Json(json!({ "connection": name, "paused": true, "changed": changed })).into_response())
 }
 
@@ -261,7 +276,7 @@ async fn resume(
     ApiPath(name): ApiPath<String>,
     _: NoBody,
 ) -> Result<Response, ApiError> {
-    let changed = state.engine.resume(&name).await?;
+    let changed = state.role.engine().resume(&name).await?;
     Ok(Json(json!({ "connection": name, "paused": false, "changed": changed })).into_response())
 }
 
@@ -271,7 +286,7 @@ async fn cancel(
     _: NoBody,
 ) -> Result<Response, ApiError> {
     let id = extract::run_id(&id)?;
-    let outcome = state.engine.cancel(id).await?;
+    let outcome = state.role.engine().cancel(id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "run_id": id, "outcome": outcome })),

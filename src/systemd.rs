@@ -5,7 +5,9 @@
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
+use std::sync::Arc;
+
+use crate::replica::Role;
 
 pub fn ready() {
     notify(&[NotifyState::Ready]);
@@ -22,9 +24,9 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// Pings systemd's watchdog at half its interval, but only while both of the
-/// engine's loops make progress ([`Engine::stuck_loop`]): a stuck schedule or
+/// engine's loops make progress ([`crate::engine::Engine::stuck_loop`], of the engine of the moment): a stuck schedule or
 /// poll loop stops the pings and systemd restarts the daemon.
-pub async fn watchdog(engine: Engine, shutdown: CancellationToken) {
+pub async fn watchdog(role: Arc<Role>, shutdown: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled().filter(|i| !i.is_zero()) else {
         return;
     };
@@ -35,7 +37,7 @@ pub async fn watchdog(engine: Engine, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match engine.stuck_loop(period * 2) {
+        match role.engine().stuck_loop(period * 2) {
             None => notify(&[NotifyState::Watchdog]),
             Some(stuck) => tracing::error!(
                 loop_name = stuck,

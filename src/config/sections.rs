@@ -432,11 +432,27 @@ fn store(mut t: Table, p: &mut Problems) -> StoreSettings {
         ));
     }
     let retention = t.retention("retention", p).unwrap_or(d.retention);
+    let lease = t.positive_duration("lease", p).unwrap_or(d.lease);
+    let lease_renewal = t
+        .positive_duration("lease_renewal", p)
+        .unwrap_or(d.lease_renewal);
+    // A renewal must have time to fail and be tried again before the lease runs out.
+    if lease_renewal * 2 >= lease {
+        p.push(Problem::new(
+            t.key_path("lease_renewal"),
+            format!(
+                "must be less than half of `lease` ({}), so that a failed renewal is tried again in time",
+                humantime::format_duration(lease)
+            ),
+        ));
+    }
     t.finish(p);
     StoreSettings {
         path,
         url,
         retention,
+        lease,
+        lease_renewal,
     }
 }
 

@@ -136,6 +136,13 @@ pub struct StoreSettings {
     /// How long finished runs are kept (`retention`, default 90 days); `None`
     /// (`"forever"`) keeps every run. Marks and totals outlive pruned runs.
     pub retention: Option<Duration>,
+    /// With replicas on one PostgreSQL store: how long the active replica's lease
+    /// lasts unrenewed (`lease`, default 15 s), hence how soon a standby takes over
+    /// from a replica that died.
+    pub lease: Duration,
+    /// How often the active replica renews its lease and every replica says it is
+    /// alive (`lease_renewal`, default 5 s; less than half of `lease`).
+    pub lease_renewal: Duration,
 }
 
 /// How long finished runs are kept unless `[store] retention` says otherwise.
@@ -147,6 +154,8 @@ impl Default for StoreSettings {
             path: PathBuf::from("cronbyte.db"),
             url: None,
             retention: Some(DEFAULT_RETENTION),
+            lease: Duration::from_secs(15),
+            lease_renewal: Duration::from_secs(5),
         }
     }
 }

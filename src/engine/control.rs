@@ -57,8 +57,17 @@ impl Engine {
             .collect();
         let now = shared.clock.now();
         let catalog = shared.catalog();
-        let standing =
+        let mut standing =
             shared.state(|s| s.standing(catalog.ordered.iter().map(|c| c.name.as_str())));
+        if !shared.active {
+            // A standby's state is not kept up: pauses are read from the store, as
+            // the active replica wrote them.
+            let paused: std::collections::HashSet<String> =
+                shared.store.paused().await?.into_iter().collect();
+            for ((_, is_paused), c) in standing.iter_mut().zip(&catalog.ordered) {
+                *is_paused = paused.contains(&c.name);
+            }
+        }
         Ok(catalog
             .ordered
             .iter()
@@ -100,6 +109,7 @@ impl Engine {
 
     /// Pauses a connection: its ticks are not claimed until it is resumed.
     pub async fn pause(&self, name: &str) -> Result<bool, EngineError> {
+        self.shared.acting()?;
         self.known(name)?;
         let changed = self.shared.store.set_paused(name, true).await?;
         self.shared.refresh_pauses().await;
@@ -108,6 +118,7 @@ impl Engine {
 
     /// Resumes a connection; the ticks it missed follow its misfire policy.
     pub async fn resume(&self, name: &str) -> Result<bool, EngineError> {
+        self.shared.acting()?;
         self.known(name)?;
         let changed = self.shared.store.set_paused(name, false).await?;
         self.shared.refresh_pauses().await;
@@ -116,6 +127,7 @@ impl Engine {
 
     /// Cancels an open run: its Airbyte job when it has one, else the run itself.
     pub async fn cancel(&self, run_id: i64) -> Result<CancelOutcome, EngineError> {
+        self.shared.acting()?;
         let shared = &self.shared;
         if let Some(followed) = shared.state(|s| s.followed_job(run_id)) {
             return self.cancel_job(run_id, followed).await;
@@ -182,6 +194,7 @@ impl Engine {
             return Err(EngineError::CancellingForTimeout(run_id));
         }
         let airbyte = &shared.instance(&followed.instance).airbyte;
+        shared.acting()?;
         if let Err(refused) = airbyte.cancel(followed.job_id).await {
             let Ok(job) = airbyte.job(followed.job_id).await else {
                 return Err(refused.into());

@@ -289,6 +289,12 @@ impl Shared {
             if tokio::time::Instant::now() >= deadline {
                 return give_up();
             }
+            // Last look before the side effect: a replica whose lease ran out (it
+            // was frozen, say) asks for nothing; the run stays pending in the store
+            // for the active replica to take up.
+            if !self.lease.is_held() {
+                return Triggered::Interrupted;
+            }
             match instance.airbyte.sync(connection_id).await {
                 Ok(job) => return Triggered::Started(job),
                 Err(AirbyteError::AlreadyRunning {
@@ -388,6 +394,10 @@ impl Shared {
         tracing::warn!(connection = %run.connection, instance = %run.instance,
             run_id = run.id, job_id,
             "the run moved on while its sync was requested; cancelling the job nobody follows");
+        if !self.lease.is_held() {
+            // Another replica is active: it follows the run's job from the store.
+            return self.free(&run);
+        }
         if let Err(e) = self.instance(&run.instance).airbyte.cancel(job_id).await {
             tracing::warn!(connection = %run.connection, instance = %run.instance,
                 run_id = run.id, job_id, error = %e,

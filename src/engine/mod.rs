@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ConnectionSettings, GroupSettings, WorkerSettings};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::replica::Lease;
 use crate::run::{NewRun, Outcome, Progress, Run, RunStatus, Trigger};
 use crate::store::{Store, StoreError};
 use instance::Instance;
@@ -78,9 +79,16 @@ pub enum EngineError {
     CancellingForTimeout(i64),
     #[error(transparent)]
     Airbyte(#[from] crate::airbyte::Error),
+    /// Asked of a standby replica: only the active one acts on runs.
+    #[error("{}", match .0 {
+        Some(active) => format!("this replica is a standby; ask the active replica, {active}"),
+        None => "this replica is a standby and no replica is active right now; try again shortly".into(),
+    })]
+    Standby(Option<String>),
 }
 
 /// What the engine is given to work with.
+#[derive(Clone)]
 pub struct EngineParts {
     pub store: Arc<dyn Store>,
     /// Every Airbyte instance the config names, by name.
@@ -91,6 +99,9 @@ pub struct EngineParts {
     pub connections: Vec<ConnectionSettings>,
     pub clock: Clock,
     pub notifier: Notifier,
+    /// Whether this replica may act on Airbyte: asked before every sync and cancel.
+    /// An engine started without it held is a standby's: it answers reads only.
+    pub lease: Lease,
 }
 
 /// The running engine. Cheap to clone; every clone drives the same engine.
@@ -159,24 +170,34 @@ pub(crate) struct Shared {
     heartbeat: Mutex<tokio::time::Instant>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
-    /// Runs claimed before this instant were claimed by an earlier process.
+    /// Runs claimed before this instant were claimed by an earlier process (or
+    /// an earlier term of this one).
     started_at: DateTime<Utc>,
+    lease: Lease,
+    /// Whether this engine schedules and follows runs; a standby's only reads.
+    active: bool,
 }
 
 impl Engine {
     /// Takes up the runs the history says are open, then starts the schedule and
-    /// the tracker. Returns once both run; `shutdown` stops them.
+    /// the tracker. Returns once both run; `shutdown` stops them. Without the lease
+    /// held, it is a standby's engine: it starts nothing and answers reads only.
     pub async fn start(
         parts: EngineParts,
         shutdown: CancellationToken,
     ) -> Result<Self, EngineError> {
+        let active = parts.lease.is_held();
         let state = State::new(parts.store.marks().await?, parts.store.paused().await?);
         let mut instances: BTreeMap<String, Arc<Instance>> = parts
             .instances
             .into_iter()
             .map(|(name, airbyte)| (name.clone(), Arc::new(Instance::new(name, airbyte))))
             .collect();
-        let open = parts.store.open_runs().await?;
+        let open = if active {
+            parts.store.open_runs().await?
+        } else {
+            Vec::new()
+        };
         for run in &open {
             if !instances.contains_key(&run.instance) {
                 tracing::error!(instance = %run.instance, connection = %run.connection, run_id = run.id,
@@ -208,7 +229,12 @@ impl Engine {
             owed: Default::default(),
             tasks: TaskTracker::new(),
             shutdown,
+            lease: parts.lease,
+            active,
         });
+        if !active {
+            return Ok(Self { shared });
+        }
         shared.take_up_open_runs(open);
         shared.tasks.spawn(schedule::run(Arc::clone(&shared)));
         for instance in shared.instances.values() {
@@ -261,6 +287,9 @@ impl Engine {
     /// one request, so a poll loop gets a poll interval and its instance's
     /// request timeout more before it counts as stuck.
     pub fn stuck_loop(&self, within: Duration) -> Option<&'static str> {
+        if !self.shared.active {
+            return None;
+        }
         let quiet = self
             .shared
             .heartbeat
@@ -277,6 +306,12 @@ impl Engine {
         poll_stuck.then_some("poll")
     }
 
+    /// Whether this engine schedules and follows runs (the active replica's), or
+    /// only answers reads (a standby's).
+    pub fn is_active(&self) -> bool {
+        self.shared.active
+    }
+
     /// Writes the store refused and the engine keeps until it works again;
     /// not ready while any wait.
     pub fn store_backlog(&self) -> usize {
@@ -291,6 +326,7 @@ impl Engine {
     /// Claims a manual run of `name` now; it goes through the same queue and
     /// overlap policy as a tick.
     pub async fn trigger_now(&self, name: &str) -> Result<Run, EngineError> {
+        self.shared.acting()?;
         let connection = self
             .shared
             .connection(name)
@@ -323,6 +359,15 @@ impl Shared {
         change(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Refuses what only the active replica may do, naming the active one.
+    fn acting(&self) -> Result<(), EngineError> {
+        if self.active && self.lease.is_held() {
+            Ok(())
+        } else {
+            Err(EngineError::Standby(self.lease.active_elsewhere()))
+        }
+    }
+
     fn is_paused(&self, name: &str) -> bool {
         self.state(|s| s.is_paused(name))
     }
@@ -353,7 +398,16 @@ impl Shared {
         }
         for run in open {
             match run.job_id {
-                Some(job_id) => self.follow(run, job_id, None),
+                Some(job_id) => {
+                    // An operator's cancel recorded before the stop may not have
+                    // reached Airbyte: it is sent (again; a second one is harmless).
+                    let cancel = run.cancel_requested_at.is_some();
+                    let run_id = run.id;
+                    self.follow(run, job_id, None);
+                    if cancel {
+                        self.cancel_for_operator(run_id);
+                    }
+                }
                 None => {
                     let due = run.scheduled_for;
                     self.enqueue_at(run, due);

@@ -31,6 +31,13 @@ pub(super) enum Owed {
 impl Shared {
     /// Keeps a write for later; the next flush logs the outage.
     pub(super) fn owe(&self, write: Owed, error: &StoreError) {
+        if matches!(error, StoreError::Fenced { .. }) {
+            // Not owed: this replica's term is over, and the active replica takes
+            // the runs up from what the store holds.
+            tracing::warn!(error = %error, "a write of a term that ended was refused");
+            drop(write);
+            return;
+        }
         self.metrics.store_error();
         tracing::debug!(error = %error, "the store refused a write; keeping it");
         let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
@@ -86,6 +93,12 @@ impl Shared {
                 Owed::Finished(ended) => self.write_endings(ended).await,
             };
             if let Err(e) = result {
+                if matches!(e, StoreError::Fenced { .. }) {
+                    // This replica's term is over: nothing it owes is its to write.
+                    self.owed.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    tracing::warn!(error = %e, "writes owed by a term that ended are dropped");
+                    return;
+                }
                 self.metrics.store_error();
                 let waiting = {
                     let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());

@@ -190,6 +190,12 @@ impl Shared {
             connection,
             why,
         } = due;
+        if !self.lease.is_held() {
+            // Not the active replica any more: the one that is cancels what is due
+            // from what the store holds (a timeout from the run's start, an
+            // operator's cancel from its request).
+            return;
+        }
         let answer = self.instance(&instance).airbyte.cancel(job_id).await;
         // The job ended on its own meanwhile; the next poll records how.
         let accepted = matches!(answer, Ok(_) | Err(AirbyteError::NotFound { .. }));

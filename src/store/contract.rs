@@ -767,6 +767,170 @@ async fn two_postgres_stores_on_one_database_claim_each_tick_once() {
     drop_schemas(&url, &[schema]).await;
 }
 
+/// Ends the lease now, as if its holder had stopped renewing it long enough ago.
+async fn expire_lease(url: &str, schema: &str) {
+    let admin = sqlx::PgPool::connect(url)
+        .await
+        .expect("PostgreSQL answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {schema}.lease SET expires_at = now() - interval '1 second'"
+    )))
+    .execute(&admin)
+    .await
+    .expect("the lease is expired");
+    admin.close().await;
+}
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn is_fenced(result: Result<impl std::fmt::Debug, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Fenced { .. }))
+}
+
+/// One replica holds the lease; the other's writes are refused until it takes the
+/// lease over, after which the first one's are.
+#[tokio::test]
+async fn one_replica_holds_the_lease_and_only_the_holder_writes() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let (a, schema) = postgres_store(&url).await;
+    let b = in_schema(&url, &schema).await;
+
+    let first = a
+        .take_lease("a", LEASE)
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    assert_eq!(b.take_lease("b", LEASE).await.unwrap(), None);
+    assert!(a.claim(tick("orders", 1_000)).await.unwrap().is_some());
+    assert!(is_fenced(b.claim(tick("orders", 2_000)).await));
+    assert!(is_fenced(b.set_paused("orders", true).await));
+    assert!(a.renew_lease("a", first, LEASE).await.unwrap());
+
+    expire_lease(&url, &schema).await;
+    let second = b
+        .take_lease("b", LEASE)
+        .await
+        .unwrap()
+        .expect("an expired lease is taken");
+    assert!(second > first, "epochs grow: {first} then {second}");
+    let refused = a.claim(tick("orders", 3_000)).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Fenced { mine: Some(m), current } if m == first && current == second),
+        "{refused:?}"
+    );
+    assert!(!a.renew_lease("a", first, LEASE).await.unwrap());
+    assert!(b.claim(tick("orders", 3_000)).await.unwrap().is_some());
+    // A command that never asks for the lease (apply, migrate) is not fenced.
+    let command = in_schema(&url, &schema).await;
+    assert!(command.set_paused("orders", true).await.unwrap());
+
+    for store in [a, b, command] {
+        store.close().await;
+    }
+    drop_schemas(&url, &[schema]).await;
+}
+
+/// A replica that stops cleanly lets the lease go at once, and the next one takes
+/// it without waiting for it to expire.
+#[tokio::test]
+async fn a_released_lease_is_taken_at_once() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let (a, schema) = postgres_store(&url).await;
+    let b = in_schema(&url, &schema).await;
+    let epoch = a.take_lease("a", LEASE).await.unwrap().expect("taken");
+    assert_eq!(b.take_lease("b", LEASE).await.unwrap(), None);
+    a.release_lease("a", epoch).await.unwrap();
+    assert!(is_fenced(a.claim(tick("orders", 1_000)).await));
+    assert!(b.take_lease("b", LEASE).await.unwrap().is_some());
+    // A release by a replica whose term was taken over changes nothing.
+    a.release_lease("a", epoch).await.unwrap();
+    assert!(b.claim(tick("orders", 1_000)).await.unwrap().is_some());
+    a.close().await;
+    b.close().await;
+    drop_schemas(&url, &[schema]).await;
+}
+
+/// Writes racing a take-over: every write the old holder was told had landed is
+/// seen by the new holder's first read, because the take-over waits for writes
+/// that hold the lease row's share lock, and later writes are refused.
+#[tokio::test]
+async fn every_write_the_old_holder_saw_land_is_read_by_the_new_holder() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let (a, schema) = postgres_store(&url).await;
+    let b = in_schema(&url, &schema).await;
+    a.take_lease("a", LEASE).await.unwrap().expect("taken");
+    let writer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut landed = Vec::new();
+            for i in 0..10_000 {
+                match a.claim(tick("orders", 1_000 + i)).await {
+                    Ok(Some(run)) => landed.push(run.id),
+                    Ok(None) => panic!("tick {i} was claimed before"),
+                    Err(StoreError::Fenced { .. }) => return landed,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("the writer was never fenced");
+        })
+    };
+    // Let some writes land first.
+    while a.open_runs().await.unwrap().len() < 20 {
+        tokio::task::yield_now().await;
+    }
+    expire_lease(&url, &schema).await;
+    b.take_lease("b", LEASE).await.unwrap().expect("taken over");
+    let seen: std::collections::HashSet<i64> =
+        b.open_runs().await.unwrap().iter().map(|r| r.id).collect();
+    let landed = writer.await.unwrap();
+    assert!(landed.len() >= 20, "{} writes landed", landed.len());
+    let missed: Vec<_> = landed.iter().filter(|id| !seen.contains(id)).collect();
+    assert!(
+        missed.is_empty(),
+        "landed but not seen by the new holder: {missed:?}"
+    );
+    a.close().await;
+    b.close().await;
+    drop_schemas(&url, &[schema]).await;
+}
+
+/// Replicas say they are alive; the listing names each once, marks the holder, and
+/// forgets one that left.
+#[tokio::test]
+async fn replicas_are_listed_with_the_active_one_marked() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let (a, schema) = postgres_store(&url).await;
+    let b = in_schema(&url, &schema).await;
+    let record = |id: &str, hash: &str| ReplicaRecord {
+        id: id.into(),
+        host: "host-1".into(),
+        settings_hash: hash.into(),
+    };
+    a.take_lease("a", LEASE).await.unwrap().expect("taken");
+    a.replicas(&record("a", "h1"), LEASE).await.unwrap();
+    let seen = b.replicas(&record("b", "h2"), LEASE).await.unwrap();
+    let brief: Vec<(&str, &str, bool)> = seen
+        .iter()
+        .map(|r| (r.id.as_str(), r.settings_hash.as_str(), r.active))
+        .collect();
+    assert_eq!(brief, vec![("a", "h1", true), ("b", "h2", false)]);
+    a.leave("a").await.unwrap();
+    let seen = b.replicas(&record("b", "h2"), LEASE).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].id, "b");
+    a.close().await;
+    b.close().await;
+    drop_schemas(&url, &[schema]).await;
+}
+
 /// A server that is not there and a wrong password: errors that name `store.url`
 /// and never the password.
 #[tokio::test]

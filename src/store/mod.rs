@@ -15,6 +15,7 @@ mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -202,6 +203,39 @@ pub enum StoreError {
     Query(String),
     #[error("the store holds a value this build cannot read: {0}")]
     Corrupt(String),
+    /// The write came from a replica that is not the active one (any more): another
+    /// took the lease over, and the write was refused whole.
+    #[error("{}", fenced_message(*mine, *current))]
+    Fenced { mine: Option<i64>, current: i64 },
+}
+
+fn fenced_message(mine: Option<i64>, current: i64) -> String {
+    match mine {
+        Some(mine) => format!(
+            "write refused: this replica's lease (epoch {mine}) was taken over (epoch {current} now)"
+        ),
+        None => "write refused: this replica is a standby, not the active one".into(),
+    }
+}
+
+/// A replica saying it is alive, as [`Store::replicas`] records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRecord {
+    /// The host name and a random part, unique per process.
+    pub id: String,
+    pub host: String,
+    /// A hash of its connection settings, to compare with the others'.
+    pub settings_hash: String,
+}
+
+/// A replica the store saw alive lately.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplicaSeen {
+    pub id: String,
+    pub host: String,
+    pub settings_hash: String,
+    /// It holds the lease now (it is the active replica).
+    pub active: bool,
 }
 
 /// What the engine needs from a history store. Every method is one short
@@ -304,6 +338,59 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the store's connections once every write is done (SQLite flushes
     /// its WAL). Nothing to do for a store in memory.
     async fn close(&self) {}
+
+    /// Whether other processes may share this store. They then elect one active
+    /// replica through the lease below. A store only one process opens (SQLite,
+    /// memory) keeps its process active for good, which the defaults say.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Takes the lease for `replica` for `ttl` when nobody holds it, its holder let
+    /// it expire, or `replica` itself holds it, and returns the new epoch; `None`
+    /// while another replica holds it. From then on the engine's writes land only
+    /// while that epoch is current (fencing), and are refused while none is held.
+    async fn take_lease(&self, replica: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+        let _ = (replica, ttl);
+        Ok(Some(1))
+    }
+
+    /// Extends the lease `epoch` of `replica` to `ttl` from now; false when it is
+    /// no longer theirs (taken over after it expired).
+    async fn renew_lease(
+        &self,
+        replica: &str,
+        epoch: i64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let _ = (replica, epoch, ttl);
+        Ok(true)
+    }
+
+    /// Ends this process's term: its engine's writes are refused from now on, and
+    /// the lease, if it is still `epoch`, expires at once so that a standby takes
+    /// it without waiting for it to run out.
+    async fn release_lease(&self, replica: &str, epoch: i64) -> Result<(), StoreError> {
+        let _ = (replica, epoch);
+        Ok(())
+    }
+
+    /// Records that `me` is alive and returns every replica seen within `within`
+    /// (`me` included), marking the one that holds the lease.
+    async fn replicas(
+        &self,
+        me: &ReplicaRecord,
+        within: Duration,
+    ) -> Result<Vec<ReplicaSeen>, StoreError> {
+        let _ = (me, within);
+        Ok(Vec::new())
+    }
+
+    /// Removes `replica` from the replicas seen, at a clean stop.
+    async fn leave(&self, replica: &str) -> Result<(), StoreError> {
+        let _ = replica;
+        Ok(())
+    }
 }
 
 /// An Airbyte object a declared name was resolved to by `cronbyte apply`.

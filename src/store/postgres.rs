@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,7 +31,16 @@ pub struct PgStore {
     pool: PgPool,
     /// The URL without its password, for messages.
     shown: String,
+    /// The lease epoch the engine's writes must find still current: [`UNFENCED`]
+    /// until this process first asks for the lease (a command such as `apply`
+    /// never does), [`NO_TERM`] while it is a standby, else the epoch it took.
+    fence: Arc<AtomicI64>,
 }
+
+/// Writes are not checked against the lease: the process never asked for it.
+const UNFENCED: i64 = 0;
+/// The process asked for the lease and does not hold it: the engine's writes are refused.
+const NO_TERM: i64 = -1;
 
 /// The URL as it may be shown: any password replaced, so a message can name the
 /// store without giving its credential away.
@@ -53,6 +64,11 @@ fn query_error(e: sqlx::Error) -> StoreError {
 /// At the SQLite store's precision, so both backends give back what they were given.
 fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// A duration in whole milliseconds, for an interval computed in SQL.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn count(v: Option<u64>) -> Option<i64> {
@@ -104,7 +120,37 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool, shown })
+        Ok(Self {
+            pool,
+            shown,
+            fence: Arc::new(AtomicI64::new(UNFENCED)),
+        })
+    }
+
+    /// Begins a transaction for one of the engine's writes. While this process takes
+    /// part in the election, the transaction first reads the lease row `FOR SHARE`
+    /// and goes on only if its epoch is the one this process took: a replica that
+    /// takes the lease over bumps the epoch with an `UPDATE`, which waits for every
+    /// write holding that share lock, so a write of the old term either commits
+    /// before the new term begins (and the new active replica reads it) or is refused.
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        let mine = self.fence.load(Ordering::Acquire);
+        if mine == UNFENCED {
+            return Ok(tx);
+        }
+        let current: i64 = sqlx::query_scalar("SELECT epoch FROM lease WHERE id = 1 FOR SHARE")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        if current != mine {
+            let _ = tx.rollback().await;
+            return Err(StoreError::Fenced {
+                mine: (mine != NO_TERM).then_some(mine),
+                current,
+            });
+        }
+        Ok(tx)
     }
 
     /// Applies pending migrations (after [`PgStore::connect`]).
@@ -263,7 +309,7 @@ impl Store for PgStore {
     }
 
     async fn claim_many(&self, runs: Vec<NewRun>) -> Result<Vec<Option<Run>>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        let mut tx = self.begin_write().await?;
         let ids = claim_all(&mut tx, &runs).await?;
         tx.commit().await.map_err(query_error)?;
         Ok(runs
@@ -279,6 +325,7 @@ impl Store for PgStore {
         job_id: i64,
         started_at: DateTime<Utc>,
     ) -> Result<Started, StoreError> {
+        let mut tx = self.begin_write().await?;
         let cancel_requested: Option<bool> = sqlx::query_scalar(
             "UPDATE runs SET status = 'running', job_id = $1, started_at = $2 \
              WHERE id = $3 AND status = 'pending' \
@@ -287,9 +334,10 @@ impl Store for PgStore {
         .bind(job_id)
         .bind(ms(started_at))
         .bind(run_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(match cancel_requested {
             Some(cancel_requested) => Started::Running { cancel_requested },
             None => Started::NotPending,
@@ -297,15 +345,17 @@ impl Store for PgStore {
     }
 
     async fn request_cancel(&self, run_id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, $1) \
              WHERE id = $2 AND status IN ('pending', 'running')",
         )
         .bind(ms(at))
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -313,6 +363,7 @@ impl Store for PgStore {
         if updates.is_empty() {
             return Ok(());
         }
+        let mut tx = self.begin_write().await?;
         // One statement for the round: the updates as arrays, joined by run id.
         sqlx::query(
             "UPDATE runs SET attempts = u.attempts, \
@@ -341,9 +392,10 @@ impl Store for PgStore {
                 .map(|(_, p)| count(p.bytes_synced))
                 .collect::<Vec<_>>(),
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(())
     }
 
@@ -356,7 +408,7 @@ impl Store for PgStore {
         // apply either.
         let mut seen = std::collections::HashSet::new();
         let closings: Vec<&Closing> = closings.iter().filter(|c| seen.insert(c.run_id)).collect();
-        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        let mut tx = self.begin_write().await?;
         // One statement for every outcome: the outcomes as arrays, joined by run id;
         // RETURNING says which runs were still open, and only those count.
         let landed: Vec<i64> = sqlx::query_scalar(
@@ -560,6 +612,7 @@ impl Store for PgStore {
     }
 
     async fn set_paused(&self, connection: &str, paused: bool) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = if paused {
             sqlx::query(
                 "INSERT INTO pauses (connection, paused_at) VALUES ($1, $2) \
@@ -567,15 +620,16 @@ impl Store for PgStore {
             )
             .bind(connection)
             .bind(ms(Utc::now()))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
         } else {
             sqlx::query("DELETE FROM pauses WHERE connection = $1")
                 .bind(connection)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
         }
         .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -674,7 +728,7 @@ impl Store for PgStore {
 
     async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
         let cut = ms(before);
-        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        let mut tx = self.begin_write().await?;
         // First runs of chains that ended whole before the cut, oldest end first;
         // their retries go with them. SKIP LOCKED: a second replica pruning at the
         // same time takes other chains instead of waiting on these.
@@ -735,6 +789,122 @@ impl Store for PgStore {
 
     async fn close(&self) {
         PgStore::close(self).await;
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn take_lease(&self, replica: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+        // The database's clock decides expiry, so the hosts' clocks need not agree.
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "UPDATE lease SET holder = $1, epoch = epoch + 1, \
+                 expires_at = now() + $2 * interval '1 millisecond' \
+             WHERE id = 1 AND (expires_at <= now() OR holder IS NULL OR holder = $1) \
+             RETURNING epoch",
+        )
+        .bind(replica)
+        .bind(millis(ttl))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error)?;
+        self.fence
+            .store(epoch.unwrap_or(NO_TERM), Ordering::Release);
+        Ok(epoch)
+    }
+
+    async fn renew_lease(
+        &self,
+        replica: &str,
+        epoch: i64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE lease SET expires_at = now() + $3 * interval '1 millisecond' \
+             WHERE id = 1 AND holder = $1 AND epoch = $2",
+        )
+        .bind(replica)
+        .bind(epoch)
+        .bind(millis(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(query_error)?
+        .rows_affected()
+            > 0;
+        if !renewed {
+            self.fence.store(NO_TERM, Ordering::Release);
+        }
+        Ok(renewed)
+    }
+
+    async fn release_lease(&self, replica: &str, epoch: i64) -> Result<(), StoreError> {
+        // Refused first, released second: no write of this term lands after it ends.
+        self.fence.store(NO_TERM, Ordering::Release);
+        sqlx::query(
+            "UPDATE lease SET expires_at = now() \
+             WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now()",
+        )
+        .bind(replica)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error)?;
+        Ok(())
+    }
+
+    async fn replicas(
+        &self,
+        me: &ReplicaRecord,
+        within: Duration,
+    ) -> Result<Vec<ReplicaSeen>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_error)?;
+        sqlx::query(
+            "INSERT INTO replicas (id, host, started_at, seen_at, settings_hash) \
+             VALUES ($1, $2, now(), now(), $3) \
+             ON CONFLICT (id) DO UPDATE SET seen_at = now(), \
+                 settings_hash = excluded.settings_hash",
+        )
+        .bind(&me.id)
+        .bind(&me.host)
+        .bind(&me.settings_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        // Replicas gone for a day are forgotten, so the table stays small.
+        sqlx::query("DELETE FROM replicas WHERE seen_at < now() - interval '1 day'")
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
+            "SELECT r.id, r.host, r.settings_hash, \
+                 coalesce(l.holder = r.id AND l.expires_at > now(), false) \
+             FROM replicas r LEFT JOIN lease l ON l.id = 1 \
+             WHERE r.seen_at >= now() - $1 * interval '1 millisecond' \
+             ORDER BY r.started_at, r.id",
+        )
+        .bind(millis(within))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, host, settings_hash, active)| ReplicaSeen {
+                id,
+                host,
+                settings_hash,
+                active,
+            })
+            .collect())
+    }
+
+    async fn leave(&self, replica: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM replicas WHERE id = $1")
+            .bind(replica)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error)?;
+        Ok(())
     }
 
     async fn airbyte_objects(&self) -> Result<Vec<AirbyteObject>, StoreError> {

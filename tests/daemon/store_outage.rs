@@ -152,6 +152,7 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
             connections: config.connections.clone(),
             clock: Clock::System,
             notifier: Notifier::default(),
+            lease: cronbyte::replica::Lease::sole(),
         },
         shutdown.clone(),
     )

@@ -91,6 +91,7 @@ impl Harness {
                 connections: config.connections.clone(),
                 clock: Clock::accelerated(origin, 1),
                 notifier: Notifier::default(),
+                lease: crate::replica::Lease::sole(),
             },
             shutdown.clone(),
         )
