@@ -8,5 +8,6 @@ mod lifecycle;
 mod observability;
 mod policies;
 mod postgres;
+mod replicas;
 mod store_outage;
 mod syncs;

@@ -15,7 +15,7 @@ use sqlx::postgres::PgPool;
 use crate::helpers::*;
 
 /// A database of its own on the test server, dropped by [`drop_database`].
-async fn fresh_database(server: &str) -> (String, String) {
+pub async fn fresh_database(server: &str) -> (String, String) {
     let name = format!("cronbyte_daemon_{}", uuid::Uuid::new_v4().simple());
     let admin = PgPool::connect(server).await.expect("PostgreSQL answers");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -28,7 +28,7 @@ async fn fresh_database(server: &str) -> (String, String) {
     (name, url.to_string())
 }
 
-async fn drop_database(server: &str, name: &str) {
+pub async fn drop_database(server: &str, name: &str) {
     let admin = PgPool::connect(server).await.expect("PostgreSQL answers");
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
