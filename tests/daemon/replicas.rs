@@ -98,9 +98,15 @@ async fn a_standby_refuses_writes_naming_the_active_replica_and_takes_its_sync_o
     assert_eq!(body["error"]["code"], "standby", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(&first_id), "{message}");
-    assert_eq!(sample(&second.metrics().await, "cronbyte_leader"), Some(0.0));
+    assert_eq!(
+        sample(&second.metrics().await, "cronbyte_leader"),
+        Some(0.0)
+    );
     assert_eq!(sample(&first.metrics().await, "cronbyte_leader"), Some(1.0));
-    assert_eq!(sample(&second.metrics().await, "cronbyte_replicas"), Some(2.0));
+    assert_eq!(
+        sample(&second.metrics().await, "cronbyte_replicas"),
+        Some(2.0)
+    );
 
     // The active replica starts the sync, then stops while it runs.
     let store = read_store(&url).await;
@@ -110,7 +116,10 @@ async fn a_standby_refuses_writes_naming_the_active_replica_and_takes_its_sync_o
     // Released at the stop: taken at the standby's next try, not after the lease ran out.
     wait_for_role(&second, "active", Duration::from_secs(2)).await;
     let took_over = stopped.elapsed();
-    assert_eq!(sample(&second.metrics().await, "cronbyte_leader"), Some(1.0));
+    assert_eq!(
+        sample(&second.metrics().await, "cronbyte_leader"),
+        Some(1.0)
+    );
 
     let ended = wait_for_runs(&store, |r| !r.status.is_open()).await;
     second.stop().await;
@@ -122,7 +131,11 @@ async fn a_standby_refuses_writes_naming_the_active_replica_and_takes_its_sync_o
     assert_eq!(ended[0].status, RunStatus::Succeeded);
     assert_eq!(ended[0].records_synced, Some(42));
     let jobs = harness.control().jobs();
-    assert_eq!(jobs.len(), 1, "one job, followed across the hand-over: {jobs:#?}");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "one job, followed across the hand-over: {jobs:#?}"
+    );
     eprintln!("taken over {took_over:?} after the active replica was asked to stop");
 }
 

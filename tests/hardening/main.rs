@@ -9,6 +9,7 @@
 mod airbyte_faults;
 mod bad_input;
 mod crash_loop;
+mod failover;
 mod secrets;
 mod support;
 

@@ -164,22 +164,27 @@ impl DaemonProcess {
     /// Where its HTTP endpoint listens, from its "cronbyte is running" log line.
     pub async fn listen_addr(&self, within: Duration) -> SocketAddr {
         eventually(within, "the daemon to log where it listens", || async {
-            self.log_lines()
-                .iter()
-                .find(|l| {
-                    l["message"] == "cronbyte is running"
-                        || l["fields"]["message"] == "cronbyte is running"
-                })
-                .and_then(|l| {
-                    l["listen"]
-                        .as_str()
-                        .or(l["fields"]["listen"].as_str())
-                        .map(str::to_owned)
-                })
-                .and_then(|a| a.parse().ok())
+            self.listen_addr_now()
                 .ok_or_else(|| tail(&read(&self.stderr), 10))
         })
         .await
+    }
+
+    /// Where its HTTP endpoint listens, once it has logged it.
+    pub fn listen_addr_now(&self) -> Option<SocketAddr> {
+        self.log_lines()
+            .iter()
+            .find(|l| {
+                l["message"] == "cronbyte is running"
+                    || l["fields"]["message"] == "cronbyte is running"
+            })
+            .and_then(|l| {
+                l["listen"]
+                    .as_str()
+                    .or(l["fields"]["listen"].as_str())
+                    .map(str::to_owned)
+            })
+            .and_then(|a| a.parse().ok())
     }
 }
 
@@ -399,12 +404,25 @@ pub fn ledger(jobs: &[JobSnapshot], runs: &[Run], names: &HashMap<Uuid, String>)
 /// Finishes every job in the emulator, over and over, until the history has no open run,
 /// every job has ended, and both stayed so for a second. Returns the settled history.
 pub async fn settle(emulator: &EmulatorHandle, store: &Path, within: Duration) -> Vec<Run> {
+    settle_with(emulator, within, || history(store)).await
+}
+
+/// [`settle`], with the history read by `history` (from any store).
+pub async fn settle_with<F, Fut>(
+    emulator: &EmulatorHandle,
+    within: Duration,
+    mut history: F,
+) -> Vec<Run>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<Run>>,
+{
     let control = emulator.control();
     let deadline = Instant::now() + within;
     let mut quiet_since: Option<Instant> = None;
     loop {
         control.finish_all_jobs();
-        let runs = history(store).await;
+        let runs = history().await;
         let open: Vec<String> = runs
             .iter()
             .filter(|r| r.status.is_open())
