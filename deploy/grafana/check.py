@@ -45,6 +45,11 @@ UNLABELLED = {
     "cronbyte_store_errors",
     "cronbyte_config_reloads",
     "cronbyte_build",
+    "cronbyte_runs_pruned",
+    "cronbyte_leader",
+    "cronbyte_leader_changes",
+    "cronbyte_replicas",
+    "cronbyte_replica_settings_differ",
 }
 
 # A series selector: a cronbyte metric name and its {matchers}, if any.
