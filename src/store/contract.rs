@@ -958,6 +958,83 @@ async fn a_postgres_store_that_cannot_be_reached_is_named_without_its_password()
     assert!(!err.contains("Hunter2-pw"), "{err}");
 }
 
+/// `sslmode` is honoured through rustls: `require` gives an encrypted connection,
+/// and `verify-full` refuses a server whose certificate it cannot verify (here the
+/// self-signed certificate Debian's PostgreSQL ships), naming `store.url` and not the
+/// password.
+#[tokio::test]
+async fn sslmode_require_encrypts_and_verify_full_refuses_an_unverifiable_server() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("PostgreSQL answers");
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&admin)
+        .await
+        .expect("SHOW ssl");
+    admin.close().await;
+    if ssl != "on" {
+        use std::io::Write;
+        let _ = std::io::stderr()
+            .write_all(b"\n*** the TLS test did NOT run: the test PostgreSQL has ssl = off ***\n");
+        return;
+    }
+    let with_mode = |mode: &str| {
+        let mut u = reqwest::Url::parse(&url).expect("a URL");
+        u.set_password(Some("Hunter2-pw")).expect("a password");
+        u.query_pairs_mut().append_pair("sslmode", mode);
+        SecretString::from(u.to_string())
+    };
+    let store = PgStore::connect(&with_mode("require"))
+        .await
+        .expect("sslmode=require connects");
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .expect("pg_stat_ssl reads");
+    store.close().await;
+    assert!(encrypted, "sslmode=require gave an unencrypted connection");
+
+    let err = PgStore::connect(&with_mode("verify-full"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("store.url"), "{err}");
+    assert!(!err.contains("Hunter2-pw"), "{err}");
+}
+
+/// A database migrated by a newer cronbyte (a migration this build does not know) is
+/// refused at start with a message that says so, and nothing is written to it.
+#[tokio::test]
+async fn a_postgres_store_with_a_newer_schema_is_refused() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let (store, schema) = postgres_store(&url).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (29991231000001, 'from a newer cronbyte', true, '\\x00', 1)",
+    )
+    .execute(store.pool())
+    .await
+    .expect("a migration of the future is recorded");
+    let runs_before = store.open_runs().await.unwrap().len();
+    store.close().await;
+    let again = in_schema(&url, &schema).await;
+    let err = again.migrate().await.unwrap_err().to_string();
+    assert!(err.contains("29991231000001"), "{err}");
+    assert!(
+        err.contains("store.url") && err.contains("newer cronbyte"),
+        "{err}"
+    );
+    assert_eq!(again.open_runs().await.unwrap().len(), runs_before);
+    again.close().await;
+    drop_schemas(&url, &[schema]).await;
+}
+
 /// A pruned SQLite history copied into PostgreSQL keeps the marks, totals and
 /// prune SQLite kept, not what its remaining runs add up to.
 #[tokio::test]

@@ -79,10 +79,7 @@ impl PgStore {
     /// Connects to the database at `url` and applies pending migrations.
     pub async fn open(url: &SecretString) -> Result<Self, StoreError> {
         let store = Self::connect(url).await?;
-        MIGRATOR
-            .run(&store.pool)
-            .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        store.migrate().await?;
         Ok(store)
     }
 
@@ -155,10 +152,19 @@ impl PgStore {
 
     /// Applies pending migrations (after [`PgStore::connect`]).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))
+        MIGRATOR.run(&self.pool).await.map_err(|e| {
+            let newer = matches!(e, sqlx::migrate::MigrateError::VersionMissing(_));
+            StoreError::Migrate(format!(
+                "store.url ({}): {e}{}",
+                self.shown,
+                if newer {
+                    "; the database was migrated by a newer cronbyte: run that version, \
+                     or restore a backup taken before the upgrade"
+                } else {
+                    ""
+                }
+            ))
+        })
     }
 
     /// Applies pending migrations and says how many there were.
@@ -173,6 +179,12 @@ impl PgStore {
         self.migrate().await?;
         let total = MIGRATOR.iter().count();
         Ok(total.saturating_sub(usize::try_from(before).unwrap_or(0)))
+    }
+
+    /// The pool, for tests that look at the connections themselves.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// The database, as it may be shown (no password).
