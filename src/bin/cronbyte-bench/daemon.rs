@@ -15,6 +15,7 @@ pub struct Daemon {
     child: Child,
     /// From spawn to READY=1.
     pub ready_after: Duration,
+    spawned: Instant,
     _notify: UnixDatagram,
 }
 
@@ -61,8 +62,14 @@ impl Daemon {
         Ok(Self {
             child,
             ready_after: started.elapsed(),
+            spawned: started,
             _notify: notify,
         })
+    }
+
+    /// How long ago it was spawned.
+    pub fn since_spawn(&self) -> Duration {
+        self.spawned.elapsed()
     }
 
     /// Resident memory now, in bytes.

@@ -69,6 +69,12 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
     },
+    /// Start-up with many connections and a history, on SQLite or `--store-url`:
+    /// spawn to READY=1 and to active.
+    Startup {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
     /// `GET /api/v1/connections` (what `cronbyte status` reads) with many connections.
     Status {
         #[arg(long, default_value_t = 10_000)]
@@ -143,6 +149,7 @@ async fn main() -> ExitCode {
         } => scenarios::polling(path, connections, job, poll).await,
         Scenario::History { runs } => scenarios::history(path, &backend, runs).await,
         Scenario::Scrape { connections } => scenarios::scrape_and_startup(path, connections).await,
+        Scenario::Startup { connections } => scenarios::startup(path, &backend, connections).await,
         Scenario::Status { connections } => scenarios::status(path, connections).await,
         Scenario::All => all(&backend).await,
     };

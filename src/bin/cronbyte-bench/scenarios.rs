@@ -583,6 +583,86 @@ async fn many_connections_with_history(
     Ok((emulator, config, port))
 }
 
+/// Start-up on the scenario's store: spawn to READY=1, and to `/readyz` saying the
+/// daemon is the active replica (on PostgreSQL it takes the lease first, then seeds
+/// its metrics and takes up open runs), with many connections and a history.
+pub async fn startup(
+    dir: &Path,
+    backend: &Backend,
+    connections: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let emulator = emulator().await?;
+    let plan =
+        JobPlan::succeeding(Duration::from_millis(500), 100, 10_000).pending_for(Duration::ZERO);
+    let ids = add_connections(&emulator, connections, &plan);
+    let rules = assorted_quiet_rules(connections, Duration::from_secs(300));
+    let list: Vec<_> = ids
+        .into_iter()
+        .zip(rules)
+        .map(|((n, i), r)| (n, i, r))
+        .collect();
+    let port = free_port()?;
+    let config = write_config(
+        dir,
+        &backend.config_line(),
+        &emulator.config_api_base(),
+        port,
+        "1s",
+        connections,
+        &list,
+    )?;
+    let sqlite = dir.join("history.db");
+    fill_store(&sqlite, connections * 3, connections).await?;
+    if let Backend::Postgres { url, .. } = backend {
+        let from = SqliteStore::open(&sqlite).await?;
+        let to = PgStore::open(&secrecy::SecretString::from(url.clone())).await?;
+        to.copy_from_sqlite(&from).await?;
+        from.close().await;
+        to.close().await;
+    }
+    let daemon = Daemon::start(&config, dir)?;
+    let ready = daemon.ready_after.as_secs_f64() * 1000.0;
+    let client = reqwest::Client::new();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let active = loop {
+        let answer = client.get(&readyz).send().await?;
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        if body["role"] == "active" {
+            break daemon.since_spawn().as_secs_f64() * 1000.0;
+        }
+        if Instant::now() > deadline {
+            bail!("the daemon did not become active within 60 s: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    daemon.stop()?;
+    let store = match backend {
+        Backend::Sqlite(_) => "SQLite",
+        Backend::Postgres { .. } => "PostgreSQL",
+    };
+    Ok(vec![
+        row(
+            "startup",
+            &format!("spawn to READY=1, {connections} connections, {store}"),
+            format!("{ready:.0} ms"),
+            ready,
+            "< 1 s",
+            Some(ready < 1000.0),
+        ),
+        row(
+            "startup",
+            &format!(
+                "spawn to active (first /readyz saying so), {connections} connections, {store}"
+            ),
+            format!("{active:.0} ms"),
+            active,
+            "< 1 s",
+            Some(active < 1000.0),
+        ),
+    ])
+}
+
 /// Status: `GET /api/v1/connections` (what `cronbyte status` reads) with many
 /// connections, each with a last run in the history.
 pub async fn status(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> {
