@@ -170,3 +170,46 @@ async fn wait_for_runs(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn replicas_with_different_connection_settings_say_so() {
+    let Ok(server) = std::env::var("CRONBYTE_TEST_POSTGRES_URL") else {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(
+            b"\n*** the daemon's replica test did NOT run: set CRONBYTE_TEST_POSTGRES_URL ***\n",
+        );
+        return;
+    };
+    let (database, url) = fresh_database(&server).await;
+    let harness = Harness::new().await;
+    let id = harness.connection("orders", JobPlan::succeeding(Duration::from_secs(1), 1, 10));
+    // A rule that does not fire during the test.
+    let rule = "0 0 0 1 1 *";
+    let same = replica_text(&harness, &connection_toml("orders", id, rule), &url);
+    let first = start_replica(&harness, &same).await;
+    let second = start_replica(&harness, &same).await;
+    // Each says its settings at every renewal interval (500 ms).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let agree = sample(&second.metrics().await, "cronbyte_replica_settings_differ");
+    let changed = replica_text(
+        &harness,
+        &connection_toml("orders", id, "0 0 0 2 1 *"),
+        &url,
+    );
+    let third = start_replica(&harness, &changed).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let differ: Vec<Option<f64>> = futures::future::join_all(
+        [&first, &second, &third]
+            .map(|r| async { sample(&r.metrics().await, "cronbyte_replica_settings_differ") }),
+    )
+    .await;
+    let alive = sample(&first.metrics().await, "cronbyte_replicas");
+    for replica in [first, second, third] {
+        replica.stop().await;
+    }
+    drop_database(&server, &database).await;
+
+    assert_eq!(agree, Some(0.0));
+    assert_eq!(differ, vec![Some(1.0); 3]);
+    assert_eq!(alive, Some(3.0));
+}
