@@ -16,6 +16,7 @@ use fake::{FakeAirbyte, Fault, Lasting, Op, Plan};
 
 mod instances;
 mod policies;
+mod replicas;
 
 /// A config of these connections; the engine's Airbyte is a [`FakeAirbyte`].
 fn config(connections: &str) -> Config {
@@ -80,6 +81,18 @@ impl Harness {
         airbyte: Arc<FakeAirbyte>,
         store: Arc<MemoryStore>,
     ) -> Self {
+        Self::start_leased(config, origin, instances, airbyte, store, Lease::sole()).await
+    }
+
+    /// An engine of a replica that holds `lease` (or, not holding it, a standby's).
+    async fn start_leased(
+        config: &Config,
+        origin: DateTime<Utc>,
+        instances: std::collections::BTreeMap<String, Arc<dyn Airbyte>>,
+        airbyte: Arc<FakeAirbyte>,
+        store: Arc<MemoryStore>,
+        lease: Lease,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let engine = Engine::start(
             EngineParts {
@@ -91,7 +104,7 @@ impl Harness {
                 connections: config.connections.clone(),
                 clock: Clock::accelerated(origin, 1),
                 notifier: Notifier::default(),
-                lease: crate::replica::Lease::sole(),
+                lease,
             },
             shutdown.clone(),
         )
