@@ -84,3 +84,11 @@ fn the_status_scenario_lists_every_connection_with_its_last_run() {
     let rows = bench(&["status", "--connections", "200"]);
     assert!(number(&rows, "GET /api/v1/connections, 200 connections") > 0.0);
 }
+
+#[test]
+fn the_startup_scenario_sees_the_daemon_ready_and_then_active() {
+    let rows = bench(&["startup", "--connections", "200"]);
+    let ready = number(&rows, "spawn to READY=1, 200 connections, SQLite");
+    let active = number(&rows, "spawn to active (first /readyz saying so), 200 connections");
+    assert!(ready > 0.0 && active >= ready, "{rows:#?}");
+}

@@ -6,6 +6,8 @@ mod control;
 mod helpers;
 mod lifecycle;
 mod observability;
+#[path = "../common/postgres.rs"]
+mod pg;
 mod policies;
 mod postgres;
 mod replicas;

@@ -13,39 +13,25 @@ use secrecy::SecretString;
 use sqlx::postgres::PgPool;
 
 use crate::helpers::*;
+use crate::pg::{drop_database, fresh_database, server_or_skip};
 
-/// A database of its own on the test server, dropped by [`drop_database`].
-pub async fn fresh_database(server: &str) -> (String, String) {
-    let name = format!("cronbyte_daemon_{}", uuid::Uuid::new_v4().simple());
-    let admin = PgPool::connect(server).await.expect("PostgreSQL answers");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .expect("a database is created");
-    admin.close().await;
-    let mut url = reqwest::Url::parse(server).expect("a URL");
-    url.set_path(&format!("/{name}"));
-    (name, url.to_string())
-}
-
-pub async fn drop_database(server: &str, name: &str) {
-    let admin = PgPool::connect(server).await.expect("PostgreSQL answers");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .expect("the database is dropped");
-    admin.close().await;
+/// The harness's config with `connections`, its history in the PostgreSQL
+/// database `url` (and a SQLite path that must stay unused).
+fn on_postgres(harness: &Harness, connections: &str, url: &str) -> cronbyte::config::Config {
+    let text = harness.config_text(connections).replacen(
+        &format!("path = \"{}\"", harness.store_path().display()),
+        &format!("url = \"{url}\""),
+        1,
+    );
+    let mut config = cronbyte::config::from_str(&text, cronbyte::config::Format::Toml)
+        .unwrap_or_else(|e| panic!("{e}"));
+    config.store.path = harness.dir.path().join("unused.db");
+    config
 }
 
 #[tokio::test]
 async fn a_cron_fired_sync_is_recorded_in_a_postgres_store() {
-    let Ok(server) = std::env::var("CRONBYTE_TEST_POSTGRES_URL") else {
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(
-            b"\n*** the daemon's PostgreSQL test did NOT run: set CRONBYTE_TEST_POSTGRES_URL ***\n",
-        );
+    let Some(server) = server_or_skip("the daemon's PostgreSQL test") else {
         return;
     };
     let (database, url) = fresh_database(&server).await;
@@ -55,17 +41,8 @@ async fn a_cron_fired_sync_is_recorded_in_a_postgres_store() {
         JobPlan::succeeding(Duration::from_millis(300), 42, 4_200),
     );
     let at = soon(START_LEAD);
-    let text = harness
-        .config_text(&connection_toml("orders", id, &cron_at(at)))
-        .replacen(
-            &format!("path = \"{}\"", harness.store_path().display()),
-            &format!("url = \"{url}\""),
-            1,
-        );
-    let mut config = cronbyte::config::from_str(&text, cronbyte::config::Format::Toml)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = on_postgres(&harness, &connection_toml("orders", id, &cron_at(at)), &url);
     assert!(config.store.url.is_some(), "the config names PostgreSQL");
-    config.store.path = harness.dir.path().join("unused.db");
     let daemon = harness.start(config).await;
 
     let settings = StoreSettings {
@@ -115,11 +92,7 @@ async fn a_cron_fired_sync_is_recorded_in_a_postgres_store() {
 /// opens new ones, nothing is lost, and the run ends recorded once with its job.
 #[tokio::test]
 async fn connections_to_postgres_cut_mid_run_lose_nothing() {
-    let Ok(server) = std::env::var("CRONBYTE_TEST_POSTGRES_URL") else {
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(
-            b"\n*** the daemon's PostgreSQL test did NOT run: set CRONBYTE_TEST_POSTGRES_URL ***\n",
-        );
+    let Some(server) = server_or_skip("the daemon's PostgreSQL test") else {
         return;
     };
     let (database, url) = fresh_database(&server).await;
@@ -128,16 +101,11 @@ async fn connections_to_postgres_cut_mid_run_lose_nothing() {
         "orders",
         JobPlan::succeeding(Duration::from_secs(2), 42, 4_200),
     );
-    let text = harness
-        .config_text(&connection_toml("orders", id, &cron_at(soon(START_LEAD))))
-        .replacen(
-            &format!("path = \"{}\"", harness.store_path().display()),
-            &format!("url = \"{url}\""),
-            1,
-        );
-    let mut config = cronbyte::config::from_str(&text, cronbyte::config::Format::Toml)
-        .unwrap_or_else(|e| panic!("{e}"));
-    config.store.path = harness.dir.path().join("unused.db");
+    let config = on_postgres(
+        &harness,
+        &connection_toml("orders", id, &cron_at(soon(START_LEAD))),
+        &url,
+    );
     let daemon = harness.start(config).await;
     let store = cronbyte::store::open_for_reading(&StoreSettings {
         url: Some(SecretString::from(url.clone())),

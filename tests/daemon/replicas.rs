@@ -10,7 +10,7 @@ use cronbyte::run::RunStatus;
 use reqwest::{Method, StatusCode};
 
 use crate::helpers::*;
-use crate::postgres::{drop_database, fresh_database};
+use crate::pg::{drop_database, fresh_database, server_or_skip};
 
 /// The config text of a replica on the PostgreSQL database `url`, with a short lease.
 fn replica_text(harness: &Harness, connections: &str, url: &str) -> String {
@@ -51,11 +51,7 @@ async fn wait_for_role(replica: &Running, wanted: &str, within: Duration) {
 #[tokio::test]
 async fn a_standby_refuses_writes_naming_the_active_replica_and_takes_its_sync_over_at_a_clean_stop()
  {
-    let Ok(server) = std::env::var("CRONBYTE_TEST_POSTGRES_URL") else {
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(
-            b"\n*** the daemon's replica test did NOT run: set CRONBYTE_TEST_POSTGRES_URL ***\n",
-        );
+    let Some(server) = server_or_skip("the daemon's replica test") else {
         return;
     };
     let (database, url) = fresh_database(&server).await;
@@ -173,11 +169,7 @@ async fn wait_for_runs(
 
 #[tokio::test]
 async fn replicas_with_different_connection_settings_say_so() {
-    let Ok(server) = std::env::var("CRONBYTE_TEST_POSTGRES_URL") else {
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(
-            b"\n*** the daemon's replica test did NOT run: set CRONBYTE_TEST_POSTGRES_URL ***\n",
-        );
+    let Some(server) = server_or_skip("the daemon's replica test") else {
         return;
     };
     let (database, url) = fresh_database(&server).await;

@@ -24,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use secrecy::SecretString;
 use tokio::time::Instant;
 
+use crate::pg::{drop_database, fresh_database, server_or_skip};
 use crate::support::*;
 
 const DEFAULT_SEED: u64 = 20_261_130;
@@ -32,15 +33,7 @@ const RENEWAL: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_lose_their_active_one_20_times_and_every_job_is_recorded_once() {
-    let Some(server) = std::env::var("CRONBYTE_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(
-            b"\n*** the fail-over test did NOT run: set CRONBYTE_TEST_POSTGRES_URL \
-              (e.g. postgres://postgres@127.0.0.1:5432/test) to run it ***\n",
-        );
+    let Some(server) = server_or_skip("the fail-over test") else {
         return;
     };
     let kills: usize = env_or("CRONBYTE_FAILOVER_KILLS", 20);
@@ -356,33 +349,4 @@ fn ticks_missed_outside(runs: &[Run], gaps: &[(DateTime<Utc>, DateTime<Utc>)]) -
         }
     }
     missed
-}
-
-/// A database of its own on the test server.
-async fn fresh_database(server: &str) -> (String, String) {
-    let name = format!("cronbyte_failover_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(server)
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .expect("a database is created");
-    admin.close().await;
-    let mut url = reqwest::Url::parse(server).expect("a URL");
-    url.set_path(&format!("/{name}"));
-    (name, url.to_string())
-}
-
-async fn drop_database(server: &str, name: &str) {
-    let admin = sqlx::PgPool::connect(server)
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .expect("the database is dropped");
-    admin.close().await;
 }

@@ -10,6 +10,8 @@ mod airbyte_faults;
 mod bad_input;
 mod crash_loop;
 mod failover;
+#[path = "../common/postgres.rs"]
+mod pg;
 mod secrets;
 mod support;
 

@@ -559,38 +559,17 @@ async fn many_connections_with_history(
     dir: &Path,
     connections: usize,
 ) -> anyhow::Result<(EmulatorHandle, std::path::PathBuf, u16)> {
-    let emulator = emulator().await?;
-    let plan =
-        JobPlan::succeeding(Duration::from_millis(500), 100, 10_000).pending_for(Duration::ZERO);
-    let ids = add_connections(&emulator, connections, &plan);
-    let rules = assorted_quiet_rules(connections, Duration::from_secs(300));
-    let list: Vec<_> = ids
-        .into_iter()
-        .zip(rules)
-        .map(|((n, i), r)| (n, i, r))
-        .collect();
-    let port = free_port()?;
-    let config = write_config(
-        dir,
-        &Backend::Sqlite(dir.join("history.db")).config_line(),
-        &emulator.config_api_base(),
-        port,
-        "1s",
-        connections,
-        &list,
-    )?;
-    fill_store(&dir.join("history.db"), connections * 3, connections).await?;
-    Ok((emulator, config, port))
+    let sqlite = Backend::Sqlite(dir.join("history.db"));
+    many_connections_on(dir, &sqlite, connections).await
 }
 
-/// Start-up on the scenario's store: spawn to READY=1, and to `/readyz` saying the
-/// daemon is the active replica (on PostgreSQL it takes the lease first, then seeds
-/// its metrics and takes up open runs), with many connections and a history.
-pub async fn startup(
+/// [`many_connections_with_history`], with the history in `backend`: a PostgreSQL
+/// store gets it the way a team moves there, copied from the SQLite file.
+async fn many_connections_on(
     dir: &Path,
     backend: &Backend,
     connections: usize,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<(EmulatorHandle, std::path::PathBuf, u16)> {
     let emulator = emulator().await?;
     let plan =
         JobPlan::succeeding(Duration::from_millis(500), 100, 10_000).pending_for(Duration::ZERO);
@@ -620,6 +599,18 @@ pub async fn startup(
         from.close().await;
         to.close().await;
     }
+    Ok((emulator, config, port))
+}
+
+/// Start-up on the scenario's store: spawn to READY=1, and to `/readyz` saying the
+/// daemon is the active replica (on PostgreSQL it takes the lease first, then seeds
+/// its metrics and takes up open runs), with many connections and a history.
+pub async fn startup(
+    dir: &Path,
+    backend: &Backend,
+    connections: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let (_emulator, config, port) = many_connections_on(dir, backend, connections).await?;
     let daemon = Daemon::start(&config, dir)?;
     let ready = daemon.ready_after.as_secs_f64() * 1000.0;
     let client = reqwest::Client::new();
