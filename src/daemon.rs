@@ -170,6 +170,9 @@ impl Daemon {
             clock: clock.clone(),
             window: config.metrics.success_ratio_window,
             retention: config.store.retention,
+            started: clock.now(),
+            lease: config.store.lease,
+            renewal: config.store.lease_renewal,
         };
         if !election.is_shared() {
             // Alone on its store, the process is active from the start: its series
@@ -195,6 +198,7 @@ impl Daemon {
                     clock: clock.clone(),
                     notifier: notifier.clone(),
                     lease: election.lease(),
+                    missed_since: None,
                 },
                 shutdown.child_token(),
             )
@@ -278,6 +282,12 @@ struct Term {
     /// `[metrics].success_ratio_window`, to seed the ratios from the history.
     window: Duration,
     retention: Option<Duration>,
+    /// When this process started, and its lease settings: a term's engine counts a
+    /// never-run connection's ticks as missed from the later of the start and the
+    /// longest a fail-over takes.
+    started: chrono::DateTime<Utc>,
+    lease: Duration,
+    renewal: Duration,
 }
 
 impl Term {
@@ -312,7 +322,15 @@ async fn serve_terms(
             Ok(())
         } else {
             match term.seed_metrics().await {
-                Ok(()) => role.swap(until.clone()).await.map(drop),
+                // Ticks of connections that never ran, fallen while no replica was
+                // active (since this process started, at most a lease and a renewal
+                // interval ago), follow the misfire policy like the others'.
+                Ok(()) => {
+                    let gap = chrono::Duration::from_std(term.lease + term.renewal)
+                        .unwrap_or(chrono::Duration::zero());
+                    let since = term.started.max(term.clock.now() - gap);
+                    role.swap(until.clone(), Some(since)).await.map(drop)
+                }
                 Err(e) => Err(EngineError::from(e)),
             }
         };
@@ -350,7 +368,7 @@ async fn serve_terms(
             break;
         }
         // A standby again: reads are answered from the store until the next term.
-        if let Err(error) = role.swap(shutdown.child_token()).await {
+        if let Err(error) = role.swap(shutdown.child_token(), None).await {
             tracing::error!(%error, "could not start the standby's engine");
         }
     }

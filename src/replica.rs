@@ -425,9 +425,19 @@ impl Role {
     /// Swaps in an engine for the lease as it stands now, on `until`: the active
     /// one's right after the lease was taken (it takes up every open run and
     /// applies the misfire policy to ticks that fell while no replica was active),
-    /// a standby's after it was lost. Returns the engine it replaced, to be waited for.
-    pub async fn swap(&self, until: CancellationToken) -> Result<Engine, EngineError> {
-        let engine = Engine::start(self.parts(), until).await?;
+    /// a standby's after it was lost. For a connection without any tick in the
+    /// history, ticks since `missed_since` count as missed. Returns the engine it
+    /// replaced.
+    pub async fn swap(
+        &self,
+        until: CancellationToken,
+        missed_since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Engine, EngineError> {
+        let parts = EngineParts {
+            missed_since,
+            ..self.parts()
+        };
+        let engine = Engine::start(parts, until).await?;
         let mut current = self.engine.write().unwrap_or_else(|p| p.into_inner());
         Ok(std::mem::replace(&mut *current, engine))
     }

@@ -89,6 +89,9 @@ fn the_status_scenario_lists_every_connection_with_its_last_run() {
 fn the_startup_scenario_sees_the_daemon_ready_and_then_active() {
     let rows = bench(&["startup", "--connections", "200"]);
     let ready = number(&rows, "spawn to READY=1, 200 connections, SQLite");
-    let active = number(&rows, "spawn to active (first /readyz saying so), 200 connections");
+    let active = number(
+        &rows,
+        "spawn to active (first /readyz saying so), 200 connections",
+    );
     assert!(ready > 0.0 && active >= ready, "{rows:#?}");
 }

@@ -102,6 +102,10 @@ pub struct EngineParts {
     /// Whether this replica may act on Airbyte: asked before every sync and cancel.
     /// An engine started without it held is a standby's: it answers reads only.
     pub lease: Lease,
+    /// For a connection with no tick in the history, the instant from which its
+    /// ticks count as missed at start (the misfire policy applies to them): the
+    /// gap before a replica took over. `None`: only ticks after the start count.
+    pub missed_since: Option<DateTime<Utc>>,
 }
 
 /// The running engine. Cheap to clone; every clone drives the same engine.
@@ -176,6 +180,7 @@ pub(crate) struct Shared {
     lease: Lease,
     /// Whether this engine schedules and follows runs; a standby's only reads.
     active: bool,
+    missed_since: Option<DateTime<Utc>>,
 }
 
 impl Engine {
@@ -231,6 +236,7 @@ impl Engine {
             shutdown,
             lease: parts.lease,
             active,
+            missed_since: parts.missed_since,
         });
         if !active {
             return Ok(Self { shared });

@@ -59,7 +59,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
         if shared.is_paused(&connection.name) {
             continue;
         }
-        let last = shared.state(|s| s.last_tick(&connection.name));
+        let last = shared
+            .state(|s| s.last_tick(&connection.name))
+            .or(shared.missed_since);
         if let Some(last) = last {
             catch_up(&shared, connection, last, started).await;
         }

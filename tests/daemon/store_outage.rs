@@ -153,6 +153,7 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
             clock: Clock::System,
             notifier: Notifier::default(),
             lease: cronbyte::replica::Lease::sole(),
+            missed_since: None,
         },
         shutdown.clone(),
     )

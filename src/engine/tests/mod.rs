@@ -93,6 +93,20 @@ impl Harness {
         store: Arc<MemoryStore>,
         lease: Lease,
     ) -> Self {
+        Self::start_term(config, origin, instances, airbyte, store, lease, None).await
+    }
+
+    /// The engine of a term that counts a never-run connection's ticks as missed
+    /// from `missed_since`.
+    async fn start_term(
+        config: &Config,
+        origin: DateTime<Utc>,
+        instances: std::collections::BTreeMap<String, Arc<dyn Airbyte>>,
+        airbyte: Arc<FakeAirbyte>,
+        store: Arc<MemoryStore>,
+        lease: Lease,
+        missed_since: Option<DateTime<Utc>>,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let engine = Engine::start(
             EngineParts {
@@ -105,6 +119,7 @@ impl Harness {
                 clock: Clock::accelerated(origin, 1),
                 notifier: Notifier::default(),
                 lease,
+                missed_since,
             },
             shutdown.clone(),
         )

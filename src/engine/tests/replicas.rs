@@ -102,3 +102,32 @@ async fn a_standby_engine_answers_reads_and_refuses_writes_naming_the_active_rep
     assert!(harness.engine.stuck_loop(Duration::ZERO).is_none());
     harness.stop().await;
 }
+
+/// A replica that takes over counts the ticks that fell in the gap as missed even
+/// for a connection that never ran (it has no tick in the history to count from):
+/// `run_once` claims the newest of them. Without the gap's start, none is claimed.
+#[tokio::test(start_paused = true)]
+async fn a_term_catches_up_on_a_never_run_connection_s_tick_that_fell_in_the_gap() {
+    let config = config(&connection("tens", ID_A, "*/10 * * * * *", ""));
+    let origin: DateTime<Utc> = "2026-06-01T00:00:03.500Z".parse().expect("a time");
+    let gap_began = origin - chrono::Duration::seconds(6);
+    let mut claimed = Vec::new();
+    for missed_since in [Some(gap_began), None] {
+        let airbyte = Harness::airbyte(origin);
+        let harness = Harness::start_term(
+            &config,
+            origin,
+            only_instance(airbyte.clone()),
+            airbyte,
+            Arc::new(MemoryStore::new()),
+            Lease::sole(),
+            missed_since,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        claimed.push(claimed_ticks(&harness.store).await);
+        harness.stop().await;
+    }
+    let tick: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().expect("a time");
+    assert_eq!(claimed, vec![vec![tick], vec![]]);
+}
