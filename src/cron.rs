@@ -20,7 +20,7 @@
 //! hours, because both are real, distinct instants.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -68,46 +68,55 @@ pub enum CronError {
     },
 }
 
-/// A parsed cron rule together with the time zone whose wall clock it follows.
+/// A cron rule that parsed, together with the time zone whose wall clock it follows.
 ///
-/// croner's parsed form holds about 5 KB of bitmaps (the year field alone spans
-/// 1-5000) and takes some 30 µs to build, so identical rules share one parsed form:
-/// ten thousand connections on a few hundred distinct rules cost a few hundred of
-/// them, and cloning a rule (the config is cloned on reload) costs nothing.
+/// It keeps the rule's text, not croner's parsed form: that form holds about 5 KB of
+/// one-byte-per-value fields (the year field alone spans 1-5000), so ten thousand
+/// connections on distinct rules would hold some 50 MB of it, where their texts take a
+/// few hundred KB. The form is built again when a fire instant is asked for, which
+/// costs about 3 µs (a release build; `benches/hot_paths.rs`), once per fire of the
+/// rule and once per rule when the schedule is rebuilt; the last few hundred forms
+/// built are kept (see [`parsed`]), so rules that many connections share are parsed
+/// once.
 #[derive(Clone)]
 pub struct CronRule {
-    expr: String,
+    expr: Box<str>,
     tz: Tz,
-    cron: Arc<Cron>,
 }
 
-/// The rule as written and its zone: the parsed form follows from them, and its
-/// Debug form (kilobytes of bitmaps) would make the reloader's comparison of
-/// 10,000 connections take a second.
+/// The rule as written and its zone, which is all it holds.
 impl std::fmt::Debug for CronRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CronRule")
             .field("expr", &self.expr)
             .field("tz", &self.tz)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
-/// Parsed forms by rule text, shared while any rule uses them.
-static PARSED: LazyLock<Mutex<HashMap<String, Weak<Cron>>>> = LazyLock::new(Default::default);
+/// How many parsed forms are kept for rules asked about lately: about 1.4 MB at most.
+const RECENT_FORMS: usize = 256;
 
-/// The shared parsed form of `rule`, parsing it if no live rule has it.
-fn shared_parse(rule: &str) -> Result<Arc<Cron>, croner::errors::CronError> {
-    let mut parsed = PARSED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(cron) = parsed.get(rule).and_then(Weak::upgrade) {
-        return Ok(cron);
+/// Parsed forms of rules asked about lately, by trimmed text. When full it is emptied
+/// whole: a cache this small need not track which form was used last.
+static RECENT: LazyLock<Mutex<HashMap<Box<str>, Arc<Cron>>>> = LazyLock::new(Default::default);
+
+/// The parsed form of `rule` (trimmed), from the recent ones or built now.
+fn parsed(rule: &str) -> Result<Arc<Cron>, croner::errors::CronError> {
+    if let Some(cron) = RECENT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(rule)
+    {
+        return Ok(Arc::clone(cron));
     }
+    // Built outside the lock: other rules' lookups need not wait for this one.
     let cron = Arc::new(parser_for(rule).parse(rule)?);
-    // Forget forms no rule uses any more, now and then, so reloads don't pile them up.
-    if parsed.len() >= 1024 && parsed.len().is_power_of_two() {
-        parsed.retain(|_, weak| weak.strong_count() > 0);
+    let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    if recent.len() >= RECENT_FORMS {
+        recent.clear();
     }
-    parsed.insert(rule.to_owned(), Arc::downgrade(&cron));
+    recent.insert(rule.into(), Arc::clone(&cron));
     Ok(cron)
 }
 
@@ -147,13 +156,24 @@ impl CronRule {
                 count: fields.len(),
             });
         }
-        match shared_parse(trimmed) {
-            Ok(cron) => Ok(CronRule {
-                expr: expr.to_string(),
+        match parsed(trimmed) {
+            Ok(_) => Ok(CronRule {
+                expr: expr.into(),
                 tz,
-                cron,
             }),
             Err(err) => Err(blame(expr, &fields, nickname, &parser, err)),
+        }
+    }
+
+    /// The parsed form, built again from the text that parsed at [`CronRule::parse`]:
+    /// the same text parses the same way, so this does not fail.
+    fn cron(&self) -> Option<Arc<Cron>> {
+        match parsed(self.expr.trim()) {
+            Ok(cron) => Some(cron),
+            Err(error) => {
+                tracing::error!(rule = %self.expr, %error, "a rule that parsed before does not parse again");
+                None
+            }
         }
     }
 
@@ -171,7 +191,7 @@ impl CronRule {
     /// (a year field in the past, or a date that never exists such as 30 February).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = t.with_timezone(&self.tz);
-        self.cron
+        self.cron()?
             .find_next_occurrence(&local, false)
             .ok()
             .map(|fire| fire.with_timezone(&Utc))
@@ -195,7 +215,7 @@ impl CronRule {
         // time yields the first copy of a repeated hour, and the jump instant for a time
         // that does not exist (tests below hold it to that).
         let found = self
-            .cron
+            .cron()?
             .find_previous_occurrence(&t.with_timezone(&self.tz), true)
             .ok()?
             .with_timezone(&Utc);

@@ -631,6 +631,20 @@ impl Client {
         Ok(list.connections)
     }
 
+    /// The connections of a workspace with only what their schedules need.
+    pub(crate) async fn list_connection_schedules(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<ConnectionScheduleRead>, Error> {
+        let list: ConnectionScheduleList = self
+            .send(Call::post(
+                "connections/list",
+                json!({ "workspaceId": workspace_id }),
+            ))
+            .await?;
+        Ok(list.connections)
+    }
+
     /// Applies a `ConnectionUpdate` body (connectionId plus the fields to change).
     pub async fn update_connection(&self, update: &Value) -> Result<ConnectionRead, Error> {
         self.send(Call::post("connections/update", update.clone()))

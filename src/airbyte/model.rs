@@ -579,6 +579,32 @@ pub(crate) struct ConnectionReadList {
     pub connections: Vec<ConnectionRead>,
 }
 
+/// A connection of the Config API's `connections/list` as the schedule readers need
+/// it. Every other field (the catalog above all, kilobytes per connection) is skipped
+/// while the answer is read rather than kept: the daemon lists every connection now
+/// and then, and ten thousand catalogs read into JSON values took some 300 MB.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConnectionScheduleRead {
+    pub connection_id: String,
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub schedule_type: Option<String>,
+    #[serde(default)]
+    pub schedule_data: Option<Value>,
+    /// The legacy basic schedule of servers that predate `scheduleType`.
+    #[serde(default)]
+    pub schedule: Option<Value>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ConnectionScheduleList {
+    pub connections: Vec<ConnectionScheduleRead>,
+}
+
 #[derive(Deserialize)]
 pub(crate) struct HealthCheckRead {
     pub available: bool,

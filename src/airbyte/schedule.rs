@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::model::{ConnectionRead, ConnectionResponse};
+use super::model::{ConnectionRead, ConnectionResponse, ConnectionScheduleRead};
 use super::{ApiKind, Client, Error};
 
 /// The unit of a basic schedule (`timeUnit`), as the Config API spells it.
@@ -118,8 +118,21 @@ impl AirbyteSchedule {
     /// or, from servers that predate them, the legacy `schedule` (basic) or nothing
     /// (manual). The error says which field is wrong and how.
     pub fn from_connection_read(read: &ConnectionRead) -> Result<Self, String> {
-        let data = read.schedule_data.as_ref().filter(|d| !d.is_null());
-        match read.schedule_type.as_deref() {
+        Self::from_config_fields(
+            read.schedule_type.as_deref(),
+            read.schedule_data.as_ref(),
+            read.extra.get("schedule"),
+        )
+    }
+
+    /// [`AirbyteSchedule::from_connection_read`] from the three fields it reads.
+    fn from_config_fields(
+        schedule_type: Option<&str>,
+        data: Option<&Value>,
+        legacy: Option<&Value>,
+    ) -> Result<Self, String> {
+        let data = data.filter(|d| !d.is_null());
+        match schedule_type {
             Some("manual") => Ok(Self::Manual),
             Some("basic") => {
                 let basic = data
@@ -145,7 +158,7 @@ impl AirbyteSchedule {
             Some(other) => Err(format!(
                 "scheduleType {other:?} is none of manual, basic and cron"
             )),
-            None => match read.extra.get("schedule").filter(|s| !s.is_null()) {
+            None => match legacy.filter(|s| !s.is_null()) {
                 Some(legacy) => units_and_unit(legacy, "schedule"),
                 None => Ok(Self::Manual),
             },
@@ -311,13 +324,18 @@ impl ConnectionSchedule {
         self.status == "active"
     }
 
-    fn from_read(read: &ConnectionRead) -> Self {
+    fn from_read(read: ConnectionScheduleRead) -> Self {
+        let schedule = AirbyteSchedule::from_config_fields(
+            read.schedule_type.as_deref(),
+            read.schedule_data.as_ref(),
+            read.schedule.as_ref(),
+        );
         Self {
             connection_id: read.connection_id.to_ascii_lowercase(),
-            name: read.name.clone(),
-            workspace_id: read.workspace_id.clone(),
-            status: read.status.clone(),
-            schedule: AirbyteSchedule::from_connection_read(read),
+            name: read.name,
+            workspace_id: read.workspace_id,
+            status: read.status,
+            schedule,
         }
     }
 
@@ -348,8 +366,8 @@ impl Client {
             ApiKind::Config => {
                 let mut out = Vec::new();
                 for workspace in workspace_ids {
-                    for read in self.list_connections(workspace).await? {
-                        let mut found = ConnectionSchedule::from_read(&read);
+                    for read in self.list_connection_schedules(workspace).await? {
+                        let mut found = ConnectionSchedule::from_read(read);
                         found.workspace_id.get_or_insert_with(|| workspace.clone());
                         out.push(found);
                     }

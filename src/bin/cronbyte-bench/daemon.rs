@@ -74,14 +74,34 @@ impl Daemon {
 
     /// Resident memory now, in bytes.
     pub fn rss(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmRSS:").map(|kib| kib * 1024)
+    }
+
+    /// The most resident memory it has had so far (the kernel's high-water mark), in
+    /// bytes: what a container's memory limit meets.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmHWM:").map(|kib| kib * 1024)
+    }
+
+    fn status_kib(&self, key: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: u64 = status
+        status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .context("no VmRSS")?;
-        Ok(kib * 1024)
+            .with_context(|| format!("no {key} in /proc/PID/status"))
+    }
+
+    /// Sends SIGHUP: the daemon reads its config again.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()?;
+        if !sent.success() {
+            bail!("SIGHUP could not be sent");
+        }
+        Ok(())
     }
 
     /// User plus system CPU time so far, in seconds.

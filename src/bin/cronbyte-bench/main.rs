@@ -39,6 +39,10 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// `assorted`: rules repeating every few hundred connections, no zones;
+        /// `real`: mostly distinct rules, a zone on every entry, long names.
+        #[arg(long, value_enum, default_value_t = scenarios::Shape::Assorted)]
+        shape: scenarios::Shape,
     },
     /// Every connection due on the same second: lag to each sync request and
     /// from each job's end to its row in the history.
@@ -136,7 +140,8 @@ async fn main() -> ExitCode {
         Scenario::Idle {
             connections,
             seconds,
-        } => scenarios::idle(path, connections, seconds).await,
+            shape,
+        } => scenarios::idle(path, connections, seconds, shape).await,
         Scenario::Burst {
             connections,
             job,
@@ -172,7 +177,9 @@ async fn main() -> ExitCode {
 async fn all(backend: &backend::Backend) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let fresh = || tempfile::tempdir();
-    rows.extend(scenarios::idle(fresh()?.path(), 10_000, 60).await?);
+    for shape in [scenarios::Shape::Assorted, scenarios::Shape::Real] {
+        rows.extend(scenarios::idle(fresh()?.path(), 10_000, 60, shape).await?);
+    }
     rows.extend(
         scenarios::burst(
             fresh()?.path(),

@@ -63,7 +63,8 @@ async fn emulator() -> anyhow::Result<EmulatorHandle> {
     .await?)
 }
 
-/// A config with `connections` (name, id, rule) and the given worker settings.
+/// A config with `connections` (name, id, and the lines of its entry after those two:
+/// `cron = ...` and any other key) and the given worker settings.
 fn write_config(
     dir: &Path,
     store: &str,
@@ -77,10 +78,10 @@ fn write_config(
         "[airbyte]\nbase_url = \"{base_url}\"\n[store]\n{store}\n[server]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{BENCH_TOKEN}\"\n\
          [workers]\npoll_interval = \"{poll}\"\nmax_concurrent_syncs = {cap}\npoll_concurrency = 16\n[log]\nlevel = \"warn\"\n"
     );
-    for (name, id, cron) in connections {
+    for (name, id, body) in connections {
         let _ = write!(
             text,
-            "\n[[connections]]\nname = \"{name}\"\nconnection_id = \"{id}\"\ncron = \"{cron}\"\n"
+            "\n[[connections]]\nname = \"{name}\"\nconnection_id = \"{id}\"\n{body}\n"
         );
     }
     let path = dir.join("cronbyte.toml");
@@ -133,15 +134,43 @@ fn at_second(at: DateTime<Utc>) -> String {
 }
 
 /// Idle: many connections configured, nothing due: resident memory and CPU.
-pub async fn idle(dir: &Path, connections: usize, seconds: u64) -> anyhow::Result<Vec<Row>> {
+pub async fn idle(
+    dir: &Path,
+    connections: usize,
+    seconds: u64,
+    shape: Shape,
+) -> anyhow::Result<Vec<Row>> {
     let emulator = emulator().await?;
     let ids = add_connections(&emulator, connections, &JobPlan::default());
-    let rules = assorted_quiet_rules(connections, Duration::from_secs(seconds));
-    let list: Vec<_> = ids
-        .into_iter()
-        .zip(rules)
-        .map(|((n, i), r)| (n, i, r))
-        .collect();
+    let (entries, distinct) = match shape {
+        Shape::Assorted => {
+            let rules = assorted_quiet_rules(connections, Duration::from_secs(seconds));
+            let distinct = rules.iter().collect::<std::collections::HashSet<_>>().len();
+            let entries = ids
+                .into_iter()
+                .zip(rules)
+                .map(|((n, i), r)| (n, i, format!("cron = \"{r}\"")))
+                .collect::<Vec<_>>();
+            (entries, distinct)
+        }
+        Shape::Real => {
+            let rules = distinct_zoned_quiet_rules(connections);
+            let distinct = rules.iter().collect::<std::collections::HashSet<_>>().len();
+            let entries = ids
+                .into_iter()
+                .zip(rules)
+                .enumerate()
+                .map(|(k, ((_, i), (rule, zone)))| {
+                    // Names as teams write them: source, destination and purpose.
+                    let name = format!("warehouse-{zone}-orders-and-customers-to-bronze-{k:05}")
+                        .to_lowercase()
+                        .replace('/', "-");
+                    (name, i, format!("cron = \"{rule}\"\ntimezone = \"{zone}\""))
+                })
+                .collect::<Vec<_>>();
+            (entries, distinct)
+        }
+    };
     let config = write_config(
         dir,
         &Backend::Sqlite(dir.join("history.db")).config_line(),
@@ -149,39 +178,124 @@ pub async fn idle(dir: &Path, connections: usize, seconds: u64) -> anyhow::Resul
         free_port()?,
         "10s",
         100,
-        &list,
+        &entries,
     )?;
     let daemon = Daemon::start(&config, dir)?;
     // Let start-up work settle before measuring the idle state.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let startup_peak = mib(daemon.peak_rss()?);
     let cpu_before = daemon.cpu_seconds()?;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let cpu = (daemon.cpu_seconds()? - cpu_before) / started.elapsed().as_secs_f64() * 100.0;
-    let rss = daemon.rss()? as f64 / (1024.0 * 1024.0);
+    let rss = mib(daemon.rss()?);
+    // A reload of the whole file (unchanged): it is read, checked and compared again.
+    daemon.reload()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reload_peak = mib(daemon.peak_rss()?);
     let triggered = emulator.control().requests().get("connections/sync");
     daemon.stop()?;
     if triggered > 0 {
         bail!("{triggered} syncs were triggered in an idle window");
     }
+    let what = match shape {
+        Shape::Assorted => format!("{connections} connections, {distinct} distinct rules"),
+        Shape::Real => format!(
+            "{connections} connections, {distinct} distinct rule and zone pairs, zones and long names"
+        ),
+    };
+    let (target, limit) = match shape {
+        Shape::Assorted => ("< 50 MiB", 50.0),
+        Shape::Real => ("< 30 MiB", 30.0),
+    };
+    let per_connection = rss * 1024.0 * 1024.0 / connections as f64;
     Ok(vec![
         row(
             "idle",
-            &format!("RSS, {connections} connections"),
-            format!("{rss:.1} MiB"),
+            &format!("RSS, {what}"),
+            format!("{rss:.1} MiB ({per_connection:.0} B per connection)"),
             rss,
-            "< 50 MiB",
-            Some(rss < 50.0),
+            target,
+            Some(rss < limit),
         ),
         row(
             "idle",
-            &format!("CPU over {seconds} s"),
+            &format!("peak RSS at start-up, {what}"),
+            format!("{startup_peak:.1} MiB"),
+            startup_peak,
+            "(for the record)",
+            None,
+        ),
+        row(
+            "idle",
+            &format!("peak RSS through a reload of the whole file, {what}"),
+            format!("{reload_peak:.1} MiB"),
+            reload_peak,
+            "(for the record)",
+            None,
+        ),
+        row(
+            "idle",
+            &format!("CPU over {seconds} s, {what}"),
             format!("{cpu:.2} % of a core"),
             cpu,
-            "< 1 %",
-            Some(cpu < 1.0),
+            "< 0.5 %",
+            Some(cpu < 0.5),
         ),
     ])
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Which connections the idle scenario configures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// Rules that repeat every few hundred connections, no zone set: the first bench.
+    Assorted,
+    /// As real configs write them: mostly distinct rules, a `timezone` on every entry,
+    /// long names.
+    Real,
+}
+
+/// Rules that differ from one connection to the next (minute, hour, weekday and a day
+/// of the month, in one of a dozen zones) and fire only on days of the month at least
+/// two days from today in every zone, so that none fires during the bench.
+fn distinct_zoned_quiet_rules(n: usize) -> Vec<(String, &'static str)> {
+    const ZONES: [&str; 12] = [
+        "UTC",
+        "Europe/Berlin",
+        "Europe/London",
+        "America/New_York",
+        "America/Chicago",
+        "America/Los_Angeles",
+        "America/Sao_Paulo",
+        "Asia/Tokyo",
+        "Asia/Kolkata",
+        "Asia/Singapore",
+        "Australia/Sydney",
+        "Africa/Johannesburg",
+    ];
+    let today = chrono::Datelike::day(&Utc::now());
+    // Days 1-28 that are at least two days from today, whatever the month's length.
+    let quiet_days: Vec<u32> = (1..=28u32)
+        .filter(|d| (2..=26).contains(&d.abs_diff(today)))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let minute = i % 60;
+            let hour = (i / 60) % 24;
+            let day = quiet_days[(i / 7) % quiet_days.len()];
+            let zone = ZONES[(i / 13) % ZONES.len()];
+            let rule = match i % 3 {
+                0 => format!("{minute} {hour} {day} * *"),
+                1 => format!("0 {minute} {hour} {day} * ?"),
+                _ => format!("{minute} {hour} {day},{} * *", quiet_days[(i / 11) % quiet_days.len()]),
+            };
+            (rule, zone)
+        })
+        .collect()
 }
 
 /// Starts the daemon with `connections` all due on one second, jobs of `job`,
@@ -205,7 +319,7 @@ async fn all_due_at_once(
     let rule = at_second(at);
     let list: Vec<_> = ids
         .iter()
-        .map(|(n, i)| (n.clone(), *i, rule.clone()))
+        .map(|(n, i)| (n.clone(), *i, format!("cron = \"{rule}\"")))
         .collect();
     let poll_text = format!("{}ms", poll.as_millis());
     let config = write_config(
@@ -578,7 +692,7 @@ async fn many_connections_on(
     let list: Vec<_> = ids
         .into_iter()
         .zip(rules)
-        .map(|((n, i), r)| (n, i, r))
+        .map(|((n, i), r)| (n, i, format!("cron = \"{r}\"")))
         .collect();
     let port = free_port()?;
     let config = write_config(
