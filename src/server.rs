@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/connections/{name}/trigger", post(trigger))
         .route("/connections/{name}/pause", post(pause))
         .route("/connections/{name}/resume", post(resume))
+        .route("/runs/{id}", get(run_detail))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -263,6 +264,18 @@ async fn resume(
 ) -> Result<Response, ApiError> {
     let changed = state.engine.resume(&name).await?;
     Ok(Json(json!({ "connection": name, "paused": false, "changed": changed })).into_response())
+}
+
+async fn run_detail(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    _: NoBody,
+) -> Result<Response, ApiError> {
+    let id = extract::run_id(&id)?;
+    match state.engine.run_detail(id).await? {
+        Some(detail) => Ok(Json(detail).into_response()),
+        None => Err(EngineError::UnknownRun(id).into()),
+    }
 }
 
 async fn cancel(

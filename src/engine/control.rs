@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::live::LiveSync;
 use super::state::FollowedJob;
 use super::{Engine, EngineError, outcome};
 use crate::airbyte::JobStatus;
@@ -28,6 +29,8 @@ pub struct ConnectionStatus {
     /// The run now triggering or following a job.
     pub active_run: Option<i64>,
     pub last_run: Option<Run>,
+    /// The sync this process follows for it now, with its live numbers.
+    pub running: Option<LiveSync>,
 }
 
 /// What became of a cancel request.
@@ -57,8 +60,20 @@ impl Engine {
             .collect();
         let now = shared.clock.now();
         let catalog = shared.catalog();
-        let standing =
-            shared.state(|s| s.standing(catalog.ordered.iter().map(|c| c.name.as_str())));
+        let (standing, live) = shared.state(|s| {
+            let standing = s.standing(catalog.ordered.iter().map(|c| c.name.as_str()));
+            (standing, s.live(now))
+        });
+        let mut running: HashMap<String, LiveSync> = HashMap::with_capacity(live.len());
+        for sync in live {
+            // The oldest, should a connection have two (one taken up at start).
+            match running.get(&sync.connection) {
+                Some(held) if held.run_id < sync.run_id => {}
+                _ => {
+                    running.insert(sync.connection.clone(), sync);
+                }
+            }
+        }
         Ok(catalog
             .ordered
             .iter()
@@ -79,6 +94,7 @@ impl Engine {
                     .and_then(|r| r.next_after(now)),
                 active_run,
                 last_run: latest.remove(&c.name),
+                running: running.remove(&c.name),
             })
             .collect())
     }
