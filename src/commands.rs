@@ -318,6 +318,25 @@ pub fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     text
 }
 
+/// `cronbyte next NAME`: the connection's next `count` fire instants, from the
+/// config's `[defaults]` and `[[connections]]` alone.
+pub fn next(
+    path: &Path,
+    name: &str,
+    count: usize,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let connections = match load(path, config::load_schedules) {
+        Ok(connections) => connections,
+        Err(code) => return Ok(code),
+    };
+    let file = path.display().to_string();
+    let connection = crate::next::find(&connections, name, &file)?;
+    let fires = crate::next::fires(connection, Utc::now(), count)?;
+    print!("{}", crate::next::render(connection, &fires, format));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs a control command against the daemon the config describes. Reads only `[server]`
 /// (the address and the control token): the rest of the config is not needed.
 pub async fn remote(

@@ -119,8 +119,22 @@ enum Command {
     },
     /// Print the documented example config, every key with its default.
     DefaultConfig,
-    /// The running daemon's connections: rule, next and last run, pause state.
+    /// The running daemon's connections: rule, next and last run, pause state,
+    /// and the running syncs' records, rate and time left.
     Status(RemoteArgs),
+    /// The next fire instants of a connection's rule, in its zone and in UTC
+    /// (read from the config alone: no daemon, no secret).
+    Next {
+        /// The connection's configured name.
+        name: String,
+        /// How many instants to show.
+        #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        count: u16,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
     /// Start a sync of a connection now (same overlap policy as a tick).
     Trigger {
         /// The connection's configured name.
@@ -240,6 +254,12 @@ async fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => remote(args, Action::Status).await,
+        Command::Next {
+            name,
+            count,
+            config,
+            format,
+        } => commands::next(&config.config, &name, usize::from(count), format),
         Command::Trigger { name, remote: args } => remote(args, Action::Trigger(name)).await,
         Command::Cancel { run, remote: args } => remote(args, Action::Cancel(run)).await,
         Command::Pause { name, remote: args } => remote(args, Action::Pause(name)).await,

@@ -540,3 +540,55 @@ async fn history_says_when_older_runs_were_pruned() {
         stdout(&after)
     );
 }
+
+/// `next` reads only `[defaults]` and `[[connections]]`: with secrets that are not
+/// available it prints the rule's next instants in its zone and in UTC, the offset
+/// change of a DST day on its own line, and a bad `--count` or an unknown name is
+/// an error saying what is wrong.
+#[test]
+fn next_prints_fire_instants_in_zone_and_utc_without_the_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    let mut text = config_with_unavailable_secrets(dir.path(), "");
+    text.push_str(
+        "[defaults]\ntimezone = \"Europe/Berlin\"\n\
+         [[connections]]\nname = \"hourly\"\nconnection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\n\
+         cron = \"0 * * * *\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let config_arg = path.to_str().unwrap();
+
+    let next = cronbyte(&["next", "hourly", "--config", config_arg, "--count", "3"]);
+    assert!(next.status.success(), "{}", stderr(&next));
+    let out = stdout(&next);
+    assert!(
+        out.starts_with("hourly: `0 * * * *` in Europe/Berlin\n"),
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.ends_with("Z")).count(), 3, "{out}");
+    assert!(
+        out.contains(":00:00 +0"),
+        "local times carry their offset: {out}"
+    );
+
+    let json = cronbyte(&[
+        "next", "hourly", "--config", config_arg, "-n", "2", "--format", "json",
+    ]);
+    let lines: Vec<serde_json::Value> = stdout(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["timezone"], "Europe/Berlin");
+
+    let unknown = cronbyte(&["next", "hourli", "--config", config_arg]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("did you mean `hourly`?"),
+        "{}",
+        stderr(&unknown)
+    );
+    let zero = cronbyte(&["next", "hourly", "--config", config_arg, "--count", "0"]);
+    assert!(!zero.status.success());
+    assert!(stderr(&zero).contains("--count"), "{}", stderr(&zero));
+}
