@@ -291,7 +291,7 @@ fn live_columns(running: &Value) -> [String; 4] {
 }
 
 /// A connection name as one URL path segment.
-fn encode(name: &str) -> String {
+pub(crate) fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         match byte {

@@ -4,6 +4,7 @@
 //! describes every answer, errors included).
 
 mod extract;
+mod page;
 
 use std::sync::Arc;
 
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", control)
+        .merge(page::router(state.clone()))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

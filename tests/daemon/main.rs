@@ -6,6 +6,7 @@ mod control;
 mod helpers;
 mod lifecycle;
 mod observability;
+mod page;
 mod policies;
 mod postgres;
 mod store_outage;
