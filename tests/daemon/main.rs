@@ -2,6 +2,7 @@
 //! a polled job, an outcome in the history and a counter on `/metrics`.
 
 mod api_document;
+mod browser;
 mod control;
 mod helpers;
 mod lifecycle;
