@@ -337,6 +337,22 @@ pub fn next(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cronbyte watch [NAME...]`: the running daemon's syncs as they happen, until
+/// Ctrl-C. Reads only `[server]`, as the other commands that ask the daemon.
+pub async fn watch(
+    path: &Path,
+    url: Option<&str>,
+    names: &[String],
+    every: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let server = match load(path, config::load_server) {
+        Ok(server) => server,
+        Err(code) => return Ok(code),
+    };
+    let remote = crate::remote::Remote::new(&server, url)?;
+    Ok(crate::watch::run(&remote, names, every).await?)
+}
+
 /// Runs a control command against the daemon the config describes. Reads only `[server]`
 /// (the address and the control token): the rest of the config is not needed.
 pub async fn remote(

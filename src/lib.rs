@@ -36,3 +36,4 @@ pub mod systemd;
 pub mod takeover;
 pub mod telemetry;
 pub mod units;
+pub mod watch;

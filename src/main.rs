@@ -122,6 +122,20 @@ enum Command {
     /// The running daemon's connections: rule, next and last run, pause state,
     /// and the running syncs' records, rate and time left.
     Status(RemoteArgs),
+    /// Follow the running daemon's syncs live: progress bars on a terminal (plain
+    /// lines when piped), the next syncs due, failures as they happen; Ctrl-C ends it.
+    Watch {
+        /// Only these connections (all when none is named).
+        names: Vec<String>,
+        /// How often to ask the daemon (e.g. 2s, 500ms).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The daemon's address, instead of `[server].listen`.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// The next fire instants of a connection's rule, in its zone and in UTC
     /// (read from the config alone: no daemon, no secret).
     Next {
@@ -254,6 +268,12 @@ async fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => remote(args, Action::Status).await,
+        Command::Watch {
+            names,
+            interval,
+            config,
+            url,
+        } => commands::watch(&config.config, url.as_deref(), &names, interval).await,
         Command::Next {
             name,
             count,

@@ -66,7 +66,7 @@ impl Remote {
         Ok(Self { base, token, http })
     }
 
-    async fn call(&self, method: Method, path: &str) -> Result<Value, RemoteError> {
+    pub(crate) async fn call(&self, method: Method, path: &str) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {

@@ -592,3 +592,120 @@ fn next_prints_fire_instants_in_zone_and_utc_without_the_secrets() {
     assert!(!zero.status.success());
     assert!(stderr(&zero).contains("--count"), "{}", stderr(&zero));
 }
+
+/// `watch`, piped, prints plain lines: the next syncs due, a running sync's
+/// records, its end; an unknown name is an error naming it; Ctrl-C (SIGINT)
+/// ends it at once with success.
+#[tokio::test]
+async fn watch_prints_plain_lines_when_piped_and_ends_cleanly_on_ctrl_c() {
+    let emulator = Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await
+    .unwrap();
+    let id = emulator.control().add_connection("orders");
+    emulator.control().set_plan(
+        id,
+        JobPlan::succeeding(Duration::from_millis(1_500), 90_000, 9_000_000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[airbyte]\nbase_url = \"{}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0ken\"\n[workers]\npoll_interval = \"200ms\"\n\
+             [[connections]]\nname = \"orders\"\nconnection_id = \"{id}\"\ncron = \"0 0 1 1 *\"\n",
+            emulator.config_api_base(),
+            dir.path().join("history.db").display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::build(config::load(&path).unwrap()).await.unwrap();
+    let url = format!("http://{}", daemon.local_addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    let config_arg = path.to_str().unwrap().to_owned();
+
+    // The daemon runs on this test's runtime: the binary is waited for off it.
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cronbyte(&args)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let unknown = run(args(&[
+        "watch",
+        "ordres",
+        "--config",
+        &config_arg,
+        "--url",
+        &url,
+    ]))
+    .await
+    .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("did you mean `orders`?"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    let child = Command::new(env!("CARGO_BIN_EXE_cronbyte"))
+        .args([
+            "watch",
+            "orders",
+            "--interval",
+            "200ms",
+            "--config",
+            &config_arg,
+            "--url",
+            &url,
+        ])
+        .env_remove("CRONBYTE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let trigger = run(args(&[
+        "trigger",
+        "orders",
+        "--config",
+        &config_arg,
+        "--url",
+        &url,
+    ]))
+    .await
+    .unwrap();
+    assert!(trigger.status.success(), "{}", stderr(&trigger));
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let asked = Instant::now();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "Ctrl-C ends it at once"
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("next: orders in "), "{text}");
+    assert!(text.contains("orders: run 1 started"), "{text}");
+    assert!(text.contains("orders #1: "), "a progress line: {text}");
+    assert!(text.contains("orders: run 1 succeeded in "), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no terminal control when piped: {text:?}"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
