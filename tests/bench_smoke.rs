@@ -84,3 +84,16 @@ fn the_status_scenario_lists_every_connection_with_its_last_run() {
     let rows = bench(&["status", "--connections", "200"]);
     assert!(number(&rows, "GET /api/v1/connections, 200 connections") > 0.0);
 }
+
+#[test]
+fn the_page_scenario_renders_the_first_page_of_the_status_page() {
+    // The scenario itself fails unless the page shows a full first page of rows.
+    let rows = bench(&["page", "--connections", "200"]);
+    assert!(number(&rows, "GET / (first page), 200 connections") > 0.0);
+    assert!(
+        number(
+            &rows,
+            "GET /?sort=next_run (first page sorted by next run), 200 connections"
+        ) > 0.0
+    );
+}

@@ -50,14 +50,26 @@ impl Engine {
     /// looked up by name, and the engine's locks are held only to copy what they
     /// hold (one lookup per connection), not while the answer is built.
     pub async fn connections(&self) -> Result<Vec<ConnectionStatus>, EngineError> {
-        let shared = &self.shared;
-        let mut latest: HashMap<String, Run> = shared
+        let mut latest: HashMap<String, Run> = self
+            .shared
             .store
             .latest_runs()
             .await?
             .into_iter()
             .map(|r| (r.connection.clone(), r))
             .collect();
+        let mut all = self.standing_connections();
+        for c in &mut all {
+            c.last_run = latest.remove(&c.name);
+        }
+        Ok(all)
+    }
+
+    /// Every configured connection as [`Engine::connections`] gives it, but for
+    /// its last run (`None`): what the engine holds in memory, without asking the
+    /// store, for the status page, which reads the runs of the rows it shows.
+    pub fn standing_connections(&self) -> Vec<ConnectionStatus> {
+        let shared = &self.shared;
         let now = shared.clock.now();
         let catalog = shared.catalog();
         let (standing, live) = shared.state(|s| {
@@ -74,7 +86,7 @@ impl Engine {
                 }
             }
         }
-        Ok(catalog
+        catalog
             .ordered
             .iter()
             .zip(standing)
@@ -93,10 +105,10 @@ impl Engine {
                     .filter(|_| c.enabled)
                     .and_then(|r| r.next_after(now)),
                 active_run,
-                last_run: latest.remove(&c.name),
+                last_run: None,
                 running: running.remove(&c.name),
             })
-            .collect())
+            .collect()
     }
 
     /// The Airbyte objects `cronbyte apply` resolved declared names to.

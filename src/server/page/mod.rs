@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use super::AppState;
@@ -35,7 +36,10 @@ pub const PAGE_SIZE: usize = 50;
 const MARKS: u32 = 20;
 
 /// How many of the newest runs the "recent failures" section looks through.
-const FAILURES_LOOKED_AT: u32 = 500;
+const FAILURES_LOOKED_AT: u32 = 200;
+
+/// The rows' history queries sent side by side.
+const HISTORY_QUERIES_AT_ONCE: usize = 4;
 const FAILURES_SHOWN: usize = 10;
 
 /// Seconds between the page's own reloads (`<meta http-equiv=refresh>`).
@@ -231,7 +235,9 @@ impl Listing {
                 ));
             }
         }
-        let word = |key: &str| query.get(key).map(String::as_str).filter(|v| !v.is_empty());
+        // Only the name filter may be empty: the page's own links and form always
+        // give the others a value.
+        let word = |key: &str| query.get(key).map(String::as_str);
         let show = match word("status") {
             None => Show::All,
             Some(w) => Show::ALL
@@ -272,7 +278,7 @@ impl Listing {
                 })?,
         };
         Ok(Self {
-            name: word("q").unwrap_or("").chars().take(200).collect(),
+            name: word("q").unwrap_or_default().chars().take(200).collect(),
             show,
             sort,
             page,
@@ -411,17 +417,21 @@ impl Page {
     async fn overview(&self, listing: Listing) -> Result<Overview, EngineError> {
         let app = &self.app;
         let now = Utc::now();
-        let connections = app.engine.connections().await?;
+        // The runs of the rows shown are read below; the other connections need
+        // only what the engine holds and their marks.
+        let connections = app.engine.standing_connections();
         let marks = app.store.marks().await.map_err(EngineError::Store)?;
         let marks: HashMap<&str, &ConnectionMarks> =
             marks.iter().map(|m| (m.connection.as_str(), m)).collect();
         let total = connections.len();
         let needle = listing.name.to_lowercase();
-        let mut kept: Vec<(ConnectionStatus, Freshness, u32)> = connections
+        // Freshness parses the connection's rule: judged for every connection only
+        // when the listing filters on it, else for the rows shown.
+        let mut kept: Vec<(ConnectionStatus, Option<Freshness>, u32)> = connections
             .into_iter()
             .filter(|c| needle.is_empty() || c.name.to_lowercase().contains(&needle))
             .map(|c| {
-                let fresh = freshness(&c, &marks, now);
+                let fresh = (listing.show == Show::Stale).then(|| freshness(&c, &marks, now));
                 let failures = marks.get(c.name.as_str()).map_or(0, |m| m.failures);
                 (c, fresh, failures)
             })
@@ -430,39 +440,53 @@ impl Page {
                 Show::Running => c.active_run.is_some(),
                 Show::Failing => *failures > 0,
                 Show::Paused => c.paused,
-                Show::Stale => fresh.is_stale(),
+                Show::Stale => fresh.as_ref().is_some_and(Freshness::is_stale),
             })
             .collect();
         match listing.sort {
             Sort::Config => {}
             Sort::NextRun => kept.sort_by_key(|(c, _, _)| (c.next_run.is_none(), c.next_run)),
+            // A failing connection's newest run failed: its claim dates the failure.
             Sort::LastFailure => kept.sort_by_key(|(c, _, failures)| {
-                let failed_at = c
-                    .last_run
-                    .as_ref()
+                let failed_at = marks
+                    .get(c.name.as_str())
                     .filter(|_| *failures > 0)
-                    .and_then(|r| r.finished_at);
+                    .and_then(|m| m.last_claimed);
                 (failed_at.is_none(), std::cmp::Reverse(failed_at))
             }),
         }
         let matched = kept.len();
         let start = (listing.page - 1).saturating_mul(PAGE_SIZE);
-        let mut rows = Vec::with_capacity(PAGE_SIZE);
-        for (status, freshness, failures) in kept.into_iter().skip(start).take(PAGE_SIZE) {
-            let mut recent = app
-                .store
-                .history(&HistoryFilter {
-                    connection: Some(status.name.clone()),
-                    limit: MARKS,
-                })
-                .await?;
+        let shown: Vec<_> = kept.into_iter().skip(start).take(PAGE_SIZE).collect();
+        // The rows' runs, a few queries at a time: the store's read pool serves
+        // them side by side.
+        let store = Arc::clone(&app.store);
+        let names: Vec<String> = shown.iter().map(|(c, _, _)| c.name.clone()).collect();
+        let histories: Vec<Result<Vec<Run>, _>> = futures::stream::iter(names)
+            .map(|name| {
+                let store = Arc::clone(&store);
+                async move {
+                    let filter = HistoryFilter {
+                        connection: Some(name),
+                        limit: MARKS,
+                    };
+                    store.history(&filter).await
+                }
+            })
+            .buffered(HISTORY_QUERIES_AT_ONCE)
+            .collect()
+            .await;
+        let mut rows = Vec::with_capacity(shown.len());
+        for ((mut status, fresh, failures), recent) in shown.into_iter().zip(histories) {
+            let mut recent = recent?;
             recent.reverse();
+            status.last_run = recent.last().cloned();
             rows.push(Row {
                 words: status.cron.as_deref().and_then(words::describe),
+                freshness: fresh.unwrap_or_else(|| freshness(&status, &marks, now)),
                 status,
                 recent,
                 failures,
-                freshness,
             });
         }
         let failures = app

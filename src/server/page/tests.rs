@@ -186,6 +186,8 @@ fn a_listing_query_outside_what_the_page_takes_is_refused_naming_it() {
         (vec![("sort", "<b>")], "`sort`"),
         (vec![("page", "0")], "`page`"),
         (vec![("page", "x")], "`page`"),
+        (vec![("sort", "")], "`sort`"),
+        (vec![("status", "")], "`status`"),
         (vec![("color", "red")], "`color`"),
     ] {
         let err = Listing::parse(&query(&pairs)).unwrap_err();
