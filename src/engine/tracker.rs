@@ -26,6 +26,11 @@ const PAGE_SIZE: u32 = 200;
 /// At most this many pages per round: beyond, the rest is read job by job.
 const MAX_PAGES: u32 = 50;
 
+/// Running jobs in the one listing of them a round makes: as many as one request
+/// may carry (the public API gives at most 100), so that a thousand long syncs
+/// are refreshed together rather than read one by one once they go stale.
+const RUNNING_PAGE_SIZE: u32 = 1_000;
+
 impl Shared {
     /// Starts following `job_id` for `run`. A run taken up from an earlier process
     /// takes a slot now; one started here already holds the slot it started with.
@@ -310,13 +315,13 @@ async fn list_changed(
 }
 
 /// The running sync jobs of `instance` by id: one page, so one request. Running
-/// jobs past the page are refreshed when read on their own (see `plan_round`).
+/// jobs past the page are read on their own once they go stale (see `plan_round`).
 /// A failure leaves the counts as they were and is no news about the syncs.
 async fn list_running(instance: &Instance) -> HashMap<i64, Job> {
     let Some(workspaces) = instance.workspaces.get() else {
         return HashMap::new();
     };
-    match instance.airbyte.running_jobs(workspaces, PAGE_SIZE).await {
+    match instance.airbyte.running_jobs(workspaces, RUNNING_PAGE_SIZE).await {
         Ok(jobs) => jobs.into_iter().map(|j| (j.id, j)).collect(),
         Err(e) => {
             tracing::debug!(instance = %instance.name, error = %e,
