@@ -321,7 +321,11 @@ async fn list_running(instance: &Instance) -> HashMap<i64, Job> {
     let Some(workspaces) = instance.workspaces.get() else {
         return HashMap::new();
     };
-    match instance.airbyte.running_jobs(workspaces, RUNNING_PAGE_SIZE).await {
+    match instance
+        .airbyte
+        .running_jobs(workspaces, RUNNING_PAGE_SIZE)
+        .await
+    {
         Ok(jobs) => jobs.into_iter().map(|j| (j.id, j)).collect(),
         Err(e) => {
             tracing::debug!(instance = %instance.name, error = %e,
