@@ -250,6 +250,23 @@ async fn a_person_sees_the_connections_live_numbers_failures_and_can_sign_in_and
 
     let driver = Driver::start().await;
     let browser = driver.browser().await;
+    let looked = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(look_and_act(
+        &browser, &url, &api, run_id,
+    )))
+    .await;
+    // Closed whatever happened: ending chromedriver alone leaves Chromium running.
+    let closed = browser.close().await;
+    drop(driver);
+    daemon.stop().await;
+    if let Err(panic) = looked {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("the browser closes");
+}
+
+/// The looks and the action of the test above, in the browser it opened.
+async fn look_and_act(browser: &Client, url: &str, api: &str, run_id: i64) {
+    let browser = browser.clone();
     browser
         .goto(&format!("{url}/"))
         .await
@@ -361,9 +378,6 @@ async fn a_person_sees_the_connections_live_numbers_failures_and_can_sign_in_and
 
     let signed_in = browser.screenshot().await.expect("a screenshot");
     std::fs::write(artifact("status-page-signed-in.png"), &signed_in).expect("saved");
-    browser.close().await.expect("the browser closes");
-    drop(driver);
-    daemon.stop().await;
 }
 
 /// A connection name as one URL path segment.
