@@ -318,6 +318,41 @@ pub fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     text
 }
 
+/// `cronbyte next NAME`: the connection's next `count` fire instants, from the
+/// config's `[defaults]` and `[[connections]]` alone.
+pub fn next(
+    path: &Path,
+    name: &str,
+    count: usize,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let connections = match load(path, config::load_schedules) {
+        Ok(connections) => connections,
+        Err(code) => return Ok(code),
+    };
+    let file = path.display().to_string();
+    let connection = crate::next::find(&connections, name, &file)?;
+    let fires = crate::next::fires(connection, Utc::now(), count)?;
+    print!("{}", crate::next::render(connection, &fires, format));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cronbyte watch [NAME...]`: the running daemon's syncs as they happen, until
+/// Ctrl-C. Reads only `[server]`, as the other commands that ask the daemon.
+pub async fn watch(
+    path: &Path,
+    url: Option<&str>,
+    names: &[String],
+    every: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let server = match load(path, config::load_server) {
+        Ok(server) => server,
+        Err(code) => return Ok(code),
+    };
+    let remote = crate::remote::Remote::new(&server, url)?;
+    Ok(crate::watch::run(&remote, names, every).await?)
+}
+
 /// Runs a control command against the daemon the config describes. Reads only `[server]`
 /// (the address and the control token): the rest of the config is not needed.
 pub async fn remote(

@@ -103,11 +103,7 @@ static RECENT: LazyLock<Mutex<HashMap<Box<str>, Arc<Cron>>>> = LazyLock::new(Def
 
 /// The parsed form of `rule` (trimmed), from the recent ones or built now.
 fn parsed(rule: &str) -> Result<Arc<Cron>, croner::errors::CronError> {
-    if let Some(cron) = RECENT
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(rule)
-    {
+    if let Some(cron) = RECENT.lock().unwrap_or_else(|p| p.into_inner()).get(rule) {
         return Ok(Arc::clone(cron));
     }
     // Built outside the lock: other rules' lookups need not wait for this one.

@@ -415,6 +415,14 @@ impl AirbyteUp {
         )
     }
 
+    /// Every instance with whether its last health check passed, by name.
+    pub fn instances(&self) -> Vec<(&str, bool)> {
+        self.0
+            .iter()
+            .map(|(name, up)| (name.as_str(), up.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// The instances that did not answer their last health check, by name.
     pub fn down(&self) -> Vec<&str> {
         self.0

@@ -119,8 +119,36 @@ enum Command {
     },
     /// Print the documented example config, every key with its default.
     DefaultConfig,
-    /// The running daemon's connections: rule, next and last run, pause state.
+    /// The running daemon's connections: rule, next and last run, pause state,
+    /// and the running syncs' records, rate and time left.
     Status(RemoteArgs),
+    /// Follow the running daemon's syncs live: progress bars on a terminal (plain
+    /// lines when piped), the next syncs due, failures as they happen; Ctrl-C ends it.
+    Watch {
+        /// Only these connections (all when none is named).
+        names: Vec<String>,
+        /// How often to ask the daemon (e.g. 2s, 500ms).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The daemon's address, instead of `[server].listen`.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// The next fire instants of a connection's rule, in its zone and in UTC
+    /// (read from the config alone: no daemon, no secret).
+    Next {
+        /// The connection's configured name.
+        name: String,
+        /// How many instants to show.
+        #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        count: u16,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
     /// Start a sync of a connection now (same overlap policy as a tick).
     Trigger {
         /// The connection's configured name.
@@ -240,6 +268,18 @@ async fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => remote(args, Action::Status).await,
+        Command::Watch {
+            names,
+            interval,
+            config,
+            url,
+        } => commands::watch(&config.config, url.as_deref(), &names, interval).await,
+        Command::Next {
+            name,
+            count,
+            config,
+            format,
+        } => commands::next(&config.config, &name, usize::from(count), format),
         Command::Trigger { name, remote: args } => remote(args, Action::Trigger(name)).await,
         Command::Cancel { run, remote: args } => remote(args, Action::Cancel(run)).await,
         Command::Pause { name, remote: args } => remote(args, Action::Pause(name)).await,

@@ -201,6 +201,8 @@ pub struct Metrics {
     zero_record_syncs: PerConnection<Counter>,
     attempts: Histogram,
     running_age: PerConnection<Gauge>,
+    running_records: PerConnection<Gauge>,
+    running_bytes: PerConnection<Gauge>,
     store_errors: Counter,
     runs_pruned: Counter,
     reloads: Family<ByOutcome, Counter>,
@@ -335,6 +337,8 @@ impl Metrics {
             zero_record_syncs: Family::default(),
             attempts: Histogram::new(ATTEMPT_BUCKETS),
             running_age: Family::default(),
+            running_records: Family::default(),
+            running_bytes: Family::default(),
             store_errors: Counter::default(),
             runs_pruned: Counter::default(),
             reloads: Family::default(),
@@ -454,6 +458,16 @@ impl Metrics {
             self.running_age.clone(),
         );
         r.register(
+            "cronbyte_running_sync_records",
+            "Records the connection's running sync has emitted so far (committed, where Airbyte reports no emitted count)",
+            self.running_records.clone(),
+        );
+        r.register(
+            "cronbyte_running_sync_bytes",
+            "Bytes the connection's running sync has emitted so far (committed, where Airbyte reports no emitted count)",
+            self.running_bytes.clone(),
+        );
+        r.register(
             "cronbyte_store_errors",
             "Operations on the history store that failed",
             self.store_errors.clone(),
@@ -548,6 +562,8 @@ impl Metrics {
             &self.expected_interval,
             &self.consecutive_failures,
             &self.running_age,
+            &self.running_records,
+            &self.running_bytes,
             &self.scheduled_twice,
         ] {
             move_gauge(gauge, from, to);
@@ -725,6 +741,8 @@ impl Metrics {
             &self.expected_interval,
             &self.consecutive_failures,
             &self.running_age,
+            &self.running_records,
+            &self.running_bytes,
             &self.scheduled_twice,
         ] {
             gauge.remove(&labels);
@@ -747,6 +765,25 @@ impl Metrics {
                 .running_age
                 .get_or_create(&placements.labels(connection));
             gauge.set(gauge.get().max(*age));
+        }
+    }
+
+    /// Sets the records and bytes of each connection's running sync so far;
+    /// connections not listed have none running (or none with counts yet), and
+    /// their series go.
+    pub fn set_running_progress(&self, progress: &[(String, u64, u64)]) {
+        let placements = self.placements();
+        self.running_records.clear();
+        self.running_bytes.clear();
+        for (connection, records, bytes) in progress {
+            let labels = placements.labels(connection);
+            let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.running_records
+                .get_or_create(&labels)
+                .set(as_gauge(*records));
+            self.running_bytes
+                .get_or_create(&labels)
+                .set(as_gauge(*bytes));
         }
     }
 
@@ -1010,6 +1047,30 @@ mod tests {
         ));
         assert!(counted.contains(
             r#"cronbyte_consecutive_failures{connection="orders",airbyte_instance="us"} 0"#
+        ));
+    }
+
+    #[test]
+    fn a_running_sync_s_counts_are_gauges_labelled_like_its_connection_and_go_when_it_ends() {
+        let metrics = Metrics::new(Duration::from_secs(86_400));
+        metrics.set_connections(&placed(&[("orders", "eu"), ("customers", "eu")]));
+        metrics.set_running_progress(&[("orders".into(), 1_200, 96_000)]);
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"cronbyte_running_sync_records{connection="orders",airbyte_instance="eu"} 1200"#
+        ));
+        assert!(text.contains(
+            r#"cronbyte_running_sync_bytes{connection="orders",airbyte_instance="eu"} 96000"#
+        ));
+        assert!(!text.contains(r#"cronbyte_running_sync_records{connection="customers""#));
+
+        // The next round no longer lists orders: its sync ended.
+        metrics.set_running_progress(&[("customers".into(), 5, 50)]);
+        let text = metrics.render();
+        assert!(!text.contains(r#"cronbyte_running_sync_records{connection="orders""#));
+        assert!(!text.contains(r#"cronbyte_running_sync_bytes{connection="orders""#));
+        assert!(text.contains(
+            r#"cronbyte_running_sync_records{connection="customers",airbyte_instance="eu"} 5"#
         ));
     }
 

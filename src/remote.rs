@@ -66,7 +66,7 @@ impl Remote {
         Ok(Self { base, token, http })
     }
 
-    async fn call(&self, method: Method, path: &str) -> Result<Value, RemoteError> {
+    pub(crate) async fn call(&self, method: Method, path: &str) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
@@ -224,7 +224,7 @@ fn status_table(answer: &Value) -> String {
                     time(&last["scheduled_for"])
                 )
             };
-            vec![
+            let mut row = vec![
                 text(&c["name"]),
                 state.to_owned(),
                 text(&c["cron"]),
@@ -232,7 +232,9 @@ fn status_table(answer: &Value) -> String {
                 time(&c["next_run"]),
                 last_run,
                 text(&c["active_run"]),
-            ]
+            ];
+            row.extend(live_columns(&c["running"]));
+            row
         })
         .collect();
     if rows.is_empty() {
@@ -247,13 +249,49 @@ fn status_table(answer: &Value) -> String {
             "NEXT RUN",
             "LAST RUN",
             "ACTIVE RUN",
+            "RECORDS",
+            "RATE",
+            "ELAPSED",
+            "LEFT",
         ],
         &rows,
     )
 }
 
+/// The running sync's records so far, its rate, how long it has run and how
+/// long it has left (`overdue` past its usual duration), or dashes.
+fn live_columns(running: &Value) -> [String; 4] {
+    if running.is_null() {
+        return ["-".into(), "-".into(), "-".into(), "-".into()];
+    }
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let left = if running["overdue"].as_bool() == Some(true) {
+        "overdue".to_owned()
+    } else {
+        or_dash(
+            running["estimated_seconds_left"]
+                .as_i64()
+                .map(|s| format!("~{}", crate::units::duration(s))),
+        )
+    };
+    [
+        or_dash(running["records"].as_u64().map(crate::units::count)),
+        or_dash(
+            running["records_per_second"]
+                .as_f64()
+                .map(|r| crate::units::per_second(r, crate::units::count)),
+        ),
+        or_dash(
+            running["elapsed_seconds"]
+                .as_i64()
+                .map(crate::units::duration),
+        ),
+        left,
+    ]
+}
+
 /// A connection name as one URL path segment.
-fn encode(name: &str) -> String {
+pub(crate) fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         match byte {
@@ -288,6 +326,42 @@ mod tests {
         assert_eq!(
             reload_text(&serde_json::json!({})),
             "config reloaded\n  nothing changed\n"
+        );
+    }
+
+    #[test]
+    fn status_shows_a_running_sync_s_records_rate_elapsed_and_time_left() {
+        let answer = serde_json::json!({ "connections": [
+            { "name": "orders", "paused": false, "enabled": true, "cron": "0 * * * *",
+              "timezone": "UTC", "next_run": null, "last_run": null, "active_run": 7,
+              "running": { "run_id": 7, "records": 123_456, "records_per_second": 1_500.0,
+                           "elapsed_seconds": 185, "estimated_seconds_left": 600, "overdue": false } },
+            { "name": "late", "paused": false, "enabled": true, "cron": "0 * * * *",
+              "timezone": "UTC", "next_run": null, "last_run": null, "active_run": 8,
+              "running": { "run_id": 8, "records": null, "records_per_second": null,
+                           "elapsed_seconds": 4_000, "estimated_seconds_left": 0, "overdue": true } },
+            { "name": "idle", "paused": true, "enabled": true, "cron": "0 * * * *",
+              "timezone": "UTC", "next_run": null, "last_run": null, "active_run": null,
+              "running": null }
+        ]});
+        let table = status_table(&answer);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].ends_with("RECORDS  RATE    ELAPSED  LEFT"),
+            "{table}"
+        );
+        assert!(
+            lines[1].ends_with("123.5k   1.5k/s  3m05s    ~10m00s"),
+            "{table}"
+        );
+        assert!(
+            lines[2].ends_with("-        -       1h06m    overdue"),
+            "{table}"
+        );
+        assert!(lines[3].starts_with("idle        paused"), "{table}");
+        assert!(
+            lines[3].ends_with("-           -        -       -        -"),
+            "{table}"
         );
     }
 }

@@ -4,6 +4,7 @@
 //! describes every answer, errors included).
 
 mod extract;
+mod page;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/connections/{name}/trigger", post(trigger))
         .route("/connections/{name}/pause", post(pause))
         .route("/connections/{name}/resume", post(resume))
+        .route("/runs/{id}", get(run_detail))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", control)
+        .merge(page::router(state.clone()))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -278,6 +281,18 @@ async fn resume(
 ) -> Result<Response, ApiError> {
     let changed = state.role.engine().resume(&name).await?;
     Ok(Json(json!({ "connection": name, "paused": false, "changed": changed })).into_response())
+}
+
+async fn run_detail(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    _: NoBody,
+) -> Result<Response, ApiError> {
+    let id = extract::run_id(&id)?;
+    match state.role.engine().run_detail(id).await? {
+        Some(detail) => Ok(Json(detail).into_response()),
+        None => Err(EngineError::UnknownRun(id).into()),
+    }
 }
 
 async fn cancel(

@@ -95,3 +95,16 @@ fn the_startup_scenario_sees_the_daemon_ready_and_then_active() {
     );
     assert!(ready > 0.0 && active >= ready, "{rows:#?}");
 }
+
+#[test]
+fn the_page_scenario_renders_the_first_page_of_the_status_page() {
+    // The scenario itself fails unless the page shows a full first page of rows.
+    let rows = bench(&["page", "--connections", "200"]);
+    assert!(number(&rows, "GET / (first page), 200 connections") > 0.0);
+    assert!(
+        number(
+            &rows,
+            "GET /?sort=next_run (first page sorted by next run), 200 connections"
+        ) > 0.0
+    );
+}

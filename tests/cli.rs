@@ -540,3 +540,172 @@ async fn history_says_when_older_runs_were_pruned() {
         stdout(&after)
     );
 }
+
+/// `next` reads only `[defaults]` and `[[connections]]`: with secrets that are not
+/// available it prints the rule's next instants in its zone and in UTC, the offset
+/// change of a DST day on its own line, and a bad `--count` or an unknown name is
+/// an error saying what is wrong.
+#[test]
+fn next_prints_fire_instants_in_zone_and_utc_without_the_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    let mut text = config_with_unavailable_secrets(dir.path(), "");
+    text.push_str(
+        "[defaults]\ntimezone = \"Europe/Berlin\"\n\
+         [[connections]]\nname = \"hourly\"\nconnection_id = \"4b5c6d7e-0000-4000-8000-000000000001\"\n\
+         cron = \"0 * * * *\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let config_arg = path.to_str().unwrap();
+
+    let next = cronbyte(&["next", "hourly", "--config", config_arg, "--count", "3"]);
+    assert!(next.status.success(), "{}", stderr(&next));
+    let out = stdout(&next);
+    assert!(
+        out.starts_with("hourly: `0 * * * *` in Europe/Berlin\n"),
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.ends_with("Z")).count(), 3, "{out}");
+    assert!(
+        out.contains(":00:00 +0"),
+        "local times carry their offset: {out}"
+    );
+
+    let json = cronbyte(&[
+        "next", "hourly", "--config", config_arg, "-n", "2", "--format", "json",
+    ]);
+    let lines: Vec<serde_json::Value> = stdout(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["timezone"], "Europe/Berlin");
+
+    let unknown = cronbyte(&["next", "hourli", "--config", config_arg]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("did you mean `hourly`?"),
+        "{}",
+        stderr(&unknown)
+    );
+    let zero = cronbyte(&["next", "hourly", "--config", config_arg, "--count", "0"]);
+    assert!(!zero.status.success());
+    assert!(stderr(&zero).contains("--count"), "{}", stderr(&zero));
+}
+
+/// `watch`, piped, prints plain lines: the next syncs due, a running sync's
+/// records, its end; an unknown name is an error naming it; Ctrl-C (SIGINT)
+/// ends it at once with success.
+#[tokio::test]
+async fn watch_prints_plain_lines_when_piped_and_ends_cleanly_on_ctrl_c() {
+    let emulator = Emulator::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorOptions::default(),
+    )
+    .await
+    .unwrap();
+    let id = emulator.control().add_connection("orders");
+    emulator.control().set_plan(
+        id,
+        JobPlan::succeeding(Duration::from_millis(1_500), 90_000, 9_000_000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cronbyte.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[airbyte]\nbase_url = \"{}\"\n[store]\npath = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0ken\"\n[workers]\npoll_interval = \"200ms\"\n\
+             [[connections]]\nname = \"orders\"\nconnection_id = \"{id}\"\ncron = \"0 0 1 1 *\"\n",
+            emulator.config_api_base(),
+            dir.path().join("history.db").display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::build(config::load(&path).unwrap()).await.unwrap();
+    let url = format!("http://{}", daemon.local_addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    let config_arg = path.to_str().unwrap().to_owned();
+
+    // The daemon runs on this test's runtime: the binary is waited for off it.
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cronbyte(&args)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let unknown = run(args(&[
+        "watch",
+        "ordres",
+        "--config",
+        &config_arg,
+        "--url",
+        &url,
+    ]))
+    .await
+    .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("did you mean `orders`?"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    let child = Command::new(env!("CARGO_BIN_EXE_cronbyte"))
+        .args([
+            "watch",
+            "orders",
+            "--interval",
+            "200ms",
+            "--config",
+            &config_arg,
+            "--url",
+            &url,
+        ])
+        .env_remove("CRONBYTE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let trigger = run(args(&[
+        "trigger",
+        "orders",
+        "--config",
+        &config_arg,
+        "--url",
+        &url,
+    ]))
+    .await
+    .unwrap();
+    assert!(trigger.status.success(), "{}", stderr(&trigger));
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let asked = Instant::now();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "Ctrl-C ends it at once"
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("next: orders in "), "{text}");
+    assert!(text.contains("orders: run 1 started"), "{text}");
+    assert!(text.contains("orders #1: "), "a progress line: {text}");
+    assert!(text.contains("orders: run 1 succeeded in "), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no terminal control when piped: {text:?}"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

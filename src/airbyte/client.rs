@@ -421,6 +421,55 @@ impl Client {
         }
     }
 
+    /// One page of the running sync jobs of the given workspaces (all, when
+    /// empty), at most `page_size`. A running job's `updatedAt` moves only when
+    /// its status or attempt changes, so a listing of changed jobs misses the
+    /// counts it emits meanwhile; this one request refreshes them for every
+    /// running job at once. On the Config API `incomplete` jobs (between two
+    /// attempts) are included; the public API filters on one status only.
+    /// Tried once, as polls are.
+    pub async fn running_jobs(
+        &self,
+        workspace_ids: &[String],
+        page_size: u32,
+    ) -> Result<Vec<Job>, Error> {
+        match self.inner.api {
+            ApiKind::Config => {
+                let mut body = json!({
+                    "configTypes": ["sync"],
+                    "statuses": ["running", "incomplete"],
+                    "pagination": { "pageSize": page_size, "rowOffset": 0 },
+                });
+                if !workspace_ids.is_empty() {
+                    body["workspaceIds"] = json!(workspace_ids);
+                }
+                let list: JobReadList = self
+                    .send(Call::post("jobs/list_for_workspaces", body).once())
+                    .await?;
+                Ok(list
+                    .jobs
+                    .into_iter()
+                    .map(JobWithAttemptsRead::into_job)
+                    .collect())
+            }
+            ApiKind::Public => {
+                let mut query = vec![
+                    ("jobType", "sync".to_owned()),
+                    ("status", "running".to_owned()),
+                    ("limit", page_size.min(100).to_string()),
+                    ("offset", "0".to_owned()),
+                ];
+                if !workspace_ids.is_empty() {
+                    query.push(("workspaceIds", workspace_ids.join(",")));
+                }
+                let mut call = Call::get("jobs/list", "/jobs".into()).once();
+                call.query = query;
+                let page: JobsResponse = self.send(call).await?;
+                Ok(page.data.into_iter().map(JobResponse::into_job).collect())
+            }
+        }
+    }
+
     /// Whether Airbyte says it is available. Not retried: a health check should
     /// report now, not in two minutes.
     pub async fn health(&self) -> Result<bool, Error> {

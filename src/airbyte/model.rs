@@ -64,6 +64,11 @@ pub struct Job {
     pub records_synced: Option<u64>,
     /// Bytes committed to the destination, when the answer carried counts.
     pub bytes_synced: Option<u64>,
+    /// Records the source emitted so far. Only the Config API reports them; they
+    /// move while a job runs, where committed counts move at checkpoints only.
+    pub records_emitted: Option<u64>,
+    /// Bytes the source emitted so far (Config API only).
+    pub bytes_emitted: Option<u64>,
     /// The newest failure Airbyte gave, for a failed or incomplete job.
     pub failure: Option<String>,
 }
@@ -207,33 +212,42 @@ impl JobInfoRead {
     }
 }
 
-/// Reads the committed counts from `aggregatedStats` when the endpoint filled it,
-/// else sums them over the attempts (`totalStats`, then the legacy
-/// `recordsSynced`/`bytesSynced`), since no `summary` object exists in any version.
+/// Reads the committed and emitted counts from `aggregatedStats` when the
+/// endpoint filled it, else sums them over the attempts (`totalStats`, then the
+/// legacy `recordsSynced`/`bytesSynced` for committed ones), since no `summary`
+/// object exists in any version.
 fn normalize(job: JobRead, attempts: Vec<AttemptRead>) -> Job {
-    let (records, bytes) = match &job.aggregated_stats {
-        Some(stats) => (stats.records_committed, stats.bytes_committed),
+    let counts = match &job.aggregated_stats {
+        Some(stats) => [
+            stats.records_committed,
+            stats.bytes_committed,
+            stats.records_emitted,
+            stats.bytes_emitted,
+        ],
         None => {
-            let mut records = None;
-            let mut bytes = None;
+            let mut sums = [None; 4];
             for attempt in &attempts {
                 let stats = attempt.total_stats.as_ref();
-                let r = stats
-                    .and_then(|s| s.records_committed)
-                    .or(attempt.records_synced);
-                let b = stats
-                    .and_then(|s| s.bytes_committed)
-                    .or(attempt.bytes_synced);
-                if let Some(r) = r {
-                    records = Some(records.unwrap_or(0u64).saturating_add(r));
-                }
-                if let Some(b) = b {
-                    bytes = Some(bytes.unwrap_or(0u64).saturating_add(b));
+                let each = [
+                    stats
+                        .and_then(|s| s.records_committed)
+                        .or(attempt.records_synced),
+                    stats
+                        .and_then(|s| s.bytes_committed)
+                        .or(attempt.bytes_synced),
+                    stats.and_then(|s| s.records_emitted),
+                    stats.and_then(|s| s.bytes_emitted),
+                ];
+                for (sum, count) in sums.iter_mut().zip(each) {
+                    if let Some(count) = count {
+                        *sum = Some(sum.unwrap_or(0u64).saturating_add(count));
+                    }
                 }
             }
-            (records, bytes)
+            sums
         }
     };
+    let [records, bytes, records_emitted, bytes_emitted] = counts;
     let failure = attempts
         .iter()
         .rev()
@@ -260,6 +274,8 @@ fn normalize(job: JobRead, attempts: Vec<AttemptRead>) -> Job {
         attempts: u32::try_from(attempts.len()).unwrap_or(u32::MAX),
         records_synced: records,
         bytes_synced: bytes,
+        records_emitted,
+        bytes_emitted,
         failure,
     }
 }
@@ -318,11 +334,69 @@ mod tests {
         assert_eq!(with.timestamp() - 5, without.timestamp());
         assert_eq!(without, offset);
     }
+
+    #[test]
+    fn a_running_job_s_emitted_counts_are_read_beside_its_committed_ones() {
+        let listed: JobWithAttemptsRead = serde_json::from_value(serde_json::json!({
+            "job": {
+                "id": 7, "configType": "sync", "configId": "c", "createdAt": 100,
+                "updatedAt": 100, "status": "running",
+                "aggregatedStats": {
+                    "recordsEmitted": 5000, "bytesEmitted": 640000,
+                    "recordsCommitted": 4000, "bytesCommitted": 512000
+                }
+            },
+            "attempts": [{ "id": 0, "status": "running", "createdAt": 100, "updatedAt": 100 }]
+        }))
+        .unwrap();
+        let job = listed.into_job();
+        assert_eq!(
+            (job.records_emitted, job.bytes_emitted),
+            (Some(5000), Some(640000))
+        );
+        assert_eq!(
+            (job.records_synced, job.bytes_synced),
+            (Some(4000), Some(512000))
+        );
+
+        // Without aggregatedStats (plain `jobs/get`), the attempts' totalStats are summed.
+        let got: JobInfoRead = serde_json::from_value(serde_json::json!({
+            "job": { "id": 8, "configId": "c", "createdAt": 1, "updatedAt": 2, "status": "incomplete" },
+            "attempts": [
+                { "attempt": { "id": 0, "status": "failed", "createdAt": 1, "updatedAt": 2,
+                    "totalStats": { "recordsEmitted": 30, "bytesEmitted": 300, "recordsCommitted": 0 } } },
+                { "attempt": { "id": 1, "status": "running", "createdAt": 2, "updatedAt": 2,
+                    "totalStats": { "recordsEmitted": 12, "bytesEmitted": 120 } } }
+            ]
+        }))
+        .unwrap();
+        let job = got.into_job();
+        assert_eq!(
+            (job.records_emitted, job.bytes_emitted),
+            (Some(42), Some(420))
+        );
+        assert_eq!(job.records_synced, Some(0));
+    }
+
+    #[test]
+    fn the_public_api_gives_committed_counts_only() {
+        let job: JobResponse = serde_json::from_value(serde_json::json!({
+            "jobId": 3, "status": "running", "connectionId": "c",
+            "rowsSynced": 70, "bytesSynced": 700
+        }))
+        .unwrap();
+        let job = job.into_job();
+        assert_eq!(
+            (job.records_synced, job.bytes_synced),
+            (Some(70), Some(700))
+        );
+        assert_eq!((job.records_emitted, job.bytes_emitted), (None, None));
+    }
 }
 
 impl JobResponse {
     /// The public API reports committed counts as `bytesSynced`/`rowsSynced` and
-    /// neither attempts nor failure reasons.
+    /// neither emitted counts, attempts nor failure reasons.
     pub fn into_job(self) -> Job {
         let started = rfc3339(&self.start_time);
         Job {
@@ -335,6 +409,8 @@ impl JobResponse {
             attempts: 0,
             records_synced: self.rows_synced,
             bytes_synced: self.bytes_synced,
+            records_emitted: None,
+            bytes_emitted: None,
             failure: None,
         }
     }

@@ -135,6 +135,23 @@ pub fn load_server(path: &Path) -> Result<ServerSettings, ConfigErrors> {
     load_section(path, env, problems, sections::read_server)
 }
 
+/// Loads only `[defaults]` and `[[connections]]` of `path` (and of the files it
+/// includes), with the `CRONBYTE__DEFAULTS__*` overrides: for `cronbyte next`, which
+/// shows fire instants without a daemon and without the credentials the rest of the
+/// file may name. The rest of the file must still parse.
+pub fn load_schedules(path: &Path) -> Result<Vec<ConnectionSettings>, ConfigErrors> {
+    let (env, mut problems) = process_env(|key| sets_section(key, "defaults"));
+    let (name, text) = read_file(path)?;
+    let tree = merged(
+        &text,
+        Format::of_path(path),
+        Some(&name),
+        Some(env),
+        &mut problems,
+    )?;
+    with_problems(problems, sections::read_schedules(tree, path.parent()))
+}
+
 /// The process environment's `CRONBYTE__*` variables that `wanted` accepts, and a problem
 /// for each of those that is not valid UTF-8.
 fn process_env(wanted: impl Fn(&str) -> bool) -> (HashMap<String, String>, Vec<Problem>) {

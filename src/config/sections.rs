@@ -106,6 +106,32 @@ pub(super) fn read_server(tree: Map<String, Value>) -> Result<ServerSettings, Co
     read_one_section(tree, "server", server)
 }
 
+/// Only what the schedules need: `[defaults]` and `[[connections]]` (with the
+/// files `include` names), for `cronbyte next`. Nothing else is read, so no secret
+/// is; the connections' own problems are reported with their key paths.
+pub(super) fn read_schedules(
+    tree: Map<String, Value>,
+    base: Option<&std::path::Path>,
+) -> Result<Vec<ConnectionSettings>, ConfigErrors> {
+    let mut p = Problems::new();
+    let mut root = Table::root(tree);
+    let origins = super::include::read(&mut root, base, &mut p);
+    let defaults = defaults(root.table("defaults", &mut p), &mut p);
+    let drafts = connections(&mut root, &defaults, &mut p);
+    let connections: Option<Vec<ConnectionSettings>> =
+        drafts.into_iter().map(|d| d.settings).collect();
+    match connections {
+        Some(connections) if p.is_empty() => Ok(connections),
+        _ => {
+            if p.is_empty() {
+                p.push(Problem::new("connections", "a connection is incomplete"));
+            }
+            origins.locate(&mut p);
+            Err(ConfigErrors { problems: p })
+        }
+    }
+}
+
 /// Reads the section at `key` with `read`, reporting its problems (unknown keys in it
 /// too). The root table is not finished: its other keys are none of this reader's business.
 fn read_one_section<T>(

@@ -33,6 +33,11 @@ pub trait Airbyte: Send + Sync + 'static {
         offset: u32,
     ) -> Result<Vec<Job>, Error>;
 
+    /// One page of the running sync jobs of `workspaces` (all, when empty):
+    /// the one request a round spends on the counts of running jobs, which a
+    /// listing of changed jobs does not refresh.
+    async fn running_jobs(&self, workspaces: &[String], page_size: u32) -> Result<Vec<Job>, Error>;
+
     /// One job as Airbyte sees it now.
     async fn job(&self, job_id: i64) -> Result<Job, Error>;
 
@@ -65,6 +70,10 @@ impl Airbyte for Client {
         offset: u32,
     ) -> Result<Vec<Job>, Error> {
         Client::jobs_updated_since(self, workspaces, since, page_size, offset).await
+    }
+
+    async fn running_jobs(&self, workspaces: &[String], page_size: u32) -> Result<Vec<Job>, Error> {
+        Client::running_jobs(self, workspaces, page_size).await
     }
 
     async fn job(&self, job_id: i64) -> Result<Job, Error> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::live::LiveSync;
 use super::state::FollowedJob;
 use super::{Engine, EngineError, outcome};
 use crate::airbyte::JobStatus;
@@ -28,6 +29,8 @@ pub struct ConnectionStatus {
     /// The run now triggering or following a job.
     pub active_run: Option<i64>,
     pub last_run: Option<Run>,
+    /// The sync this process follows for it now, with its live numbers.
+    pub running: Option<LiveSync>,
 }
 
 /// What became of a cancel request.
@@ -47,28 +50,55 @@ impl Engine {
     /// looked up by name, and the engine's locks are held only to copy what they
     /// hold (one lookup per connection), not while the answer is built.
     pub async fn connections(&self) -> Result<Vec<ConnectionStatus>, EngineError> {
-        let shared = &self.shared;
-        let mut latest: HashMap<String, Run> = shared
+        self.refresh_standby_pauses().await?;
+        let mut latest: HashMap<String, Run> = self
+            .shared
             .store
             .latest_runs()
             .await?
             .into_iter()
             .map(|r| (r.connection.clone(), r))
             .collect();
+        let mut all = self.standing_connections();
+        for c in &mut all {
+            c.last_run = latest.remove(&c.name);
+        }
+        Ok(all)
+    }
+
+    /// On a standby, reads the pauses the active replica wrote: a standby's engine
+    /// runs no schedule loop to keep them up. Nothing to do on the active replica.
+    pub async fn refresh_standby_pauses(&self) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        if !shared.active {
+            let paused = shared.store.paused().await?.into_iter().collect();
+            shared.state(|s| s.set_paused(paused));
+        }
+        Ok(())
+    }
+
+    /// Every configured connection as [`Engine::connections`] gives it, but for
+    /// its last run (`None`): what the engine holds in memory, without asking the
+    /// store, for the status page, which reads the runs of the rows it shows.
+    pub fn standing_connections(&self) -> Vec<ConnectionStatus> {
+        let shared = &self.shared;
         let now = shared.clock.now();
         let catalog = shared.catalog();
-        let mut standing =
-            shared.state(|s| s.standing(catalog.ordered.iter().map(|c| c.name.as_str())));
-        if !shared.active {
-            // A standby's state is not kept up: pauses are read from the store, as
-            // the active replica wrote them.
-            let paused: std::collections::HashSet<String> =
-                shared.store.paused().await?.into_iter().collect();
-            for ((_, is_paused), c) in standing.iter_mut().zip(&catalog.ordered) {
-                *is_paused = paused.contains(&c.name);
+        let (standing, live) = shared.state(|s| {
+            let standing = s.standing(catalog.ordered.iter().map(|c| c.name.as_str()));
+            (standing, s.live(now))
+        });
+        let mut running: HashMap<String, LiveSync> = HashMap::with_capacity(live.len());
+        for sync in live {
+            // The oldest, should a connection have two (one taken up at start).
+            match running.get(&sync.connection) {
+                Some(held) if held.run_id < sync.run_id => {}
+                _ => {
+                    running.insert(sync.connection.clone(), sync);
+                }
             }
         }
-        Ok(catalog
+        catalog
             .ordered
             .iter()
             .zip(standing)
@@ -87,9 +117,10 @@ impl Engine {
                     .filter(|_| c.enabled)
                     .and_then(|r| r.next_after(now)),
                 active_run,
-                last_run: latest.remove(&c.name),
+                last_run: None,
+                running: running.remove(&c.name),
             })
-            .collect())
+            .collect()
     }
 
     /// The Airbyte objects `cronbyte apply` resolved declared names to.

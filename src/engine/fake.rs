@@ -22,6 +22,7 @@ pub enum Op {
     Sync,
     ConnectionJobs,
     Listing,
+    Running,
     Job,
     Cancel,
     Workspaces,
@@ -87,6 +88,14 @@ impl FakeJob {
             _ => (JobStatus::Running, self.created_at),
         };
         let succeeded = status == JobStatus::Succeeded;
+        // The source emits at an even pace while the job runs, as the emulator's
+        // jobs do; commits come at the end.
+        let ran = (now.min(self.ends_at) - self.created_at)
+            .num_milliseconds()
+            .max(0) as u128;
+        let lasts = (self.ends_at - self.created_at).num_milliseconds().max(1) as u128;
+        let emitted = u64::try_from(u128::from(self.plan.records) * ran.min(lasts) / lasts)
+            .unwrap_or(u64::MAX);
         Job {
             id: self.id,
             connection_id: self.connection_id.clone(),
@@ -98,6 +107,8 @@ impl FakeJob {
             attempts: 1,
             records_synced: succeeded.then_some(self.plan.records),
             bytes_synced: succeeded.then_some(self.plan.records * 100),
+            records_emitted: Some(emitted),
+            bytes_emitted: Some(emitted * 100),
         }
     }
 }
@@ -329,6 +340,23 @@ impl Airbyte for FakeAirbyte {
             Ok(changed
                 .into_iter()
                 .skip(offset as usize)
+                .take(page_size as usize)
+                .collect())
+        })
+        .await
+    }
+
+    async fn running_jobs(
+        &self,
+        _workspaces: &[String],
+        page_size: u32,
+    ) -> Result<Vec<Job>, Error> {
+        self.call(Op::Running, |state, now| {
+            Ok(state
+                .jobs
+                .iter()
+                .map(|j| j.at(now))
+                .filter(|j| j.status == JobStatus::Running)
                 .take(page_size as usize)
                 .collect())
         })

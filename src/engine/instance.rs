@@ -102,6 +102,10 @@ impl Airbyte for Unconfigured {
         Err(self.error())
     }
 
+    async fn running_jobs(&self, _: &[String], _: u32) -> Result<Vec<Job>, Error> {
+        Err(self.error())
+    }
+
     async fn job(&self, _: i64) -> Result<Job, Error> {
         Err(self.error())
     }

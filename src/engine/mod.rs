@@ -22,6 +22,7 @@ mod dispatch;
 mod fake;
 mod follow_up;
 mod instance;
+mod live;
 mod owed;
 mod schedule;
 mod state;
@@ -50,6 +51,7 @@ pub use airbyte::Airbyte;
 pub use clock::Clock;
 pub use control::{CancelOutcome, ConnectionStatus};
 pub use instance::only_instance;
+pub use live::{LiveSync, RunDetail, usual_duration};
 
 /// How long in-flight work may go on after shutdown is asked for. Airbyte jobs
 /// themselves run on; the next start takes them up again from the history.

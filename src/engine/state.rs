@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::Catalog;
+use super::live::{Counts, LiveSync};
 use crate::airbyte::Job;
 use crate::config::{ConnectionSettings, OnOverlap};
 use crate::run::{Progress, Run, RunStatus, Trigger};
@@ -63,6 +64,23 @@ struct Tracked {
     /// that changed, so a job not seen for a while is read on its own: that
     /// refreshes its counts and guards against a change the listing missed.
     confirmed: Option<Instant>,
+    /// The counts of the last minutes, for the live view.
+    counts: Counts,
+    /// The connection's usual duration; `None` until the history was read.
+    usual: Option<Option<chrono::Duration>>,
+}
+
+impl Tracked {
+    fn live(&self, now: DateTime<Utc>) -> LiveSync {
+        LiveSync::of(
+            &self.run,
+            self.job_id,
+            self.progress.attempts,
+            &self.counts,
+            self.usual.flatten(),
+            now,
+        )
+    }
 }
 
 /// A followed run's job, as a cancel request sees it.
@@ -454,6 +472,8 @@ impl State {
                 not_found: 0,
                 last_update: seen.and_then(|j| j.updated_at),
                 confirmed: seen.map(|_| Instant::now()),
+                counts: Counts::default(),
+                usual: None,
             },
         );
     }
@@ -508,6 +528,35 @@ impl State {
             .collect()
     }
 
+    /// The live view of every followed run.
+    pub fn live(&self, now: DateTime<Utc>) -> Vec<LiveSync> {
+        self.tracked.values().map(|t| t.live(now)).collect()
+    }
+
+    /// The live view of one followed run.
+    pub fn live_run(&self, run_id: i64, now: DateTime<Utc>) -> Option<LiveSync> {
+        self.tracked.get(&run_id).map(|t| t.live(now))
+    }
+
+    /// The connections on `instance` with a followed run whose usual duration
+    /// was not read from the history yet.
+    pub fn usual_wanted(&self, instance: &str) -> HashSet<String> {
+        self.tracked
+            .values()
+            .filter(|t| t.run.instance == instance && t.usual.is_none())
+            .map(|t| t.run.connection.clone())
+            .collect()
+    }
+
+    /// Notes the connection's usual duration on its followed runs.
+    pub fn set_usual(&mut self, connection: &str, usual: Option<chrono::Duration>) {
+        for t in self.tracked.values_mut() {
+            if t.run.connection == connection {
+                t.usual = Some(usual);
+            }
+        }
+    }
+
     /// Splits the jobs followed on `instance` into those a listing of changed jobs covers
     /// (confirmed within `stale_after`, when `batching`) and those read one by
     /// one; the listing starts at the oldest update it covers, but never before
@@ -549,6 +598,7 @@ impl State {
     pub fn answered(
         &mut self,
         answers: Vec<(i64, Result<Job, crate::airbyte::Error>)>,
+        now: DateTime<Utc>,
     ) -> (Answered, Vec<crate::airbyte::Error>) {
         let mut out = Answered::default();
         let mut errors = Vec::new();
@@ -561,6 +611,7 @@ impl State {
                     entry.not_found = 0;
                     entry.confirmed = Some(Instant::now());
                     entry.last_update = job.updated_at.or(entry.last_update);
+                    entry.counts.observe(now, &job);
                     let progress = Progress {
                         attempts: job.attempts.max(entry.progress.attempts),
                         records_synced: job.records_synced.or(entry.progress.records_synced),

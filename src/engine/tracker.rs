@@ -15,15 +15,21 @@ use futures::StreamExt;
 
 use super::instance::Instance;
 use super::state::{Answered, DueCancel, Round, Why};
-use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, outcome};
+use super::{CLOCK_ALLOWANCE, SHUTDOWN_GRACE, Shared, live, outcome};
 use crate::airbyte::{Error as AirbyteError, Job, JobStatus};
 use crate::run::{Run, RunStatus};
+use crate::store::HistoryFilter;
 
 /// Jobs per page of a listing.
 const PAGE_SIZE: u32 = 200;
 
 /// At most this many pages per round: beyond, the rest is read job by job.
 const MAX_PAGES: u32 = 50;
+
+/// Running jobs in the one listing of them a round makes: as many as one request
+/// may carry (the public API gives at most 100), so that a thousand long syncs
+/// are refreshed together rather than read one by one once they go stale.
+const RUNNING_PAGE_SIZE: u32 = 1_000;
 
 impl Shared {
     /// Starts following `job_id` for `run`. A run taken up from an earlier process
@@ -69,9 +75,24 @@ impl Shared {
             instance.poll_progressed();
             match listed {
                 Ok(mut changed) => {
-                    answers.extend(batch.into_iter().filter_map(|(run_id, job_id)| {
-                        changed.remove(&job_id).map(|j| (run_id, Ok(j)))
-                    }))
+                    let mut unchanged = Vec::new();
+                    for (run_id, job_id) in batch {
+                        match changed.remove(&job_id) {
+                            Some(job) => answers.push((run_id, Ok(job))),
+                            None => unchanged.push((run_id, job_id)),
+                        }
+                    }
+                    // A running job's `updatedAt` moves only when its status or
+                    // attempt does, so the listing of changes leaves its counts
+                    // as they were: one more request, for the whole instance,
+                    // brings them up to date.
+                    if !unchanged.is_empty() {
+                        let mut running = list_running(instance).await;
+                        instance.poll_progressed();
+                        answers.extend(unchanged.into_iter().filter_map(|(run_id, job_id)| {
+                            running.remove(&job_id).map(|j| (run_id, Ok(j)))
+                        }));
+                    }
                 }
                 Err(e) if e.is_retryable() => unanswered = Some((batch.len(), e)),
                 Err(e) => {
@@ -102,7 +123,10 @@ impl Shared {
                 vanished,
             },
             errors,
-        ) = self.state(|s| s.answered(answers));
+        ) = {
+            let now = self.clock.now();
+            self.state(|s| s.answered(answers, now))
+        };
         for e in errors {
             let count = unanswered.as_ref().map_or(0, |(n, _)| *n);
             let first = unanswered.map(|(_, first)| first).unwrap_or(e);
@@ -143,13 +167,41 @@ impl Shared {
         self.finish_runs(closing).await;
         instance.poll_progressed();
         self.cancel_overdue();
+        self.read_usual_durations(&instance.name).await;
+        instance.poll_progressed();
+    }
+
+    /// Reads from the history how long the connections with a newly followed
+    /// run usually take: once per run, not per round.
+    async fn read_usual_durations(&self, instance: &str) {
+        for connection in self.state(|s| s.usual_wanted(instance)) {
+            let filter = HistoryFilter {
+                connection: Some(connection.clone()),
+                limit: live::USUAL_OF,
+            };
+            // Without the history, no estimate; the run is followed all the same.
+            let usual = match self.store.history(&filter).await {
+                Ok(runs) => live::usual_duration(&runs),
+                Err(e) => {
+                    tracing::debug!(%connection, error = %e,
+                        "could not read the connection's recent runs for its usual duration");
+                    None
+                }
+            };
+            self.state(|s| s.set_usual(&connection, usual));
+        }
     }
 
     /// How long each connection's oldest running sync has run, for the metrics.
     fn report_running_ages(&self) {
         let now = self.clock.now();
-        let ages = self.state(|s| s.running_ages(now));
+        let (ages, live) = self.state(|s| (s.running_ages(now), s.live(now)));
         self.metrics.set_running_ages(&ages);
+        let progress: Vec<(String, u64, u64)> = live
+            .into_iter()
+            .filter_map(|l| Some((l.connection, l.records?, l.bytes.unwrap_or(0))))
+            .collect();
+        self.metrics.set_running_progress(&progress);
     }
 
     /// Asks Airbyte to cancel every job past its run's deadline, and every job
@@ -266,6 +318,27 @@ async fn list_changed(
         }
     }
     Ok(changed)
+}
+
+/// The running sync jobs of `instance` by id: one page, so one request. Running
+/// jobs past the page are read on their own once they go stale (see `plan_round`).
+/// A failure leaves the counts as they were and is no news about the syncs.
+async fn list_running(instance: &Instance) -> HashMap<i64, Job> {
+    let Some(workspaces) = instance.workspaces.get() else {
+        return HashMap::new();
+    };
+    match instance
+        .airbyte
+        .running_jobs(workspaces, RUNNING_PAGE_SIZE)
+        .await
+    {
+        Ok(jobs) => jobs.into_iter().map(|j| (j.id, j)).collect(),
+        Err(e) => {
+            tracing::debug!(instance = %instance.name, error = %e,
+                "Airbyte did not list the running jobs; their counts wait for the next round");
+            HashMap::new()
+        }
+    }
 }
 
 /// An instance's poll loop: polls the jobs followed there until shutdown; a poll

@@ -127,7 +127,7 @@ async fn every_control_route_documents_its_401_and_answers_it_as_a_json_error() 
             routes += 1;
         }
     }
-    assert_eq!(routes, 7);
+    assert_eq!(routes, 8);
     daemon.stop().await;
 }
 

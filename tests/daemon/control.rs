@@ -490,3 +490,71 @@ async fn a_cancel_while_airbyte_refuses_the_sync_ends_the_run_without_a_job() {
     assert!(control.jobs().is_empty());
     daemon.stop().await;
 }
+
+/// A running sync's numbers move between two looks at `GET /api/v1/runs/{id}`
+/// and show in the connection listing and in `/metrics` with the connection's
+/// labels; once it ended they are gone. An unknown run is a 404 naming it.
+#[tokio::test]
+async fn a_running_sync_s_numbers_move_in_the_control_api_and_an_unknown_run_is_named() {
+    let harness = Harness::new().await;
+    let slow = harness.connection(
+        "slow",
+        JobPlan::succeeding(Duration::from_secs(6), 600_000, 60_000_000),
+    );
+    let text = with_token(&harness.config_text(&connection_toml("slow", slow, "0 0 1 1 *")));
+    let (daemon, _) = harness.start_from_file(&text).await;
+    let api = format!("{}/api/v1", daemon.url());
+    use reqwest::Method;
+
+    let run_id = trigger_run(&api, "slow").await;
+    let mut looks = Vec::new();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let (status, body) = call(Method::GET, &format!("{api}/runs/{run_id}"), Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["run"]["id"], run_id);
+        assert_eq!(body["chain"].as_array().map(Vec::len), Some(1), "{body}");
+        looks.push(body["live"]["records"].as_u64().expect("live records"));
+    }
+    assert!(
+        looks[0] > 0 && looks[1] > looks[0],
+        "records over two looks: {looks:?}"
+    );
+
+    let (_, listing) = call(Method::GET, &format!("{api}/connections"), Some(TOKEN)).await;
+    let running = &listing["connections"][0]["running"];
+    assert_eq!(running["run_id"], run_id, "{listing}");
+    assert!(running["records"].as_u64().unwrap_or(0) >= looks[1]);
+    let metrics = daemon.metrics().await;
+    assert!(
+        sample(
+            &metrics,
+            r#"cronbyte_running_sync_records{connection="slow",airbyte_instance="default"}"#
+        )
+        .is_some_and(|v| v > 0.0),
+        "{metrics}"
+    );
+
+    ended_run(&harness, run_id, Duration::from_secs(15)).await;
+    let (_, body) = call(Method::GET, &format!("{api}/runs/{run_id}"), Some(TOKEN)).await;
+    assert_eq!(body["run"]["status"], "succeeded");
+    assert!(body["live"].is_null(), "{body}");
+    // The gauges go at the round after the end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !daemon
+            .metrics()
+            .await
+            .contains("cronbyte_running_sync_records{")
+    );
+
+    let (status, body) = call(Method::GET, &format!("{api}/runs/987654"), Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("987654")),
+        "{body}"
+    );
+    daemon.stop().await;
+}

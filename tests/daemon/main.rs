@@ -2,10 +2,12 @@
 //! a polled job, an outcome in the history and a counter on `/metrics`.
 
 mod api_document;
+mod browser;
 mod control;
 mod helpers;
 mod lifecycle;
 mod observability;
+mod page;
 #[path = "../common/postgres.rs"]
 mod pg;
 mod policies;

@@ -369,3 +369,64 @@ async fn a_lost_answer_whose_job_already_ended_starts_no_second_sync_on_a_late_c
     assert_eq!(runs[0].job_id, Some(jobs[0].id));
     assert_eq!(runs[0].records_synced, Some(42));
 }
+
+/// The one request a poll round spends on running jobs' counts answers, on
+/// both APIs, with every running sync job of the workspace and none that ended:
+/// emitted counts from the Config API, committed ones from the public API.
+#[tokio::test]
+async fn the_running_jobs_listing_answers_running_jobs_with_their_counts_on_both_apis() {
+    use cronbyte::airbyte::JobStatus;
+    let harness = Harness::new().await;
+    let control = harness.control();
+    let long = harness.connection(
+        "long",
+        JobPlan::succeeding(Duration::from_secs(30), 30_000, 3_000_000),
+    );
+    let short = harness.connection(
+        "short",
+        JobPlan::succeeding(Duration::from_millis(100), 10, 100),
+    );
+    let config = Client::new(ClientSettings::new(
+        harness.emulator.config_api_base(),
+        ApiKind::Config,
+    ))
+    .expect("a client");
+    let public = Client::new(ClientSettings::new(
+        harness.emulator.public_api_base(),
+        ApiKind::Public,
+    ))
+    .expect("a client");
+    let running = config.trigger_sync(&long.to_string()).await.expect("a job");
+    let ended = config
+        .trigger_sync(&short.to_string())
+        .await
+        .expect("a job");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let workspace = vec![control.workspace_id().to_string()];
+
+    let listed = config
+        .running_jobs(&workspace, 200)
+        .await
+        .expect("a listing");
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [running.id]
+    );
+    assert_eq!(listed[0].status, JobStatus::Running);
+    assert!(
+        listed[0].records_emitted.is_some_and(|r| r > 0),
+        "{listed:?}"
+    );
+    assert!(listed.iter().all(|j| j.id != ended.id));
+
+    let listed = public.running_jobs(&[], 200).await.expect("a listing");
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [running.id]
+    );
+    assert_eq!(
+        listed[0].records_emitted, None,
+        "the public API gives no emitted counts"
+    );
+    assert!(listed[0].records_synced.is_some(), "{listed:?}");
+}

@@ -84,6 +84,11 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
     },
+    /// The status page (`GET /`, its first page) with many connections.
+    Page {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
     /// Every scenario at its default size.
     All,
 }
@@ -156,6 +161,7 @@ async fn main() -> ExitCode {
         Scenario::Scrape { connections } => scenarios::scrape_and_startup(path, connections).await,
         Scenario::Startup { connections } => scenarios::startup(path, &backend, connections).await,
         Scenario::Status { connections } => scenarios::status(path, connections).await,
+        Scenario::Page { connections } => scenarios::page(path, connections).await,
         Scenario::All => all(&backend).await,
     };
     if let Err(e) = backend.remove().await {
@@ -208,5 +214,6 @@ async fn all(backend: &backend::Backend) -> anyhow::Result<Vec<Row>> {
     rows.extend(history?);
     rows.extend(scenarios::scrape_and_startup(fresh()?.path(), 10_000).await?);
     rows.extend(scenarios::status(fresh()?.path(), 10_000).await?);
+    rows.extend(scenarios::page(fresh()?.path(), 10_000).await?);
     Ok(rows)
 }

@@ -291,7 +291,10 @@ fn distinct_zoned_quiet_rules(n: usize) -> Vec<(String, &'static str)> {
             let rule = match i % 3 {
                 0 => format!("{minute} {hour} {day} * *"),
                 1 => format!("0 {minute} {hour} {day} * ?"),
-                _ => format!("{minute} {hour} {day},{} * *", quiet_days[(i / 11) % quiet_days.len()]),
+                _ => format!(
+                    "{minute} {hour} {day},{} * *",
+                    quiet_days[(i / 11) % quiet_days.len()]
+                ),
             };
             (rule, zone)
         })
@@ -812,6 +815,67 @@ pub async fn status(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> 
         "-",
         None,
     )])
+}
+
+/// The status page: its first page (`GET /`, 50 connections with their last 20
+/// runs each, the running syncs, recent failures) and the same sorted by next run,
+/// with many connections, each with runs in the history. Timed from the request
+/// to the last byte, as the status scenario is.
+pub async fn page(dir: &Path, connections: usize) -> anyhow::Result<Vec<Row>> {
+    let (_emulator, config, port) = many_connections_with_history(dir, connections).await?;
+    let daemon = Daemon::start(&config, dir)?;
+    let client = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut rows = Vec::new();
+    for (path, what, target) in [
+        ("/", "first page", Some(100.0)),
+        (
+            "/?sort=next_run",
+            "first page sorted by next run",
+            Some(100.0),
+        ),
+        // Judging every connection's freshness parses every rule.
+        (
+            "/?status=stale",
+            "stale ones, judged over every connection",
+            None,
+        ),
+    ] {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..10 {
+            let started = Instant::now();
+            let response = client.get(&url).send().await?;
+            if !response.status().is_success() {
+                bail!("GET {path} was answered {}", response.status());
+            }
+            let body = response.text().await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            size = body.len();
+            let shown = body.matches("<tr class=\"connection").count();
+            if target.is_some() && shown != connections.min(50) {
+                bail!("GET {path} showed {shown} connections");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        times.sort_by(f64::total_cmp);
+        let median = percentile(&times, 50.0);
+        let slowest = times.last().copied().unwrap_or(f64::NAN);
+        rows.push(row(
+            "page",
+            &format!("GET {path} ({what}), {connections} connections"),
+            format!(
+                "{median:.1} ms (median of 10; slowest {slowest:.1}), {:.0} KiB body",
+                size as f64 / 1024.0
+            ),
+            median,
+            if target.is_some() { "< 100 ms" } else { "-" },
+            target.map(|t| median < t),
+        ));
+    }
+    daemon.stop()?;
+    Ok(rows)
 }
 
 /// Scrape and start-up with many connections, each with some history. `/metrics`

@@ -70,6 +70,7 @@ async fn an_instance_that_does_not_answer_delays_no_sync_on_another() {
         Op::Sync,
         Op::ConnectionJobs,
         Op::Listing,
+        Op::Running,
         Op::Job,
         Op::Cancel,
         Op::Workspaces,

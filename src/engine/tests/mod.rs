@@ -15,6 +15,7 @@ use crate::store::{HistoryFilter, MemoryStore};
 use fake::{FakeAirbyte, Fault, Lasting, Op, Plan};
 
 mod instances;
+mod live;
 mod policies;
 mod replicas;
 
