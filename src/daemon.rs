@@ -256,6 +256,7 @@ impl Daemon {
             token,
             airbyte_up,
             replica: election.identity().id.clone(),
+            election: election.clone(),
         });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

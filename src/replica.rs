@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConnectionSettings, GroupSettings};
 use crate::engine::{Engine, EngineError, EngineParts};
 use crate::metrics::Metrics;
-use crate::store::{ReplicaRecord, Store};
+use crate::store::{ReplicaRecord, ReplicaSeen, Store};
 
 /// The share of the lease kept back as a margin: a replica stops acting this long
 /// before the database would let another replica take over.
@@ -168,6 +168,8 @@ pub struct Election {
     settings_hash: Mutex<String>,
     /// The settings hashes last warned about, so a difference is logged once.
     warned: Mutex<Vec<String>>,
+    /// The replicas seen alive at the last look, for the status page.
+    seen: Mutex<Vec<ReplicaSeen>>,
 }
 
 impl Election {
@@ -193,6 +195,7 @@ impl Election {
             metrics,
             settings_hash: Mutex::new(settings_hash),
             warned: Mutex::new(Vec::new()),
+            seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -208,6 +211,12 @@ impl Election {
     /// Whether other replicas may share the store (else this one is always active).
     pub fn is_shared(&self) -> bool {
         self.store.is_shared()
+    }
+
+    /// The replicas sharing the store as last seen (every renewal interval), the one
+    /// active marked; empty when the store is not shared.
+    pub fn replicas(&self) -> Vec<ReplicaSeen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The connection settings changed (a reload): the other replicas are told at
@@ -372,6 +381,8 @@ impl Election {
                 "the replicas do not have the same connection settings: a fail-over would change what is scheduled");
         }
         *warned = if differ { hashes } else { Vec::new() };
+        drop(warned);
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
     }
 }
 

@@ -39,6 +39,8 @@ pub struct AppState {
     pub airbyte_up: Arc<crate::daemon::AirbyteUp>,
     /// This replica's id, as `/readyz` names it.
     pub replica: String,
+    /// The election this replica takes part in: the replicas seen, for the page.
+    pub election: Arc<crate::replica::Election>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -832,6 +832,50 @@ async fn one_replica_holds_the_lease_and_only_the_holder_writes() {
     drop_schemas(&url, &[schema]).await;
 }
 
+/// A replica frozen in the middle of a write holds the lease row's share lock; the
+/// server ends its idle transaction after the hold the daemon sets (the lease less a
+/// renewal interval), so a standby's take-over waits that long at most, not until the
+/// frozen replica wakes.
+#[tokio::test]
+async fn a_replica_frozen_mid_write_does_not_keep_a_standby_from_taking_over() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let (setup, schema) = postgres_store(&url).await;
+    setup.close().await;
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+        .expect("a PostgreSQL URL")
+        .options([
+            ("search_path", schema.as_str()),
+            ("idle_in_transaction_session_timeout", "300"),
+        ]);
+    let frozen = PgStore::with_options(options, redacted(&url))
+        .await
+        .expect("the store connects");
+    let standby = in_schema(&url, &schema).await;
+    frozen.take_lease("a", LEASE).await.unwrap().expect("taken");
+    // A write begun and never finished, as SIGSTOP leaves it.
+    let mut stuck = frozen.pool().begin().await.expect("a transaction");
+    sqlx::query("SELECT epoch FROM lease WHERE id = 1 FOR SHARE")
+        .fetch_one(&mut *stuck)
+        .await
+        .expect("the share lock is taken");
+    expire_lease(&url, &schema).await;
+    let taken = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        standby.take_lease("b", LEASE),
+    )
+    .await
+    .expect("the take-over did not wait for the frozen replica")
+    .unwrap();
+    assert!(taken.is_some());
+    drop(stuck);
+    frozen.close().await;
+    standby.close().await;
+    drop_schemas(&url, &[schema]).await;
+}
+
 /// A replica that stops cleanly lets the lease go at once, and the next one takes
 /// it without waiting for it to expire.
 #[tokio::test]

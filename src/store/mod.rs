@@ -33,7 +33,10 @@ use crate::run::{NewRun, Outcome, Progress, Run, RunStatus, UnknownText};
 /// names a backend.
 pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match &settings.url {
-        Some(url) => Arc::new(PgStore::open(url).await?),
+        Some(url) => Arc::new(
+            PgStore::open_holding(url, settings.lease.saturating_sub(settings.lease_renewal))
+                .await?,
+        ),
         None => Arc::new(SqliteStore::open(&settings.path).await?),
     })
 }

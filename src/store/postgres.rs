@@ -37,6 +37,10 @@ pub struct PgStore {
     fence: Arc<AtomicI64>,
 }
 
+/// How long a transaction may sit idle unless the daemon says otherwise: the
+/// default lease (15 s) less the default renewal interval (5 s).
+const DEFAULT_HOLD: Duration = Duration::from_secs(10);
+
 /// Writes are not checked against the lease: the process never asked for it.
 const UNFENCED: i64 = 0;
 /// The process asked for the lease and does not hold it: the engine's writes are refused.
@@ -85,6 +89,24 @@ impl PgStore {
 
     /// Connects without migrating (for readers beside a running daemon).
     pub async fn connect(url: &SecretString) -> Result<Self, StoreError> {
+        Self::connect_holding(url, DEFAULT_HOLD).await
+    }
+
+    /// Connects and migrates, with transactions held idle at most `hold` (see
+    /// [`PgStore::connect_holding`]).
+    pub async fn open_holding(url: &SecretString, hold: Duration) -> Result<Self, StoreError> {
+        let store = Self::connect_holding(url, hold).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating; the server ends any session of this store that
+    /// sits idle inside a transaction for `hold`. An engine write holds the lease row
+    /// `FOR SHARE` for its transaction, and a standby's take-over waits for that lock:
+    /// a replica frozen mid-transaction (SIGSTOP, a paused VM) would otherwise keep
+    /// every standby waiting until it woke. The daemon passes the lease less one
+    /// renewal interval, so that the lock is gone before the lease runs out.
+    pub async fn connect_holding(url: &SecretString, hold: Duration) -> Result<Self, StoreError> {
         let shown = redacted(url.expose_secret());
         let open_error = |detail: String| StoreError::Open {
             path: format!("store.url ({shown})"),
@@ -92,7 +114,11 @@ impl PgStore {
             detail,
         };
         let options = PgConnectOptions::from_str(url.expose_secret())
-            .map_err(|e| open_error(e.to_string()))?;
+            .map_err(|e| open_error(e.to_string()))?
+            .options([(
+                "idle_in_transaction_session_timeout",
+                millis(hold.max(Duration::from_millis(100))).to_string(),
+            )]);
         Self::with_options(options, shown.clone())
             .await
             .map_err(|e| open_error(e.to_string()))

@@ -354,6 +354,8 @@ pub struct Overview {
     pub running: Vec<LiveSync>,
     pub failures: Vec<Run>,
     pub instances: Vec<(String, bool)>,
+    /// Where the store is shared: the replicas seen, and this one's id.
+    pub replicas: Option<(Vec<crate::store::ReplicaSeen>, String)>,
     pub now: DateTime<Utc>,
 }
 
@@ -524,6 +526,10 @@ impl Page {
                 .into_iter()
                 .map(|(name, up)| (name.to_owned(), up))
                 .collect(),
+            replicas: app
+                .election
+                .is_shared()
+                .then(|| (app.election.replicas(), app.replica.clone())),
             now,
         })
     }

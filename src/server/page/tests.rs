@@ -62,6 +62,7 @@ fn overview(rows: Vec<Row>, failures: Vec<Run>) -> Overview {
         running: Vec::new(),
         failures,
         instances: vec![("default".into(), true), ("eu".into(), false)],
+        replicas: None,
         now: now(),
     }
 }
@@ -268,4 +269,33 @@ fn an_action_goes_back_only_to_a_path_on_this_server() {
         assert_eq!(local_path(Some(elsewhere)), "/", "{elsewhere}");
     }
     assert_eq!(local_path(None), "/");
+}
+
+#[test]
+fn where_the_store_is_shared_the_index_names_each_replica_and_the_active_one() {
+    let seen = |id: &str, active: bool| crate::store::ReplicaSeen {
+        id: id.into(),
+        host: "node-1".into(),
+        settings_hash: "h".into(),
+        active,
+    };
+    let mut shared = overview(Vec::new(), Vec::new());
+    shared.replicas = Some((
+        vec![seen("node-1-aaaa", true), seen("node-1-bbbb", false)],
+        "node-1-bbbb".into(),
+    ));
+    let page = view::index(&Viewer(None), &shared).into_string();
+    assert!(page.contains("node-1-aaaa on node-1: active"), "{page}");
+    assert!(
+        page.contains("node-1-bbbb on node-1: standby (this page)"),
+        "{page}"
+    );
+    assert!(!page.contains("No replica is active"), "{page}");
+
+    shared.replicas = Some((vec![seen("node-1-bbbb", false)], "node-1-bbbb".into()));
+    let page = view::index(&Viewer(None), &shared).into_string();
+    assert!(page.contains("No replica is active right now."), "{page}");
+
+    let alone = view::index(&Viewer(None), &overview(Vec::new(), Vec::new())).into_string();
+    assert!(!alone.contains("Replicas"), "{alone}");
 }

@@ -245,6 +245,23 @@ pub fn index(viewer: &Viewer, o: &Overview) -> Markup {
                 }
             }
         }
+        @if let Some((replicas, this)) = &o.replicas {
+            section.replicas {
+                h2 { "Replicas" }
+                @if replicas.iter().all(|r| !r.active) {
+                    p.down { "No replica is active right now." }
+                }
+                ul.instances {
+                    @for r in replicas {
+                        li.up[r.active] {
+                            (r.id) " on " (r.host) ": "
+                            @if r.active { "active" } @else { "standby" }
+                            @if r.id == *this { " (this page)" }
+                        }
+                    }
+                }
+            }
+        }
         section.running {
             h2 { "Running now (" (o.running.len()) ")" }
             @if o.running.is_empty() {
