@@ -70,7 +70,7 @@ pub enum CronError {
 
 /// A cron rule that parsed, together with the time zone whose wall clock it follows.
 ///
-/// It keeps the rule's text, not croner's parsed form: that form holds about 5 KB of
+/// It keeps the rule's text (and its last next fire instant), not croner's parsed form: that form holds about 5 KB of
 /// one-byte-per-value fields (the year field alone spans 1-5000), so ten thousand
 /// connections on distinct rules would hold some 50 MB of it, where their texts take a
 /// few hundred KB. The form is built again when a fire instant is asked for, which
@@ -82,7 +82,16 @@ pub enum CronError {
 pub struct CronRule {
     expr: Box<str>,
     tz: Tz,
+    /// The last answer of [`CronRule::next_after`]: asked at `.0`, the rule fires
+    /// next at `.1`, so it does not fire in between and every instant in `[.0, .1)`
+    /// has the same answer. The status page and the control API ask for every
+    /// connection's next fire on each request; this spares them the parse. Shared by
+    /// clones, which are the same rule.
+    next: Arc<Mutex<Option<Remembered>>>,
 }
+
+/// An instant a rule was asked about, and its next fire after it.
+type Remembered = (DateTime<Utc>, DateTime<Utc>);
 
 /// The rule as written and its zone, which is all it holds.
 impl std::fmt::Debug for CronRule {
@@ -156,6 +165,7 @@ impl CronRule {
             Ok(_) => Ok(CronRule {
                 expr: expr.into(),
                 tz,
+                next: Arc::default(),
             }),
             Err(err) => Err(blame(expr, &fields, nickname, &parser, err)),
         }
@@ -186,11 +196,21 @@ impl CronRule {
     /// The first fire instant strictly after `t`, or `None` if the rule never fires again
     /// (a year field in the past, or a date that never exists such as 30 February).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut last = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((asked, next)) = *last
+            && asked <= t
+            && t < next
+        {
+            return Some(next);
+        }
         let local = t.with_timezone(&self.tz);
-        self.cron()?
+        let next = self
+            .cron()?
             .find_next_occurrence(&local, false)
             .ok()
-            .map(|fire| fire.with_timezone(&Utc))
+            .map(|fire| fire.with_timezone(&Utc));
+        *last = next.map(|next| (t, next));
+        next
     }
 
     /// The newest fire instant in `[not_before, t]`, or `None` if the rule did not fire in
@@ -574,6 +594,33 @@ mod tests {
         assert_eq!(
             rule.latest_at_or_before(utc(2026, 10, 25, 0, 59, 59), utc(2026, 10, 24, 0, 0, 0)),
             Some(utc(2026, 10, 25, 0, 0, 0))
+        );
+    }
+
+    #[test]
+    fn the_remembered_next_fire_answers_only_between_the_instant_asked_and_that_fire() {
+        let rule = CronRule::parse("0 */10 * * * *", Tz::UTC).expect("parses");
+        let asked = utc(2026, 1, 1, 0, 3, 0);
+        assert_eq!(rule.next_after(asked), Some(utc(2026, 1, 1, 0, 10, 0)));
+        // Later, before that fire: the same answer.
+        assert_eq!(
+            rule.next_after(utc(2026, 1, 1, 0, 9, 59)),
+            Some(utc(2026, 1, 1, 0, 10, 0))
+        );
+        // At the fire, after it, and before the instant first asked: computed afresh.
+        assert_eq!(
+            rule.next_after(utc(2026, 1, 1, 0, 10, 0)),
+            Some(utc(2026, 1, 1, 0, 20, 0))
+        );
+        assert_eq!(
+            rule.next_after(utc(2025, 12, 31, 23, 55, 0)),
+            Some(utc(2026, 1, 1, 0, 0, 0))
+        );
+        // A clone is the same rule and shares what was remembered.
+        let clone = rule.clone();
+        assert_eq!(
+            clone.next_after(utc(2025, 12, 31, 23, 58, 0)),
+            Some(utc(2026, 1, 1, 0, 0, 0))
         );
     }
 
