@@ -617,6 +617,43 @@ async fn every_config_api_operation_answers_in_the_shape_the_spec_declares() {
         .config("connections/list", json!({"workspaceId": workspace}))
         .await;
     assert_eq!(connections.body["connections"].as_array().unwrap().len(), 1);
+    // The web app's list: the same connection without its catalog, paged on request.
+    let listed = airbyte
+        .config(
+            "web_backend/connections/list",
+            json!({"workspaceId": workspace, "pageSize": 10, "sortKey": "connectionName_asc"}),
+        )
+        .await;
+    assert_eq!(listed.status, 200);
+    let items = listed.body["connections"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["connectionId"], connection_id.to_string());
+    assert_eq!(items[0]["scheduleType"], "manual");
+    assert!(items[0].get("syncCatalog").is_none(), "{}", listed.body);
+    let after_last = airbyte
+        .config(
+            "web_backend/connections/list",
+            json!({"workspaceId": workspace, "pageSize": 10, "cursor": connection_id}),
+        )
+        .await;
+    assert_eq!(after_last.body["connections"], json!([]));
+    assert_eq!(
+        airbyte
+            .config("web_backend/connections/list", json!({"pageSize": 10}))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        airbyte
+            .config(
+                "web_backend/connections/list",
+                json!({"workspaceId": workspace, "sortKey": "newest_first"}),
+            )
+            .await
+            .status,
+        422
+    );
     let scheduled = airbyte
         .config(
             "connections/update",

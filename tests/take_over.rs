@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
-use cronbyte::airbyte::{ApiKind, Client, ClientSettings};
+use cronbyte::airbyte::{AirbyteSchedule, ApiKind, BasicUnit, Client, ClientSettings};
 use cronbyte::config::{self, Config};
 use cronbyte::daemon::Daemon;
 use cronbyte::emulator::{
@@ -635,7 +635,10 @@ fn fail_after_one_update(world: &World) {
     });
 }
 
-async fn interrupted_take_over() -> (TakeOverWorld, Uuid) {
+/// The world after a take-over that stopped half-way, with the ids of the connection it
+/// left manual in Airbyte and of the one it took first. Airbyte lists connections by name,
+/// so "Customers" is taken first and "Events" is the one that fails.
+async fn interrupted_take_over() -> (TakeOverWorld, Uuid, Uuid) {
     let t = take_over_world(ApiKind::Config).await;
     // A third connection the config schedules, and one it schedules that is manual already.
     let third = t.world.connection("Customers", every_24_hours());
@@ -660,16 +663,16 @@ async fn interrupted_take_over() -> (TakeOverWorld, Uuid) {
     assert!(err.contains("could not set connection \"events\""), "{err}");
     assert!(err.contains("after 1 of 3 were"), "{err}");
     assert!(err.contains("--give-back"), "{err}");
-    assert_eq!(t.world.schedule(t.orders), Schedule::Manual);
+    assert_eq!(t.world.schedule(third), Schedule::Manual);
     assert_eq!(t.world.schedule(t.events), daily_at_noon_in_paris());
-    assert_eq!(t.world.schedule(third), every_24_hours());
+    assert_eq!(t.world.schedule(t.orders), every_24_hours());
     t.world.control().set_faults(Faults::default());
-    (t, manual)
+    (t, manual, third)
 }
 
 #[tokio::test]
 async fn an_interrupted_take_over_finishes_when_run_again() {
-    let (t, _) = interrupted_take_over().await;
+    let (t, _, first) = interrupted_take_over().await;
     let output = cronbyte(&[
         "import",
         "--take-over",
@@ -692,9 +695,9 @@ async fn an_interrupted_take_over_finishes_when_run_again() {
     assert_eq!(t.world.schedule(t.events), Schedule::Manual);
     let record = Record::load(&t.world.record()).unwrap();
     assert_eq!(record.connections.len(), 3);
-    let orders = record.get("default", &t.orders.to_string()).unwrap();
+    let taken_first = record.get("default", &first.to_string()).unwrap();
     assert_eq!(
-        orders.schedule,
+        taken_first.schedule,
         cronbyte::airbyte::AirbyteSchedule::Basic {
             units: 24,
             time_unit: cronbyte::airbyte::BasicUnit::Hours
@@ -705,7 +708,7 @@ async fn an_interrupted_take_over_finishes_when_run_again() {
 
 #[tokio::test]
 async fn give_back_after_an_interrupted_take_over_restores_what_was_taken_and_nothing_else() {
-    let (t, manual) = interrupted_take_over().await;
+    let (t, manual, first) = interrupted_take_over().await;
     let updates_before = t.world.control().requests().get("connections/update");
     let output = cronbyte(&[
         "import",
@@ -716,6 +719,7 @@ async fn give_back_after_an_interrupted_take_over_restores_what_was_taken_and_no
     ])
     .await;
     assert!(output.status.success(), "{}", all(&output));
+    assert_eq!(t.world.schedule(first), every_24_hours());
     assert_eq!(t.world.schedule(t.orders), every_24_hours());
     assert_eq!(t.world.schedule(t.events), daily_at_noon_in_paris());
     assert_eq!(
@@ -914,6 +918,38 @@ async fn no_secret_of_the_config_appears_in_what_import_prints() {
 }
 
 #[tokio::test]
+async fn a_large_workspace_is_listed_page_by_page_without_catalogs_and_every_connection_is_seen() {
+    let world = World::new().await;
+    let count = 1_234;
+    for k in 0..count {
+        world.connection(&format!("connection {k:04}"), every_24_hours());
+    }
+    let client = Client::new(ClientSettings::new(
+        world.emulator.config_api_base(),
+        ApiKind::Config,
+    ))
+    .unwrap();
+    let workspace = world.control().workspace_id().to_string();
+    let listed = client.connection_schedules(&[workspace]).await.unwrap();
+    assert_eq!(listed.len(), count);
+    let distinct: std::collections::HashSet<&str> =
+        listed.iter().map(|c| c.connection_id.as_str()).collect();
+    assert_eq!(distinct.len(), count, "no connection is listed twice");
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.schedule
+                == Ok(AirbyteSchedule::Basic {
+                    units: 24,
+                    time_unit: BasicUnit::Hours
+                }))
+    );
+    let requests = world.control().requests();
+    assert_eq!(requests.get("web_backend/connections/list"), 3, "pages of 500");
+    assert_eq!(requests.get("connections/list"), 0, "no catalog is read");
+}
+
+#[tokio::test]
 async fn check_online_warns_about_a_connection_airbyte_also_schedules() {
     let world = World::new().await;
     let twice = world.connection("Orders", every_24_hours());
@@ -943,7 +979,7 @@ async fn check_online_warns_about_a_connection_airbyte_also_schedules() {
 
     // An instance that cannot be asked is an error naming it.
     world.control().set_faults(Faults {
-        failing_operations: vec!["connections/list".into()],
+        failing_operations: vec!["web_backend/connections/list".into()],
         ..Faults::default()
     });
     let output = cronbyte(&["check", "--online", "--config", path.to_str().unwrap()]).await;

@@ -1,6 +1,7 @@
 //! The HTTP client: one place that builds every request to Airbyte, authenticates
 //! it, retries what may be retried, and turns answers into types or [`Error`]s.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,10 @@ use super::{ApiKind, Auth};
 
 /// The organization every OSS workspace belongs to.
 const DEFAULT_ORGANIZATION_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// How many connections one page of the Config API's connection listing asks for: a
+/// page's body stays within a few hundred kilobytes.
+const CONFIG_PAGE: u32 = 500;
 
 /// How long a token without `expires_in` is trusted: Airbyte's default lifetime
 /// (`AB_AIRBYTE_AUTH_TOKEN_EXPIRATION_APPLICATION`). A 401 refreshes it earlier.
@@ -680,18 +685,45 @@ impl Client {
         Ok(list.connections)
     }
 
-    /// The connections of a workspace with only what their schedules need.
+    /// The connections of a workspace with only what their schedules need, from the web
+    /// app's `web_backend/connections/list` in pages of [`CONFIG_PAGE`]: its items carry no
+    /// catalog, where `connections/list` answers every catalog of the workspace in one
+    /// body (tens of megabytes at ten thousand connections, read whole and parsed at once).
+    /// Servers that predate paging answer everything at the first request.
     pub(crate) async fn list_connection_schedules(
         &self,
         workspace_id: &str,
     ) -> Result<Vec<ConnectionScheduleRead>, Error> {
-        let list: ConnectionScheduleList = self
-            .send(Call::post(
-                "connections/list",
-                json!({ "workspaceId": workspace_id }),
-            ))
-            .await?;
-        Ok(list.connections)
+        let mut out: Vec<ConnectionScheduleRead> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut body = json!({
+                "workspaceId": workspace_id,
+                "pageSize": CONFIG_PAGE,
+                "sortKey": "connectionName_asc",
+            });
+            if let Some(cursor) = &cursor {
+                body["cursor"] = json!(cursor);
+            }
+            let page: ConnectionScheduleList = self
+                .send(Call::post("web_backend/connections/list", body))
+                .await?;
+            let answered = page.connections.len();
+            cursor = page.connections.last().map(|c| c.connection_id.clone());
+            let before = out.len();
+            for read in page.connections {
+                if seen.insert(read.connection_id.to_ascii_lowercase()) {
+                    out.push(read);
+                }
+            }
+            // A short page is the last. A server that ignores the page size answers all
+            // at once (more than asked for); one that ignored the cursor would answer the
+            // same page forever.
+            if answered != CONFIG_PAGE as usize || out.len() == before {
+                return Ok(out);
+            }
+        }
     }
 
     /// Applies a `ConnectionUpdate` body (connectionId plus the fields to change).

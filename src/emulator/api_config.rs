@@ -88,6 +88,7 @@ pub(crate) fn handle(state: &mut State, op: &str, call: &Call<'_>) -> Result<Val
             Ok(render::connection_read(state.connection(id)?))
         }
         "connections/list" => list_connections(state, call),
+        "web_backend/connections/list" => list_connections_for_web(state, call),
         "connections/update" => update_connection(state, call),
         "connections/sync" => sync_connection(state, call),
         "jobs/get" => get_job(state, call, InfoFlavour::WithLogs),
@@ -102,7 +103,7 @@ pub(crate) fn handle(state: &mut State, op: &str, call: &Call<'_>) -> Result<Val
 }
 
 fn is_known(state: &State, op: &str) -> bool {
-    const OPERATIONS: [&str; 30] = [
+    const OPERATIONS: [&str; 31] = [
         "health",
         "workspaces/list_by_organization_id",
         "workspaces/get",
@@ -125,6 +126,7 @@ fn is_known(state: &State, op: &str) -> bool {
         "connections/create",
         "connections/get",
         "connections/list",
+        "web_backend/connections/list",
         "connections/update",
         "connections/sync",
         "jobs/get",
@@ -759,6 +761,135 @@ fn list_connections(state: &State, call: &Call<'_>) -> Result<Value, ApiError> {
         .map(render::connection_read)
         .collect();
     Ok(json!({"connections": connections}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebConnectionListBody {
+    workspace_id: Option<Uuid>,
+    source_id: Option<Vec<Uuid>>,
+    destination_id: Option<Vec<Uuid>>,
+    cursor: Option<Uuid>,
+    sort_key: Option<String>,
+    filters: Option<WebConnectionListFilters>,
+    page_size: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebConnectionListFilters {
+    states: Option<Vec<String>>,
+    search_term: Option<String>,
+}
+
+/// `web_backend/connections/list`: the connection list of Airbyte's own web app, one
+/// `WebBackendConnectionListItem` per connection (no catalog). The old body is only a
+/// workspace and lists everything; a page size, a sort key and a cursor (the last
+/// connection id seen, as `sources/list` takes it) page it.
+fn list_connections_for_web(state: &State, call: &Call<'_>) -> Result<Value, ApiError> {
+    let body: WebConnectionListBody = parse(call)?;
+    let workspace_id = required(
+        body.workspace_id,
+        "webBackendListConnectionsForWorkspace",
+        "webBackendConnectionListRequestBody.workspaceId",
+    )?;
+    let sort_key = body.sort_key.as_deref().unwrap_or("connectionName_asc");
+    enum_value(
+        sort_key,
+        &[
+            "connectionName_asc",
+            "connectionName_desc",
+            "sourceName_asc",
+            "sourceName_desc",
+            "destinationName_asc",
+            "destinationName_desc",
+            "lastSync_asc",
+            "lastSync_desc",
+        ],
+        "WebBackendConnectionListSortKey",
+    )?;
+    let filters = body.filters.as_ref();
+    let search = filters
+        .and_then(|f| f.search_term.as_deref())
+        .map(str::to_lowercase);
+    let states = filters.and_then(|f| f.states.as_ref());
+    let actor_name = |actors: &super::state::Actors, id: &Uuid| {
+        actors.by_id.get(id).map(|a| a.name.clone()).unwrap_or_default()
+    };
+    let mut matching: Vec<&super::state::Connection> = state
+        .connection_order
+        .iter()
+        .filter_map(|id| state.connections.get(id))
+        .filter(|c| c.workspace_id == workspace_id && c.status != "deprecated")
+        .filter(|c| body.source_id.as_ref().is_none_or(|ids| ids.contains(&c.source_id)))
+        .filter(|c| {
+            body.destination_id
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&c.destination_id))
+        })
+        .filter(|c| states.is_none_or(|wanted| wanted.iter().any(|s| *s == c.status)))
+        .filter(|c| {
+            search.as_ref().is_none_or(|term| {
+                c.name.to_lowercase().contains(term)
+                    || actor_name(&state.sources, &c.source_id).to_lowercase().contains(term)
+                    || actor_name(&state.destinations, &c.destination_id)
+                        .to_lowercase()
+                        .contains(term)
+            })
+        })
+        .collect();
+    let paginated = body.page_size.is_some() || body.cursor.is_some() || body.sort_key.is_some();
+    if paginated {
+        let last_sync = |c: &super::state::Connection| {
+            c.job_ids
+                .iter()
+                .rev()
+                .filter_map(|id| state.job(*id))
+                .find(|job| job.kind == super::state::JobKind::Sync)
+                .map(|job| job.created_ms)
+        };
+        // Ties are broken by id, so a cursor always names one place in the order.
+        let (ascending, key): (bool, Box<dyn Fn(&super::state::Connection) -> (String, i64)>) =
+            match sort_key {
+                "connectionName_desc" => (false, Box::new(|c| (c.name.clone(), 0))),
+                "sourceName_asc" | "sourceName_desc" => (
+                    sort_key.ends_with("_asc"),
+                    Box::new(|c| (actor_name(&state.sources, &c.source_id), 0)),
+                ),
+                "destinationName_asc" | "destinationName_desc" => (
+                    sort_key.ends_with("_asc"),
+                    Box::new(|c| (actor_name(&state.destinations, &c.destination_id), 0)),
+                ),
+                "lastSync_asc" | "lastSync_desc" => (
+                    sort_key.ends_with("_asc"),
+                    Box::new(|c| (String::new(), last_sync(c).unwrap_or(i64::MIN))),
+                ),
+                _ => (true, Box::new(|c| (c.name.clone(), 0))),
+            };
+        matching.sort_by(|a, b| {
+            let order = key(a).cmp(&key(b)).then(a.id.cmp(&b.id));
+            if ascending { order } else { order.reverse() }
+        });
+    }
+    if let Some(cursor) = body.cursor {
+        let after = matching
+            .iter()
+            .position(|c| c.id == cursor)
+            .map_or(0, |index| index + 1);
+        matching.drain(..after);
+    }
+    if let Some(size) = body.page_size {
+        matching.truncate(usize::try_from(size.max(0)).unwrap_or(usize::MAX));
+    }
+    let items: Vec<Value> = matching
+        .iter()
+        .map(|c| render::connection_list_item(state, c, call.now))
+        .collect();
+    let mut answer = json!({"connections": items});
+    if let (Some(size), Some(map)) = (body.page_size, answer.as_object_mut()) {
+        map.insert("page_size".into(), json!(size));
+    }
+    Ok(answer)
 }
 
 fn sync_connection(state: &mut State, call: &Call<'_>) -> Result<Value, ApiError> {

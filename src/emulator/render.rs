@@ -351,6 +351,89 @@ pub(crate) fn actor_read(state: &State, actor: &Actor, is_source: bool) -> Value
     })
 }
 
+/// `WebBackendConnectionListItem`: what the web app's connection list shows, no catalog.
+pub(crate) fn connection_list_item(
+    state: &State,
+    connection: &Connection,
+    now: tokio::time::Instant,
+) -> Value {
+    let mut schedule = Map::new();
+    connection.schedule.write_into(&mut schedule);
+    // The legacy `schedule` is a `ConnectionRead` field only.
+    schedule.remove("schedule");
+    let mut item = json!({
+        "connectionId": connection.id,
+        "name": connection.name,
+        "status": connection.status,
+        "source": actor_snippet(state, connection.source_id, true),
+        "destination": actor_snippet(state, connection.destination_id, false),
+        "isSyncing": false,
+        "schemaChange": "no_change",
+        "sourceActorDefinitionVersion": definition_version(state, connection.source_id, true),
+        "destinationActorDefinitionVersion":
+            definition_version(state, connection.destination_id, false),
+        "tags": [],
+        "onDemandEnabled": false,
+    });
+    let Some(map) = item.as_object_mut() else {
+        return item;
+    };
+    map.extend(schedule);
+    let latest_sync = connection
+        .job_ids
+        .iter()
+        .rev()
+        .filter_map(|id| state.job(*id))
+        .find(|job| job.kind == super::state::JobKind::Sync);
+    if let Some(job) = latest_sync {
+        let status = job.view(now).status;
+        map.insert("latestSyncJobCreatedAt".into(), json!(job.created_secs()));
+        map.insert("latestSyncJobStatus".into(), json!(status.as_str()));
+        map.insert("isSyncing".into(), json!(!status.is_terminal()));
+    }
+    item
+}
+
+/// `SourceSnippetRead` or `DestinationSnippetRead`.
+fn actor_snippet(state: &State, id: uuid::Uuid, is_source: bool) -> Value {
+    let actor = if is_source {
+        state.sources.by_id.get(&id)
+    } else {
+        state.destinations.by_id.get(&id)
+    };
+    let (name, definition_id, definition_name) = actor.map_or_else(
+        || (String::new(), uuid::Uuid::nil(), ""),
+        |a| (a.name.clone(), a.definition_id, a.definition_name),
+    );
+    if is_source {
+        json!({"sourceId": id, "name": name, "sourceDefinitionId": definition_id,
+            "sourceName": definition_name})
+    } else {
+        json!({"destinationId": id, "name": name, "destinationDefinitionId": definition_id,
+            "destinationName": definition_name})
+    }
+}
+
+/// `ActorDefinitionVersionRead` of the connector behind an actor.
+fn definition_version(state: &State, id: uuid::Uuid, is_source: bool) -> Value {
+    let (actor, definitions) = if is_source {
+        (state.sources.by_id.get(&id), &state.source_definitions)
+    } else {
+        (state.destinations.by_id.get(&id), &state.destination_definitions)
+    };
+    let definition = actor.and_then(|a| definitions.iter().find(|d| d.id == a.definition_id));
+    let (repository, tag) = definition.map_or(("", ""), |d| (d.repository, d.tag));
+    json!({
+        "dockerRepository": repository,
+        "dockerImageTag": tag,
+        "supportsRefreshes": false,
+        "supportState": "supported",
+        "isVersionOverrideApplied": false,
+        "supportsFileTransfer": false,
+        "supportsDataActivation": false,
+    })
+}
+
 /// `ConnectionRead`.
 pub(crate) fn connection_read(connection: &Connection) -> Value {
     let mut read = connection.settings.clone();

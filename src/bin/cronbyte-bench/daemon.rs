@@ -43,7 +43,18 @@ impl Daemon {
         let notify = UnixDatagram::bind(&socket_path)?;
         notify.set_read_timeout(Some(Duration::from_secs(60)))?;
         let started = Instant::now();
-        let child = Command::new(binary()?)
+        // `CRONBYTE_BENCH_WRAP="heaptrack -o /tmp/idle"` runs the daemon under a profiler;
+        // the figures read from /proc are then the profiler's, not the daemon's.
+        let mut command = match std::env::var("CRONBYTE_BENCH_WRAP") {
+            Ok(wrap) if !wrap.trim().is_empty() => {
+                let mut words = wrap.split_whitespace();
+                let mut command = Command::new(words.next().unwrap_or_default());
+                command.args(words).arg(binary()?);
+                command
+            }
+            _ => Command::new(binary()?),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .env("NOTIFY_SOCKET", &socket_path)
