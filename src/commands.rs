@@ -371,6 +371,7 @@ pub async fn remote(
 
 /// Exits 0 when `url` answers 2xx within 5 s.
 pub async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
+    crate::tls::install();
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()?;

@@ -150,7 +150,10 @@ impl Daemon {
         } = self;
         // The instance label of each connection's series comes from the config, and
         // must be known before the history seeds them; reloads update it in the engine.
-        metrics.set_connections(&config.connections);
+        // One copy of the connections' settings, shared by the engine, the role and
+        // the watcher; `config`'s own goes once they are started.
+        let shared = crate::config::share(config.connections.clone());
+        metrics.set_connections(&shared);
         let election = Arc::new(Election::new(
             store.clone(),
             Identity::new(),
@@ -194,7 +197,7 @@ impl Daemon {
                     metrics: metrics.clone(),
                     workers: config.workers.clone(),
                     groups: config.groups.clone(),
-                    connections: config.connections.clone(),
+                    connections: shared.clone(),
                     clock: clock.clone(),
                     notifier: notifier.clone(),
                     lease: election.lease(),
@@ -214,6 +217,7 @@ impl Daemon {
         // In tasks of their own: an Airbyte slow to list its connections delays no sync.
         let double_schedules = crate::takeover::watch::Watcher::start(
             &config,
+            &shared,
             &clients,
             metrics.clone(),
             double_schedule_interval,
@@ -242,6 +246,9 @@ impl Daemon {
         let token = config.server.token.clone();
         let connections = config.connections.len();
         drop(config);
+        drop(shared);
+        // Loading and checking the file freed far more than the engine keeps.
+        crate::allocator::give_back();
         let hangups = tokio::spawn(reload_on_hangup(reloader.clone(), shutdown.clone()));
         let watchdog = tokio::spawn(systemd::watchdog(role.clone(), shutdown.clone()));
         tracing::info!(listen = %listener.local_addr().map_err(DaemonError::Serve)?,

@@ -10,11 +10,15 @@
 //! sources, destinations and connections up from the config; [`takeover`] moves schedules
 //! from Airbyte's own scheduler to the config and back, and finds connections scheduled by
 //! both; [`commands`] and [`remote`] are the CLI's side; [`emulator`] stands in for Airbyte
-//! in tests, benchmarks and the demo.
+//! in tests, benchmarks and the demo; [`allocator`] keeps resident memory near what is live
+//! and [`tls`] sets up TLS for every HTTP client.
 
-#![forbid(unsafe_code)]
+// Denied rather than forbidden so that `allocator`, the one module that calls into libc,
+// can allow it for itself.
+#![deny(unsafe_code)]
 
 pub mod airbyte;
+pub mod allocator;
 pub mod commands;
 pub mod config;
 pub mod cron;
@@ -36,5 +40,6 @@ pub mod store;
 pub mod systemd;
 pub mod takeover;
 pub mod telemetry;
+pub mod tls;
 pub mod units;
 pub mod watch;

@@ -526,7 +526,7 @@ impl Metrics {
     /// a connection moved to another instance move with it, values and counts kept,
     /// so the exposition is what a restart would seed and no gauge stays behind under
     /// the old instance.
-    pub fn set_connections(&self, connections: &[ConnectionSettings]) {
+    pub fn set_connections(&self, connections: &[Arc<ConnectionSettings>]) {
         let mut placements = self.placements.write().unwrap_or_else(|p| p.into_inner());
         for connection in connections {
             let instance = Name(connection.instance.clone());
@@ -917,7 +917,7 @@ mod tests {
     use crate::run::Trigger;
 
     /// Connections on the instances `eu` and `us`, as a config puts them.
-    fn placed(connections: &[(&str, &str)]) -> Vec<ConnectionSettings> {
+    fn placed(connections: &[(&str, &str)]) -> crate::config::SharedConnections {
         let mut text = String::from(
             "[instances.eu]\nbase_url = \"http://eu:8001/api/v1\"\n\
              [instances.us]\nbase_url = \"http://us:8001/api/v1\"\n",
@@ -928,9 +928,11 @@ mod tests {
                  connection_id = \"9f2b1c3e-4d5a-4b6c-8d7e-0f1a2b3c4d{i:02}\"\ncron = \"0 0 * * * *\"\n"
             );
         }
-        crate::config::from_str(&text, Format::Toml)
-            .unwrap_or_else(|e| panic!("test config: {e}"))
-            .connections
+        crate::config::share(
+            crate::config::from_str(&text, Format::Toml)
+                .unwrap_or_else(|e| panic!("test config: {e}"))
+                .connections,
+        )
     }
 
     fn succeeded(connection: &str, instance: &str, records: u64) -> Run {

@@ -143,6 +143,7 @@ async fn send_all(
     mut queue: mpsc::Receiver<(NotifyEvent, Run)>,
     shutdown: CancellationToken,
 ) {
+    crate::tls::install();
     let http = match reqwest::Client::builder().build() {
         Ok(http) => http,
         Err(e) => {

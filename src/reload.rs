@@ -260,19 +260,23 @@ impl Reloader {
         let fingerprint = Fingerprint::of(&new);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let summary = compare(&current, &fingerprint);
-        if let Some(watcher) = &self.double_schedules {
-            watcher.reconfigure(&new);
-        }
         if let Some(election) = &self.election {
             election.set_settings_hash(settings_hash(&new));
         }
-        self.role.reload(new.connections, new.groups);
+        let connections = crate::config::share(new.connections);
+        if let Some(watcher) = &self.double_schedules {
+            watcher.reconfigure(&connections);
+        }
+        self.role.reload(connections, new.groups);
         self.notifier.set_receivers(new.notify);
         self.metrics.reloaded("applied");
         tracing::info!(config = %path.display(), added = ?summary.added, removed = ?summary.removed,
             changed = ?summary.changed, needs_restart = ?summary.needs_restart,
             needs_apply = ?summary.needs_apply, "config reloaded");
         *current = fingerprint;
+        drop(current);
+        // The old config and everything read to check the new one are free now.
+        crate::allocator::give_back();
         Ok(summary)
     }
 }

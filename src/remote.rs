@@ -56,6 +56,7 @@ impl Remote {
             .ok()
             .filter(|t| !t.is_empty())
             .or_else(|| server.token.as_ref().map(|t| t.expose_secret().to_owned()));
+        crate::tls::install();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConnectionSettings, GroupSettings};
+use crate::config::{GroupSettings, SharedConnections};
 use crate::engine::{Engine, EngineError, EngineParts};
 use crate::metrics::Metrics;
 use crate::store::{ReplicaRecord, ReplicaSeen, Store};
@@ -424,7 +424,7 @@ impl Role {
 
     /// New connections and groups: applied to the engine of the moment, and kept
     /// for the engines of later terms.
-    pub fn reload(&self, connections: Vec<ConnectionSettings>, groups: Vec<GroupSettings>) {
+    pub fn reload(&self, connections: SharedConnections, groups: Vec<GroupSettings>) {
         {
             let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
             parts.connections = connections.clone();

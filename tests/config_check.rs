@@ -320,6 +320,12 @@ fn broken_configs() -> Vec<Case> {
             "did you mean \"info\"?",
         ),
         case(
+            "log directives with a level that is not one",
+            with_airbyte("[log]\nlevel = \"info,cronbyte=loud\""),
+            "log.level",
+            "not a valid log filter \"info,cronbyte=loud\"",
+        ),
+        case(
             "connections written as one table",
             with_airbyte("[connections]\nname = \"a\""),
             "connections",

@@ -935,17 +935,17 @@ async fn a_large_workspace_is_listed_page_by_page_without_catalogs_and_every_con
     let distinct: std::collections::HashSet<&str> =
         listed.iter().map(|c| c.connection_id.as_str()).collect();
     assert_eq!(distinct.len(), count, "no connection is listed twice");
-    assert!(
-        listed
-            .iter()
-            .all(|c| c.schedule
-                == Ok(AirbyteSchedule::Basic {
-                    units: 24,
-                    time_unit: BasicUnit::Hours
-                }))
-    );
+    assert!(listed.iter().all(|c| c.schedule
+        == Ok(AirbyteSchedule::Basic {
+            units: 24,
+            time_unit: BasicUnit::Hours
+        })));
     let requests = world.control().requests();
-    assert_eq!(requests.get("web_backend/connections/list"), 3, "pages of 500");
+    assert_eq!(
+        requests.get("web_backend/connections/list"),
+        3,
+        "pages of 500"
+    );
     assert_eq!(requests.get("connections/list"), 0, "no catalog is read");
 }
 

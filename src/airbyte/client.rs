@@ -226,6 +226,7 @@ impl Client {
     }
 
     fn build(settings: ClientSettings, observer: Option<Observer>) -> Result<Self, Error> {
+        crate::tls::install();
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)

@@ -60,7 +60,8 @@ pub use settings::{
     ConnectorConfiguration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_INSTANCE, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RETENTION, DeclaredConnection, Defaults, DestinationSyncMode, GroupSettings, LogFormat,
     LogSettings, MetricsSettings, Misfire, NamespaceDefinition, OnOverlap, RetrySettings,
-    ServerSettings, StoreSettings, StreamSettings, SyncMode, WorkerSettings,
+    ServerSettings, SharedConnections, StoreSettings, StreamSettings, SyncMode, WorkerSettings,
+    share,
 };
 
 pub(crate) use connector::escape_pointer;

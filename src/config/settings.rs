@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -44,6 +45,18 @@ pub struct Config {
     pub sources: Vec<ActorSettings>,
     /// `[[destinations]]`: the destinations `cronbyte apply` creates or updates, by name.
     pub destinations: Vec<ActorSettings>,
+}
+
+/// The connections as the daemon holds them: one copy of each connection's settings,
+/// shared by the engine, the replica's role and the double-schedule watcher.
+pub type SharedConnections = Vec<Arc<ConnectionSettings>>;
+
+/// `connections`, each behind an `Arc`.
+pub fn share(connections: Vec<ConnectionSettings>) -> SharedConnections {
+    let mut shared: SharedConnections = connections.into_iter().map(Arc::new).collect();
+    // Collected in place, the list would keep the settings' allocation, 45 times its need.
+    shared.shrink_to_fit();
+    shared
 }
 
 /// The name `[airbyte]` stands for: the instance of a config with `[airbyte]`, and the

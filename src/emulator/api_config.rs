@@ -814,14 +814,22 @@ fn list_connections_for_web(state: &State, call: &Call<'_>) -> Result<Value, Api
         .map(str::to_lowercase);
     let states = filters.and_then(|f| f.states.as_ref());
     let actor_name = |actors: &super::state::Actors, id: &Uuid| {
-        actors.by_id.get(id).map(|a| a.name.clone()).unwrap_or_default()
+        actors
+            .by_id
+            .get(id)
+            .map(|a| a.name.clone())
+            .unwrap_or_default()
     };
     let mut matching: Vec<&super::state::Connection> = state
         .connection_order
         .iter()
         .filter_map(|id| state.connections.get(id))
         .filter(|c| c.workspace_id == workspace_id && c.status != "deprecated")
-        .filter(|c| body.source_id.as_ref().is_none_or(|ids| ids.contains(&c.source_id)))
+        .filter(|c| {
+            body.source_id
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&c.source_id))
+        })
         .filter(|c| {
             body.destination_id
                 .as_ref()
@@ -831,7 +839,9 @@ fn list_connections_for_web(state: &State, call: &Call<'_>) -> Result<Value, Api
         .filter(|c| {
             search.as_ref().is_none_or(|term| {
                 c.name.to_lowercase().contains(term)
-                    || actor_name(&state.sources, &c.source_id).to_lowercase().contains(term)
+                    || actor_name(&state.sources, &c.source_id)
+                        .to_lowercase()
+                        .contains(term)
                     || actor_name(&state.destinations, &c.destination_id)
                         .to_lowercase()
                         .contains(term)
@@ -849,23 +859,25 @@ fn list_connections_for_web(state: &State, call: &Call<'_>) -> Result<Value, Api
                 .map(|job| job.created_ms)
         };
         // Ties are broken by id, so a cursor always names one place in the order.
-        let (ascending, key): (bool, Box<dyn Fn(&super::state::Connection) -> (String, i64)>) =
-            match sort_key {
-                "connectionName_desc" => (false, Box::new(|c| (c.name.clone(), 0))),
-                "sourceName_asc" | "sourceName_desc" => (
-                    sort_key.ends_with("_asc"),
-                    Box::new(|c| (actor_name(&state.sources, &c.source_id), 0)),
-                ),
-                "destinationName_asc" | "destinationName_desc" => (
-                    sort_key.ends_with("_asc"),
-                    Box::new(|c| (actor_name(&state.destinations, &c.destination_id), 0)),
-                ),
-                "lastSync_asc" | "lastSync_desc" => (
-                    sort_key.ends_with("_asc"),
-                    Box::new(|c| (String::new(), last_sync(c).unwrap_or(i64::MIN))),
-                ),
-                _ => (true, Box::new(|c| (c.name.clone(), 0))),
-            };
+        let (ascending, key): (
+            bool,
+            Box<dyn Fn(&super::state::Connection) -> (String, i64)>,
+        ) = match sort_key {
+            "connectionName_desc" => (false, Box::new(|c| (c.name.clone(), 0))),
+            "sourceName_asc" | "sourceName_desc" => (
+                sort_key.ends_with("_asc"),
+                Box::new(|c| (actor_name(&state.sources, &c.source_id), 0)),
+            ),
+            "destinationName_asc" | "destinationName_desc" => (
+                sort_key.ends_with("_asc"),
+                Box::new(|c| (actor_name(&state.destinations, &c.destination_id), 0)),
+            ),
+            "lastSync_asc" | "lastSync_desc" => (
+                sort_key.ends_with("_asc"),
+                Box::new(|c| (String::new(), last_sync(c).unwrap_or(i64::MIN))),
+            ),
+            _ => (true, Box::new(|c| (c.name.clone(), 0))),
+        };
         matching.sort_by(|a, b| {
             let order = key(a).cmp(&key(b)).then(a.id.cmp(&b.id));
             if ascending { order } else { order.reverse() }

@@ -419,7 +419,10 @@ fn definition_version(state: &State, id: uuid::Uuid, is_source: bool) -> Value {
     let (actor, definitions) = if is_source {
         (state.sources.by_id.get(&id), &state.source_definitions)
     } else {
-        (state.destinations.by_id.get(&id), &state.destination_definitions)
+        (
+            state.destinations.by_id.get(&id),
+            &state.destination_definitions,
+        )
     };
     let definition = actor.and_then(|a| definitions.iter().find(|d| d.id == a.definition_id));
     let (repository, tag) = definition.map_or(("", ""), |d| (d.repository, d.tag));

@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConnectionSettings, GroupSettings, WorkerSettings};
+use crate::config::{ConnectionSettings, GroupSettings, SharedConnections, WorkerSettings};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::replica::Lease;
@@ -98,7 +98,7 @@ pub struct EngineParts {
     pub metrics: Arc<Metrics>,
     pub workers: WorkerSettings,
     pub groups: Vec<GroupSettings>,
-    pub connections: Vec<ConnectionSettings>,
+    pub connections: SharedConnections,
     pub clock: Clock,
     pub notifier: Notifier,
     /// Whether this replica may act on Airbyte: asked before every sync and cancel.
@@ -128,8 +128,7 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
-    fn new(connections: Vec<ConnectionSettings>, groups: Vec<GroupSettings>) -> Self {
-        let ordered: Vec<Arc<ConnectionSettings>> = connections.into_iter().map(Arc::new).collect();
+    fn new(ordered: SharedConnections, groups: Vec<GroupSettings>) -> Self {
         let by_name = ordered
             .iter()
             .map(|c| (c.name.clone(), Arc::clone(c)))
@@ -262,7 +261,7 @@ impl Engine {
     /// Swaps in a new set of connections and groups: added connections start
     /// firing, removed ones stop (their runs in flight are followed to the end),
     /// changed rules and policies apply from the next tick.
-    pub fn reload(&self, connections: Vec<ConnectionSettings>, groups: Vec<GroupSettings>) {
+    pub fn reload(&self, connections: SharedConnections, groups: Vec<GroupSettings>) {
         // The metrics label each connection's series with its instance; a connection
         // moved to another one takes its series along, with the same swap.
         self.shared.metrics.set_connections(&connections);

@@ -15,19 +15,30 @@ use tokio_util::sync::CancellationToken;
 
 use super::{TakeOverError, airbyte_schedules, scheduled_by};
 use crate::airbyte::{AirbyteSchedule, Client};
-use crate::config::{AirbyteSettings, Config};
+use crate::config::{AirbyteSettings, Config, ConnectionSettings, share};
 use crate::metrics::Metrics;
 
 /// How often the daemon looks again.
 pub const INTERVAL: Duration = Duration::from_secs(5 * 60);
 
-/// A connection the config schedules, as the check needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scheduled {
-    pub name: String,
-    pub connection_id: String,
+/// A connection the config schedules: its settings, shared with the engine rather than
+/// copied, since the daemon keeps the list of every instance between looks.
+#[derive(Clone, Debug)]
+pub struct Scheduled(Arc<ConnectionSettings>);
+
+impl Scheduled {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn connection_id(&self) -> &str {
+        &self.0.connection_id
+    }
+
     /// How the config schedules it, in words.
-    pub by_cronbyte: String,
+    fn by_cronbyte(&self) -> String {
+        scheduled_by(&self.0).unwrap_or_default()
+    }
 }
 
 /// A connection synced on two schedules.
@@ -53,18 +64,11 @@ impl fmt::Display for ScheduledTwice {
 }
 
 /// The connections of `instance` that the config schedules.
-pub fn scheduled_on(config: &Config, instance: &str) -> Vec<Scheduled> {
-    config
-        .connections
+pub fn scheduled_on(connections: &[Arc<ConnectionSettings>], instance: &str) -> Vec<Scheduled> {
+    connections
         .iter()
-        .filter(|c| c.instance == instance)
-        .filter_map(|c| {
-            scheduled_by(c).map(|by_cronbyte| Scheduled {
-                name: c.name.clone(),
-                connection_id: c.connection_id.clone(),
-                by_cronbyte,
-            })
-        })
+        .filter(|c| c.instance == instance && scheduled_by(c).is_some())
+        .map(|c| Scheduled(Arc::clone(c)))
         .collect()
 }
 
@@ -88,21 +92,21 @@ pub async fn scheduled_twice(
         .iter()
         .filter_map(|ours| {
             // A declared connection not resolved yet is found by its name, when unique.
-            let theirs = if ours.connection_id.is_empty() {
-                let mut named = listed.iter().filter(|c| c.name == ours.name);
+            let theirs = if ours.connection_id().is_empty() {
+                let mut named = listed.iter().filter(|c| c.name == ours.name());
                 match (named.next(), named.next()) {
                     (Some(one), None) => one,
                     _ => return None,
                 }
             } else {
-                by_id.get(ours.connection_id.as_str())?
+                by_id.get(ours.connection_id())?
             };
             let schedule = theirs.schedule.as_ref().ok()?;
             (theirs.is_active() && schedule.is_scheduled()).then(|| ScheduledTwice {
                 instance: instance.to_owned(),
-                name: ours.name.clone(),
+                name: ours.name().to_owned(),
                 connection_id: theirs.connection_id.clone(),
-                by_cronbyte: ours.by_cronbyte.clone(),
+                by_cronbyte: ours.by_cronbyte(),
                 by_airbyte: schedule.clone(),
             })
         })
@@ -114,10 +118,12 @@ pub async fn scheduled_twice(
 pub async fn check_all(
     config: &Config,
 ) -> Vec<(String, Result<Vec<ScheduledTwice>, TakeOverError>)> {
+    let connections = share(config.connections.clone());
+    let connections = &connections;
     let checks = config.instances.iter().map(|(name, settings)| async move {
         let result = match super::client_for(name, settings) {
             Ok(client) => {
-                scheduled_twice(name, settings, &client, &scheduled_on(config, name)).await
+                scheduled_twice(name, settings, &client, &scheduled_on(connections, name)).await
             }
             Err(e) => Err(e),
         };
@@ -136,6 +142,7 @@ impl Watcher {
     /// [`Watcher::reconfigure`] is called, until `shutdown`.
     pub fn start(
         config: &Config,
+        connections: &[Arc<ConnectionSettings>],
         clients: &BTreeMap<String, Client>,
         metrics: Arc<Metrics>,
         interval: Duration,
@@ -146,7 +153,7 @@ impl Watcher {
             let Some(settings) = config.instances.get(name) else {
                 continue;
             };
-            let (sender, receiver) = watch::channel(Arc::new(scheduled_on(config, name)));
+            let (sender, receiver) = watch::channel(Arc::new(scheduled_on(connections, name)));
             senders.insert(name.clone(), sender);
             tokio::spawn(watch_instance(
                 Instance {
@@ -164,9 +171,9 @@ impl Watcher {
     }
 
     /// The config changed: each instance's task checks the new one now.
-    pub fn reconfigure(&self, config: &Config) {
+    pub fn reconfigure(&self, connections: &[Arc<ConnectionSettings>]) {
         for (name, sender) in &self.senders {
-            sender.send_replace(Arc::new(scheduled_on(config, name)));
+            sender.send_replace(Arc::new(scheduled_on(connections, name)));
         }
     }
 }
@@ -208,6 +215,8 @@ async fn watch_instance(
             () = shutdown.cancelled() => return,
             found = scheduled_twice(&instance.name, &instance.settings, &instance.client, &scheduled) => found,
         };
+        // The listing of every connection of the instance is freed by now.
+        crate::allocator::give_back();
         let twice = match found {
             Ok(twice) => {
                 if failing {

@@ -149,7 +149,7 @@ async fn writes_refused_by_the_store_are_kept_and_written_once_it_works_again() 
             metrics: metrics.clone(),
             workers: config.workers.clone(),
             groups: config.groups.clone(),
-            connections: config.connections.clone(),
+            connections: cronbyte::config::share(config.connections.clone()),
             clock: Clock::System,
             notifier: Notifier::default(),
             lease: cronbyte::replica::Lease::sole(),

@@ -125,6 +125,7 @@ fn print(rows: &[Row], json: bool) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    cronbyte::tls::install();
     let cli = Cli::parse();
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,

@@ -310,7 +310,7 @@ async fn all_due_at_once(
     job: Duration,
     poll: Duration,
     patience: Duration,
-) -> anyhow::Result<(EmulatorHandle, Arc<dyn Store>)> {
+) -> anyhow::Result<(EmulatorHandle, Arc<dyn Store>, f64)> {
     let emulator = emulator().await?;
     let plan = JobPlan::succeeding(job, 100, 10_000).pending_for(Duration::ZERO);
     let ids = add_connections(&emulator, connections, &plan);
@@ -336,8 +336,9 @@ async fn all_due_at_once(
     )?;
     let daemon = Daemon::start(&config, dir)?;
     let store = wait_for_terminal(backend, connections, patience + Duration::from_secs(60)).await?;
+    let peak = mib(daemon.peak_rss()?);
     daemon.stop()?;
-    Ok((emulator, store))
+    Ok((emulator, store, peak))
 }
 
 /// Burst: every connection due on the same second.
@@ -348,7 +349,8 @@ pub async fn burst(
     job: Duration,
     poll: Duration,
 ) -> anyhow::Result<Vec<Row>> {
-    let (emulator, store) = all_due_at_once(dir, backend, connections, job, poll, job * 4).await?;
+    let (emulator, store, peak) =
+        all_due_at_once(dir, backend, connections, job, poll, job * 4).await?;
 
     let runs = store
         .history(&HistoryFilter {
@@ -414,6 +416,14 @@ pub async fn burst(
             "all",
             Some(runs.len() == connections),
         ),
+        row(
+            "burst",
+            &format!("peak RSS through the burst, {connections} due at once"),
+            format!("{peak:.1} MiB"),
+            peak,
+            "(for the record)",
+            None,
+        ),
     ])
 }
 
@@ -425,7 +435,8 @@ pub async fn polling(
     poll: Duration,
 ) -> anyhow::Result<Vec<Row>> {
     let backend = Backend::Sqlite(dir.join("history.db"));
-    let (emulator, store) = all_due_at_once(dir, &backend, connections, job, poll, job * 3).await?;
+    let (emulator, store, _) =
+        all_due_at_once(dir, &backend, connections, job, poll, job * 3).await?;
     let succeeded = store
         .history(&HistoryFilter {
             connection: None,

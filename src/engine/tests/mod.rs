@@ -116,7 +116,7 @@ impl Harness {
                 metrics: Arc::new(Metrics::new(Duration::from_secs(3_600))),
                 workers: config.workers.clone(),
                 groups: config.groups.clone(),
-                connections: config.connections.clone(),
+                connections: crate::config::share(config.connections.clone()),
                 clock: Clock::accelerated(origin, 1),
                 notifier: Notifier::default(),
                 lease,
@@ -193,7 +193,10 @@ async fn a_reload_in_the_instant_a_tick_falls_due_keeps_the_tick() {
         let now = engine.shared.clock.now();
         tokio::time::advance((at - now).to_std().expect("ahead")).await;
         // ...which has come, and so has a reload, before the schedule runs again.
-        engine.reload(config.connections.clone(), config.groups.clone());
+        engine.reload(
+            crate::config::share(config.connections.clone()),
+            config.groups.clone(),
+        );
         due.push(at);
         settle().await;
     }
@@ -221,7 +224,10 @@ async fn a_reload_that_disables_a_connection_as_its_tick_falls_due_claims_no_tic
     let at = origin.with_nanosecond(0).expect("a time") + chrono::Duration::seconds(1);
     let now = engine.shared.clock.now();
     tokio::time::advance((at - now).to_std().expect("ahead")).await;
-    engine.reload(disabled.connections.clone(), disabled.groups.clone());
+    engine.reload(
+        crate::config::share(disabled.connections.clone()),
+        disabled.groups.clone(),
+    );
     settle().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let claimed = claimed_ticks(&store).await;

@@ -798,7 +798,9 @@ async fn a_reload_starts_an_added_connection_and_stops_a_removed_one() {
     let after = config(&connection("added", &id(2), "*/10 * * * * *", ""));
     let harness = Harness::start(&before, origin, Harness::airbyte(origin)).await;
     until(&harness, origin, 25).await;
-    harness.engine.reload(after.connections, after.groups);
+    harness
+        .engine
+        .reload(crate::config::share(after.connections), after.groups);
     until(&harness, origin, 55).await;
 
     let runs = harness.runs().await;
