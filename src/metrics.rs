@@ -56,12 +56,22 @@ const ATTEMPT_BUCKETS: [f64; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 10.0];
 /// A connection's or an instance's name as a label value. Connection names are free
 /// text in the config, and prometheus-client 0.23 writes label values as they are, so
 /// the three characters the exposition format escapes are escaped here.
+///
+/// Shared rather than owned: every per-connection series carries its connection's and
+/// instance's names, and 10,000 connections in a dozen families made a million bytes of
+/// copies of the same few strings.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct Name(String);
+struct Name(Arc<str>);
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 impl EncodeLabelValue for Name {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        let mut rest = self.0.as_str();
+        let mut rest: &str = &self.0;
         while let Some(at) = rest.find(['\\', '"', '\n']) {
             encoder.write_str(&rest[..at])?;
             encoder.write_str(match rest.as_bytes()[at] {
@@ -140,17 +150,19 @@ type PerConnection<M> = Family<ByConnection, M>;
 /// had); one known only from the history has none (an empty value, which Prometheus
 /// stores as no label).
 #[derive(Debug, Default)]
-struct Placements(HashMap<String, Name>);
+struct Placements(HashMap<Name, Name>);
 
 impl Placements {
     fn labels(&self, connection: &str) -> ByConnection {
-        ByConnection {
-            connection: Name(connection.to_owned()),
-            airbyte_instance: self
-                .0
-                .get(connection)
-                .cloned()
-                .unwrap_or_else(|| Name(String::new())),
+        match self.0.get_key_value(connection) {
+            Some((connection, instance)) => ByConnection {
+                connection: connection.clone(),
+                airbyte_instance: instance.clone(),
+            },
+            None => ByConnection {
+                connection: Name(connection.into()),
+                airbyte_instance: Name("".into()),
+            },
         }
     }
 }
@@ -528,8 +540,13 @@ impl Metrics {
     /// the old instance.
     pub fn set_connections(&self, connections: &[Arc<ConnectionSettings>]) {
         let mut placements = self.placements.write().unwrap_or_else(|p| p.into_inner());
+        // One name for each instance, however many connections it has.
+        let mut instances: HashMap<&str, Name> = HashMap::new();
         for connection in connections {
-            let instance = Name(connection.instance.clone());
+            let instance = instances
+                .entry(&connection.instance)
+                .or_insert_with(|| Name(connection.instance.as_str().into()))
+                .clone();
             let from = placements.labels(&connection.name);
             if from.airbyte_instance == instance {
                 continue;
@@ -539,7 +556,7 @@ impl Metrics {
                 ..from.clone()
             };
             self.relabel(&from, &to);
-            placements.0.insert(connection.name.clone(), instance);
+            placements.0.insert(from.connection, instance);
         }
     }
 
@@ -865,7 +882,7 @@ impl Metrics {
     pub fn set_airbyte_up(&self, instance: &str, up: bool) {
         self.airbyte_up
             .get_or_create(&ByInstance {
-                airbyte_instance: Name(instance.to_owned()),
+                airbyte_instance: Name(instance.into()),
             })
             .set(i64::from(up));
     }
@@ -893,7 +910,7 @@ impl RequestObserver for Metrics {
         outcome: &'static str,
         elapsed: Duration,
     ) {
-        let airbyte_instance = Name(instance.to_owned());
+        let airbyte_instance = Name(instance.into());
         self.request_duration
             .get_or_create(&ByOperation {
                 airbyte_instance: airbyte_instance.clone(),

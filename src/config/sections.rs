@@ -871,7 +871,7 @@ fn connection(mut t: Table, defaults: &Defaults, p: &mut Problems) -> Connection
             retry_backoff_max,
             group: group.clone(),
             after: after.clone(),
-            declared: declaration.settings.clone(),
+            declared: declaration.settings.clone().map(Box::new),
         }),
         _ => None,
     };

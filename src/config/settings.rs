@@ -369,7 +369,7 @@ pub struct ConnectionSettings {
     /// What cronbyte creates or updates in Airbyte for this connection, when it is declared
     /// (`source` and `destination` instead of `connection_id`); `None` for a connection
     /// managed elsewhere.
-    pub declared: Option<DeclaredConnection>,
+    pub declared: Option<Box<DeclaredConnection>>,
 }
 
 /// `[[sources]]` and `[[destinations]]`: a connector instance cronbyte finds by name in the

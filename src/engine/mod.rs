@@ -30,7 +30,7 @@ mod state;
 mod tests;
 mod tracker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -116,9 +116,52 @@ pub struct Engine {
     shared: Arc<Shared>,
 }
 
+/// A connection's settings keyed, hashed and ordered by its name: the catalog's index
+/// and the schedule's heap hold the settings themselves, not copies of 10,000 names.
+#[derive(Clone)]
+pub(crate) struct ByName(Arc<ConnectionSettings>);
+
+impl ByName {
+    pub(crate) fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl std::borrow::Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
+impl std::hash::Hash for ByName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for ByName {}
+
+impl PartialOrd for ByName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
 /// The connections the engine schedules, as the config last (re)loaded says.
 pub(crate) struct Catalog {
-    by_name: HashMap<String, Arc<ConnectionSettings>>,
+    by_name: HashSet<ByName>,
     /// Ordered as configured.
     ordered: Vec<Arc<ConnectionSettings>>,
     /// `[[groups]]` limits by name.
@@ -128,11 +171,13 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
+    /// The connection named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<ConnectionSettings>> {
+        self.by_name.get(name).map(|c| &c.0)
+    }
+
     fn new(ordered: SharedConnections, groups: Vec<GroupSettings>) -> Self {
-        let by_name = ordered
-            .iter()
-            .map(|c| (c.name.clone(), Arc::clone(c)))
-            .collect();
+        let by_name = ordered.iter().map(|c| ByName(Arc::clone(c))).collect();
         let mut dependents: HashMap<String, Vec<Arc<ConnectionSettings>>> = HashMap::new();
         for connection in &ordered {
             for upstream in &connection.after {
@@ -276,8 +321,9 @@ impl Engine {
         );
         for removed in old
             .by_name
-            .keys()
-            .filter(|n| !catalog.by_name.contains_key(*n))
+            .iter()
+            .map(ByName::name)
+            .filter(|n| !catalog.by_name.contains(*n))
         {
             self.shared.metrics.forget(removed);
         }
@@ -384,7 +430,7 @@ impl Shared {
     }
 
     fn connection(&self, name: &str) -> Option<Arc<ConnectionSettings>> {
-        self.catalog().by_name.get(name).cloned()
+        self.catalog().get(name).cloned()
     }
 
     /// Remembers that `run` was claimed.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::Shared;
 use super::owed::Owed;
+use super::{ByName, Shared};
 use crate::config::{ConnectionSettings, Misfire};
 use crate::run::{NewRun, Run, Trigger};
 
@@ -30,12 +30,13 @@ const PAUSE_REFRESH: Duration = Duration::from_secs(2);
 const MISFIRE_TOLERANCE: chrono::Duration = chrono::Duration::seconds(30);
 
 /// Fire instants waiting, earliest first, by connection name.
-type Heap = BinaryHeap<Reverse<(DateTime<Utc>, String)>>;
+type Heap = BinaryHeap<Reverse<(DateTime<Utc>, ByName)>>;
 
 /// The next fire instant after `after` of every enabled connection with a rule.
 fn build_heap(shared: &Shared, after: DateTime<Utc>) -> Heap {
-    let mut heap = Heap::new();
-    for connection in &shared.catalog().ordered {
+    let catalog = shared.catalog();
+    let mut heap = Heap::with_capacity(catalog.ordered.len());
+    for connection in &catalog.ordered {
         if let Some(rule) = connection.cron.as_ref().filter(|_| connection.enabled) {
             if let Some(next) = rule.next_after(after) {
                 shared.metrics.set_next_run(&connection.name, Some(next));
@@ -44,7 +45,7 @@ fn build_heap(shared: &Shared, after: DateTime<Utc>) -> Heap {
                 shared
                     .metrics
                     .set_expected_interval(&connection.name, gap.filter(|_| !paused));
-                heap.push(Reverse((next, connection.name.clone())));
+                heap.push(Reverse((next, ByName(Arc::clone(connection)))));
             } else {
                 shared.metrics.set_next_run(&connection.name, None);
             }
@@ -104,21 +105,22 @@ pub(super) async fn run(shared: Arc<Shared>) {
             if *at > now {
                 break;
             }
-            let Some(Reverse((at, name))) = heap.pop() else {
+            let Some(Reverse((at, waiting))) = heap.pop() else {
                 break;
             };
             // A connection removed or disabled by a reload (which may have come in
             // the instant this tick fell due) stops here.
-            let Some(connection) = catalog.by_name.get(&name).filter(|c| c.enabled).cloned() else {
+            let Some(connection) = catalog.get(waiting.name()).filter(|c| c.enabled).cloned()
+            else {
                 continue;
             };
             if let Some(rule) = &connection.cron {
                 // From now, not from `at`: after a long sleep the ticks in between
                 // are one misfire, not a burst of runs.
                 let next = rule.next_after(at.max(now));
-                shared.metrics.set_next_run(&name, next);
+                shared.metrics.set_next_run(&connection.name, next);
                 if let Some(next) = next {
-                    heap.push(Reverse((next, name)));
+                    heap.push(Reverse((next, ByName(Arc::clone(&connection)))));
                 }
             }
             fired.push((at, connection));

@@ -316,7 +316,6 @@ impl State {
         let mut index = 0;
         while self.in_flight() < cap && index < self.waiting.len() {
             let group = catalog
-                .by_name
                 .get(&self.waiting[index].connection)
                 .and_then(|c| c.group.clone());
             let group_full = group.as_ref().is_some_and(|g| {

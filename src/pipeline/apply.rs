@@ -183,7 +183,7 @@ impl<'a> Run<'a> {
             .connections
             .get(change.index)
             .filter(|c| c.name == change.name)
-            .and_then(|c| c.declared.as_ref())
+            .and_then(|c| c.declared.as_deref())
             .ok_or_else(|| stale(change))
     }
 
