@@ -763,6 +763,9 @@ fn list_connections(state: &State, call: &Call<'_>) -> Result<Value, ApiError> {
     Ok(json!({"connections": connections}))
 }
 
+/// What `web_backend/connections/list` sorts a connection by: a name, or an instant.
+type SortKey<'a> = Box<dyn Fn(&super::state::Connection) -> (String, i64) + 'a>;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WebConnectionListBody {
@@ -835,7 +838,7 @@ fn list_connections_for_web(state: &State, call: &Call<'_>) -> Result<Value, Api
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&c.destination_id))
         })
-        .filter(|c| states.is_none_or(|wanted| wanted.iter().any(|s| *s == c.status)))
+        .filter(|c| states.is_none_or(|wanted| wanted.contains(&c.status)))
         .filter(|c| {
             search.as_ref().is_none_or(|term| {
                 c.name.to_lowercase().contains(term)
@@ -859,10 +862,7 @@ fn list_connections_for_web(state: &State, call: &Call<'_>) -> Result<Value, Api
                 .map(|job| job.created_ms)
         };
         // Ties are broken by id, so a cursor always names one place in the order.
-        let (ascending, key): (
-            bool,
-            Box<dyn Fn(&super::state::Connection) -> (String, i64)>,
-        ) = match sort_key {
+        let (ascending, key): (bool, SortKey<'_>) = match sort_key {
             "connectionName_desc" => (false, Box::new(|c| (c.name.clone(), 0))),
             "sourceName_asc" | "sourceName_desc" => (
                 sort_key.ends_with("_asc"),
