@@ -193,6 +193,9 @@ pub async fn idle(
     daemon.reload()?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let reload_peak = mib(daemon.peak_rss()?);
+    // What stays once the reload is done: the old config must be gone.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after_reload = mib(daemon.rss()?);
     let triggered = emulator.control().requests().get("connections/sync");
     daemon.stop()?;
     if triggered > 0 {
@@ -231,6 +234,14 @@ pub async fn idle(
             &format!("peak RSS through a reload of the whole file, {what}"),
             format!("{reload_peak:.1} MiB"),
             reload_peak,
+            "(for the record)",
+            None,
+        ),
+        row(
+            "idle",
+            &format!("RSS 8 s after that reload, {what}"),
+            format!("{after_reload:.1} MiB"),
+            after_reload,
             "(for the record)",
             None,
         ),
