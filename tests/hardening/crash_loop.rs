@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use cronbyte::emulator::{AttemptPlan, Faults, JobPlan};
+use cronbyte::emulator::{Faults, JobPlan};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -78,28 +78,7 @@ async fn crash_loop(kills: usize, mix: Mix) {
     let store = dir.path().join("history.db");
     let logs = dir.path().join("logs");
 
-    let mut plans = vec![
-        (
-            "steady",
-            JobPlan::succeeding(Duration::from_millis(800), 120, 12_000),
-            "on_overlap = \"attach\"",
-        ),
-        (
-            "flaky",
-            JobPlan::failing(
-                Duration::from_secs(1),
-                "planned failure: source unreachable",
-            ),
-            "on_overlap = \"skip\"\nretries = 1\nretry_backoff = \"1s\"",
-        ),
-        (
-            "twice",
-            JobPlan::failing(Duration::from_millis(400), "planned failure: first attempt").then(
-                AttemptPlan::succeeding(Duration::from_millis(600), 77, 7_700),
-            ),
-            "",
-        ),
-    ];
+    let mut plans = documented_mix();
     if mix == Mix::WithQueueAndLostAnswers {
         plans.push((
             "slow",

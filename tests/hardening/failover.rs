@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cronbyte::emulator::{AttemptPlan, Faults, JobPlan};
+use cronbyte::emulator::Faults;
 use cronbyte::run::{Run, Trigger};
 use cronbyte::store::{HistoryFilter, Store};
 use rand::rngs::StdRng;
@@ -52,28 +52,7 @@ async fn three_replicas_lose_their_active_one_20_times_and_every_job_is_recorded
     });
     let dir = WorkDir::new("failover");
     let logs = dir.path().join("logs");
-    let plans = [
-        (
-            "steady",
-            JobPlan::succeeding(Duration::from_millis(800), 120, 12_000),
-            "on_overlap = \"attach\"",
-        ),
-        (
-            "flaky",
-            JobPlan::failing(
-                Duration::from_secs(1),
-                "planned failure: source unreachable",
-            ),
-            "on_overlap = \"skip\"\nretries = 1\nretry_backoff = \"1s\"",
-        ),
-        (
-            "twice",
-            JobPlan::failing(Duration::from_millis(400), "planned failure: first attempt").then(
-                AttemptPlan::succeeding(Duration::from_millis(600), 77, 7_700),
-            ),
-            "",
-        ),
-    ];
+    let plans = documented_mix();
     let unused = dir.path().join("unused.db");
     let mut text = base_config(
         &emulator.config_api_base(),

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use cronbyte::emulator::{Emulator, EmulatorHandle, EmulatorOptions, JobSnapshot};
+use cronbyte::emulator::{
+    AttemptPlan, Emulator, EmulatorHandle, EmulatorOptions, JobPlan, JobSnapshot,
+};
 use cronbyte::run::{Run, RunStatus};
 use cronbyte::store::{HistoryFilter, SqliteStore, Store};
 use serde_json::Value;
@@ -452,6 +454,35 @@ where
 /// The connection names of the emulator's connection ids.
 pub fn names(pairs: &[(&str, Uuid)]) -> HashMap<Uuid, String> {
     pairs.iter().map(|(n, id)| (*id, (*n).to_owned())).collect()
+}
+
+/// Three connections whose jobs cover the documented outcomes: one that succeeds
+/// (attaching to a job already running), one that fails and is retried once (skipping
+/// overlaps), one whose first attempt fails and second succeeds. Name, job plan and the
+/// lines the connection's config entry adds.
+pub fn documented_mix() -> Vec<(&'static str, JobPlan, &'static str)> {
+    vec![
+        (
+            "steady",
+            JobPlan::succeeding(Duration::from_millis(800), 120, 12_000),
+            "on_overlap = \"attach\"",
+        ),
+        (
+            "flaky",
+            JobPlan::failing(
+                Duration::from_secs(1),
+                "planned failure: source unreachable",
+            ),
+            "on_overlap = \"skip\"\nretries = 1\nretry_backoff = \"1s\"",
+        ),
+        (
+            "twice",
+            JobPlan::failing(Duration::from_millis(400), "planned failure: first attempt").then(
+                AttemptPlan::succeeding(Duration::from_millis(600), 77, 7_700),
+            ),
+            "",
+        ),
+    ]
 }
 
 /// `[airbyte]`, `[store]`, `[server]`, `[workers]` and `[log]` for a test daemon; `extra`
