@@ -572,7 +572,18 @@ impl Metrics {
         for counter in [&self.records, &self.bytes, &self.zero_record_syncs] {
             move_counter(counter, from, to);
         }
-        for gauge in [
+        for gauge in self.run_gauges().into_iter().chain([&self.scheduled_twice]) {
+            move_gauge(gauge, from, to);
+        }
+        move_gauge(&self.last_success_duration, from, to);
+    }
+
+    /// The per-connection gauges that describe a connection's runs: what a
+    /// reload moves or forgets, and what a replica stepping down stops exporting.
+    /// `scheduled_twice` is not one of them: it describes Airbyte's side, which
+    /// every replica watches.
+    fn run_gauges(&self) -> [&PerConnection<Gauge>; 8] {
+        [
             &self.last_success,
             &self.last_run,
             &self.next_run,
@@ -581,11 +592,7 @@ impl Metrics {
             &self.running_age,
             &self.running_records,
             &self.running_bytes,
-            &self.scheduled_twice,
-        ] {
-            move_gauge(gauge, from, to);
-        }
-        move_gauge(&self.last_success_duration, from, to);
+        ]
     }
 
     /// Whether Airbyte also schedules the connection itself (`takeover::watch`).
@@ -751,17 +758,7 @@ impl Metrics {
     pub fn forget(&self, connection: &str) {
         let placements = self.placements();
         let labels = placements.labels(connection);
-        for gauge in [
-            &self.last_success,
-            &self.last_run,
-            &self.next_run,
-            &self.expected_interval,
-            &self.consecutive_failures,
-            &self.running_age,
-            &self.running_records,
-            &self.running_bytes,
-            &self.scheduled_twice,
-        ] {
+        for gauge in self.run_gauges().into_iter().chain([&self.scheduled_twice]) {
             gauge.remove(&labels);
         }
         self.last_success_duration.remove(&labels);
@@ -832,14 +829,7 @@ impl Metrics {
         for counter in [&self.records, &self.bytes, &self.zero_record_syncs] {
             counter.clear();
         }
-        for gauge in [
-            &self.last_success,
-            &self.last_run,
-            &self.next_run,
-            &self.expected_interval,
-            &self.consecutive_failures,
-            &self.running_age,
-        ] {
+        for gauge in self.run_gauges() {
             gauge.clear();
         }
         self.last_success_duration.clear();
@@ -1143,6 +1133,29 @@ mod tests {
                 r#"cronbyte_syncs_total{connection="orders",airbyte_instance="eu",status="succeeded"} 1"#,
                 r#"cronbyte_records_synced_total{connection="orders",airbyte_instance="eu"} 5"#,
                 r#"cronbyte_bytes_synced_total{connection="orders",airbyte_instance="eu"} 50"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn a_replica_stepping_down_exports_no_series_of_the_runs_it_no_longer_owns() {
+        let metrics = Metrics::new(Duration::from_secs(86_400));
+        metrics.set_connections(&placed(&[("orders", "eu")]));
+        metrics.run_ended(&succeeded("orders", "eu", 5));
+        metrics.set_next_run("orders", DateTime::from_timestamp(1_800_000_000, 0));
+        metrics.set_expected_interval("orders", Some(chrono::Duration::hours(1)));
+        metrics.set_running_ages(&[("orders".into(), 12)]);
+        metrics.set_running_progress(&[("orders".into(), 1_200, 96_000)]);
+        metrics.set_scheduled_twice("orders", true);
+        assert!(samples_with(&metrics.render(), r#"connection="orders""#).len() > 10);
+
+        metrics.step_down();
+        // Every replica watches Airbyte's own schedules, so that one series
+        // stays; the runs are now another replica's to count.
+        assert_eq!(
+            samples_with(&metrics.render(), r#"connection="orders""#),
+            vec![
+                r#"cronbyte_connection_scheduled_twice{connection="orders",airbyte_instance="eu"} 1"#
             ],
         );
     }
