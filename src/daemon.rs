@@ -231,6 +231,7 @@ impl Daemon {
                 notifier,
                 clients,
                 &config,
+                &shared,
             )
             .watching(double_schedules)
             .announcing(election.clone()),

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::airbyte::{Auth, Client};
-use crate::config::{self, ActorSettings, Config};
+use crate::config::{self, ActorSettings, Config, ConnectionSettings, SharedConnections};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::replica::{Election, Role};
@@ -71,8 +71,8 @@ enum Effect {
 /// What a reload compares against, kept instead of a second copy of the config:
 /// at 10,000 connections that copy is megabytes, these hashes a few hundred KB.
 struct Fingerprint {
-    /// Each connection's name and a hash of its settings, as configured.
-    connections: Vec<(String, u64)>,
+    /// Each connection's settings, as the daemon shares them, and their hash.
+    connections: Vec<(Arc<ConnectionSettings>, u64)>,
     /// Every other section: its key path, when a change takes effect, its hash.
     sections: Vec<(&'static str, Effect, u64)>,
 }
@@ -112,8 +112,59 @@ fn declaration_secrets(actors: &[ActorSettings]) -> impl Iterator<Item = String>
     actors.iter().map(|a| a.configuration.expose().to_string())
 }
 
+/// A hash of one connection's settings, as [`fingerprint_of`] makes them.
+fn connection_hash(connection: &ConnectionSettings) -> u64 {
+    fingerprint_of(connection, std::iter::empty::<&str>())
+}
+
 impl Fingerprint {
-    fn of(config: &Config) -> Self {
+    /// `config`'s sections, and `connections`: its connections, as shared.
+    fn of(config: &Config, connections: &[Arc<ConnectionSettings>]) -> Self {
+        Self {
+            connections: connections
+                .iter()
+                .map(|c| (c.clone(), connection_hash(c)))
+                .collect(),
+            sections: Self::sections(config),
+        }
+    }
+
+    /// The fingerprint of a new config, whose sections are `sections`: each of
+    /// `connections` that did not change is replaced by the settings in force,
+    /// which go on being shared, so a reload keeps only what changed. Besides
+    /// sparing the work, this spares the memory: settings built while the file
+    /// was parsed sit among the parse's freed values, and would hold on to all
+    /// the pages they share with them.
+    fn carry_over(
+        &self,
+        connections: Vec<ConnectionSettings>,
+        sections: Vec<(&'static str, Effect, u64)>,
+    ) -> Self {
+        let in_force: HashMap<&str, &(Arc<ConnectionSettings>, u64)> = self
+            .connections
+            .iter()
+            .map(|entry| (entry.0.name.as_str(), entry))
+            .collect();
+        let mut carried = Vec::with_capacity(connections.len());
+        for connection in connections {
+            let hash = connection_hash(&connection);
+            match in_force.get(connection.name.as_str()) {
+                Some((same, old_hash)) if *old_hash == hash => carried.push((same.clone(), hash)),
+                _ => carried.push((Arc::new(connection), hash)),
+            }
+        }
+        Self {
+            connections: carried,
+            sections,
+        }
+    }
+
+    /// The connections, shared.
+    fn shared(&self) -> SharedConnections {
+        self.connections.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    fn sections(config: &Config) -> Vec<(&'static str, Effect, u64)> {
         // Named field by field, so a section added to `Config` cannot be forgotten here.
         let Config {
             instances,
@@ -125,69 +176,63 @@ impl Fingerprint {
             log,
             groups,
             notify,
-            connections,
+            connections: _,
             sources,
             destinations,
         } = config;
         let none = std::iter::empty::<&str>;
-        Self {
-            connections: connections
-                .iter()
-                .map(|c| (c.name.clone(), fingerprint_of(c, none())))
-                .collect(),
-            sections: vec![
-                ("[[groups]]", Effect::Live, fingerprint_of(groups, none())),
-                ("[defaults]", Effect::Live, fingerprint_of(defaults, none())),
-                (
-                    "[[notify]]",
-                    Effect::Live,
-                    fingerprint_of(notify, notify.iter().map(|n| exposed(&n.url))),
+        vec![
+            ("[[groups]]", Effect::Live, fingerprint_of(groups, none())),
+            ("[defaults]", Effect::Live, fingerprint_of(defaults, none())),
+            (
+                "[[notify]]",
+                Effect::Live,
+                fingerprint_of(notify, notify.iter().map(|n| exposed(&n.url))),
+            ),
+            (
+                if instances.len() == 1 && instances.contains_key(config::DEFAULT_INSTANCE) {
+                    "[airbyte]"
+                } else {
+                    "[instances]"
+                },
+                Effect::Restart,
+                fingerprint_of(
+                    instances,
+                    instances.values().flat_map(|i| auth_secrets(&i.auth)),
                 ),
-                (
-                    if instances.len() == 1 && instances.contains_key(config::DEFAULT_INSTANCE) {
-                        "[airbyte]"
-                    } else {
-                        "[instances]"
-                    },
-                    Effect::Restart,
-                    fingerprint_of(
-                        instances,
-                        instances.values().flat_map(|i| auth_secrets(&i.auth)),
-                    ),
-                ),
-                (
-                    "[store]",
-                    Effect::Restart,
-                    fingerprint_of(store, store.url.as_ref().map(exposed)),
-                ),
-                (
-                    "[server]",
-                    Effect::Restart,
-                    fingerprint_of(server, server.token.as_ref().map(exposed)),
-                ),
-                (
-                    "[workers]",
-                    Effect::Restart,
-                    fingerprint_of(workers, none()),
-                ),
-                (
-                    "[metrics]",
-                    Effect::Restart,
-                    fingerprint_of(metrics, none()),
-                ),
-                ("[log]", Effect::Restart, fingerprint_of(log, none())),
-                (
-                    "[[sources]]",
-                    Effect::Apply,
-                    fingerprint_of(sources, declaration_secrets(sources)),
-                ),
-                (
-                    "[[destinations]]",
-                    Effect::Apply,
-                    fingerprint_of(destinations, declaration_secrets(destinations)),
-                ),
-            ],
-        }
+            ),
+            (
+                "[store]",
+                Effect::Restart,
+                fingerprint_of(store, store.url.as_ref().map(exposed)),
+            ),
+            (
+                "[server]",
+                Effect::Restart,
+                fingerprint_of(server, server.token.as_ref().map(exposed)),
+            ),
+            (
+                "[workers]",
+                Effect::Restart,
+                fingerprint_of(workers, none()),
+            ),
+            (
+                "[metrics]",
+                Effect::Restart,
+                fingerprint_of(metrics, none()),
+            ),
+            ("[log]", Effect::Restart, fingerprint_of(log, none())),
+            (
+                "[[sources]]",
+                Effect::Apply,
+                fingerprint_of(sources, declaration_secrets(sources)),
+            ),
+            (
+                "[[destinations]]",
+                Effect::Apply,
+                fingerprint_of(destinations, declaration_secrets(destinations)),
+            ),
+        ]
     }
 }
 
@@ -199,6 +244,7 @@ impl Reloader {
         notifier: Notifier,
         clients: BTreeMap<String, Client>,
         current: &Config,
+        connections: &[Arc<ConnectionSettings>],
     ) -> Self {
         Self {
             path,
@@ -206,7 +252,7 @@ impl Reloader {
             metrics,
             notifier,
             clients,
-            current: Mutex::new(Fingerprint::of(current)),
+            current: Mutex::new(Fingerprint::of(current, connections)),
             double_schedules: None,
             election: None,
         }
@@ -257,13 +303,14 @@ impl Reloader {
                 return Err(e.to_string());
             }
         }
-        let fingerprint = Fingerprint::of(&new);
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let summary = compare(&current, &fingerprint);
         if let Some(election) = &self.election {
             election.set_settings_hash(settings_hash(&new));
         }
-        let connections = crate::config::share(new.connections);
+        let sections = Fingerprint::sections(&new);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let fingerprint = current.carry_over(std::mem::take(&mut new.connections), sections);
+        let summary = compare(&current, &fingerprint);
+        let connections = fingerprint.shared();
         if let Some(watcher) = &self.double_schedules {
             watcher.reconfigure(&connections);
         }
@@ -307,10 +354,11 @@ impl Reloader {
 /// Built with the standard library's fixed-key hasher: the same settings give the
 /// same hash in every process of one build, which is what replicas compare.
 pub fn settings_hash(config: &Config) -> String {
-    let fingerprint = Fingerprint::of(config);
     let mut hasher = DefaultHasher::new();
-    fingerprint.connections.hash(&mut hasher);
-    for (key, effect, hash) in &fingerprint.sections {
+    for connection in &config.connections {
+        (connection.name.as_str(), connection_hash(connection)).hash(&mut hasher);
+    }
+    for (key, effect, hash) in &Fingerprint::sections(config) {
         if *effect == Effect::Live && *key != "[[notify]]" {
             (key, hash).hash(&mut hasher);
         }
@@ -323,26 +371,26 @@ fn compare(old: &Fingerprint, new: &Fingerprint) -> ReloadSummary {
     let before: HashMap<&str, u64> = old
         .connections
         .iter()
-        .map(|(name, hash)| (name.as_str(), *hash))
+        .map(|(c, hash)| (c.name.as_str(), *hash))
         .collect();
     let after: HashMap<&str, u64> = new
         .connections
         .iter()
-        .map(|(name, hash)| (name.as_str(), *hash))
+        .map(|(c, hash)| (c.name.as_str(), *hash))
         .collect();
     let mut summary = ReloadSummary::default();
-    for (name, hash) in &new.connections {
-        match before.get(name.as_str()) {
-            None => summary.added.push(name.clone()),
-            Some(old_hash) if old_hash != hash => summary.changed.push(name.clone()),
+    for (c, hash) in &new.connections {
+        match before.get(c.name.as_str()) {
+            None => summary.added.push(c.name.clone()),
+            Some(old_hash) if old_hash != hash => summary.changed.push(c.name.clone()),
             Some(_) => {}
         }
     }
     summary.removed = old
         .connections
         .iter()
-        .filter(|(name, _)| !after.contains_key(name.as_str()))
-        .map(|(name, _)| name.clone())
+        .filter(|(c, _)| !after.contains_key(c.name.as_str()))
+        .map(|(c, _)| c.name.clone())
         .collect();
     for ((section, effect, before), (_, _, after)) in old.sections.iter().zip(&new.sections) {
         if before == after {
@@ -361,6 +409,11 @@ fn compare(old: &Fingerprint, new: &Fingerprint) -> ReloadSummary {
 mod tests {
     use super::*;
     use crate::config::{Format, from_str};
+
+    /// `config`'s fingerprint, its connections shared anew.
+    fn fingerprint(config: &Config) -> Fingerprint {
+        Fingerprint::of(config, &config::share(config.connections.clone()))
+    }
 
     fn config(connections: &[(&str, &str)], poll: &str) -> Config {
         let mut text = format!(
@@ -386,7 +439,7 @@ mod tests {
             &[("b", "0 * * * *"), ("c", "30 * * * *"), ("d", "0 * * * *")],
             "20s",
         );
-        let summary = compare(&Fingerprint::of(&old), &Fingerprint::of(&new));
+        let summary = compare(&fingerprint(&old), &fingerprint(&new));
         assert_eq!(
             summary,
             ReloadSummary {
@@ -484,7 +537,7 @@ timeout = "1h"
                 "[[destinations]]",
             ),
         ];
-        let old = Fingerprint::of(&every_section(&|t| t));
+        let old = fingerprint(&every_section(&|t| t));
         assert_eq!(
             cases.len(),
             old.sections.len(),
@@ -495,7 +548,7 @@ timeout = "1h"
                 assert!(t.contains(from), "{from} is in the test config");
                 t.replacen(from, to, 1)
             });
-            let summary = compare(&old, &Fingerprint::of(&new));
+            let summary = compare(&old, &fingerprint(&new));
             let expected = ReloadSummary {
                 changed: if *list == "changed" {
                     vec![(*section).to_owned()]
@@ -519,9 +572,44 @@ timeout = "1h"
     }
 
     #[test]
+    fn a_reload_keeps_the_settings_in_force_of_every_connection_it_does_not_change() {
+        let old = config(&[("a", "0 * * * *"), ("b", "0 * * * *")], "10s");
+        let in_force = fingerprint(&old);
+        let new = config(
+            &[("a", "0 * * * *"), ("b", "30 * * * *"), ("c", "0 * * * *")],
+            "10s",
+        );
+        let carried = in_force.carry_over(new.connections.clone(), Fingerprint::sections(&new));
+        let shared = carried.shared();
+        let names: Vec<&str> = shared.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"], "in the new file's order");
+        assert!(
+            Arc::ptr_eq(&shared[0], &in_force.connections[0].0),
+            "a is unchanged"
+        );
+        assert!(
+            !Arc::ptr_eq(&shared[1], &in_force.connections[1].0),
+            "b changed"
+        );
+        assert_eq!(
+            format!("{:?}", shared[1].cron),
+            format!("{:?}", new.connections[1].cron),
+            "b as the new file has it"
+        );
+        assert_eq!(
+            compare(&in_force, &carried),
+            ReloadSummary {
+                added: vec!["c".to_owned()],
+                changed: vec!["b".to_owned()],
+                ..ReloadSummary::default()
+            }
+        );
+    }
+
+    #[test]
     fn reloading_the_same_config_changes_nothing() {
         let config = config(&[("a", "0 * * * *")], "10s");
-        let summary = compare(&Fingerprint::of(&config), &Fingerprint::of(&config.clone()));
+        let summary = compare(&fingerprint(&config), &fingerprint(&config.clone()));
         assert_eq!(summary, ReloadSummary::default());
     }
 }

@@ -171,11 +171,13 @@ pub async fn idle(
             (entries, distinct)
         }
     };
+    let port = free_port()?;
+    let store = Backend::Sqlite(dir.join("history.db")).config_line();
     let config = write_config(
         dir,
-        &Backend::Sqlite(dir.join("history.db")).config_line(),
+        &store,
         &emulator.config_api_base(),
-        free_port()?,
+        port,
         "10s",
         100,
         &entries,
@@ -196,6 +198,35 @@ pub async fn idle(
     // What stays once the reload is done: the old config must be gone.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after_reload = mib(daemon.rss()?);
+    // A reload that changes every connection (each gets a jitter): all their
+    // settings are replaced, so none of the old ones can be kept.
+    let changed: Vec<(String, Uuid, String)> = entries
+        .iter()
+        .map(|(name, id, body)| (name.clone(), *id, format!("{body}\njitter = \"1s\"")))
+        .collect();
+    write_config(
+        dir,
+        &store,
+        &emulator.config_api_base(),
+        port,
+        "10s",
+        100,
+        &changed,
+    )?;
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/reload"))
+        .bearer_auth(BENCH_TOKEN)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let replaced = answer["summary"]["changed"].as_array().map_or(0, Vec::len);
+    if replaced != connections {
+        bail!("the reload changed {replaced} connections of {connections}: {answer}");
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after_change = mib(daemon.rss()?);
     let triggered = emulator.control().requests().get("connections/sync");
     daemon.stop()?;
     if triggered > 0 {
@@ -242,6 +273,14 @@ pub async fn idle(
             &format!("RSS 8 s after that reload, {what}"),
             format!("{after_reload:.1} MiB"),
             after_reload,
+            "(for the record)",
+            None,
+        ),
+        row(
+            "idle",
+            &format!("RSS 8 s after a reload changing every connection, {what}"),
+            format!("{after_change:.1} MiB"),
+            after_change,
             "(for the record)",
             None,
         ),
