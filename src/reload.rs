@@ -317,15 +317,33 @@ impl Reloader {
         self.role.reload(connections, new.groups);
         self.notifier.set_receivers(new.notify);
         self.metrics.reloaded("applied");
-        tracing::info!(config = %path.display(), added = ?summary.added, removed = ?summary.removed,
-            changed = ?summary.changed, needs_restart = ?summary.needs_restart,
-            needs_apply = ?summary.needs_apply, "config reloaded");
+        tracing::info!(config = %path.display(), added = %few(&summary.added),
+            removed = %few(&summary.removed), changed = %few(&summary.changed),
+            needs_restart = ?summary.needs_restart, needs_apply = ?summary.needs_apply,
+            "config reloaded");
         *current = fingerprint;
         drop(current);
         // The old config and everything read to check the new one are free now.
         crate::allocator::give_back();
         Ok(summary)
     }
+}
+
+/// At most ten of `names`, and how many more: a reload that touches every one of
+/// 10,000 connections is one readable log line, not a megabyte of names (the
+/// answer to the reload request still lists them all).
+fn few(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 impl Reloader {
@@ -604,6 +622,17 @@ timeout = "1h"
                 ..ReloadSummary::default()
             }
         );
+    }
+
+    #[test]
+    fn the_reload_log_names_ten_connections_at_most_and_counts_the_rest() {
+        let names: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+        assert_eq!(few(&names[..2]), "c0, c1");
+        assert_eq!(
+            few(&names),
+            "c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 and 2 more"
+        );
+        assert_eq!(few(&[]), "");
     }
 
     #[test]
