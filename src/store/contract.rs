@@ -723,6 +723,32 @@ pub async fn drop_schemas(url: &str, schemas: &[String]) {
     admin.close().await;
 }
 
+/// A fresh schema on the test server that tests share between stores, as replicas
+/// share a database; [`SharedSchema::tear_down`] closes the stores and drops it.
+struct SharedSchema {
+    url: String,
+    schema: String,
+}
+
+/// Two stores on one fresh, migrated schema: two replicas of one database. `None`
+/// (said loudly) without a test server.
+async fn two_replicas() -> Option<(PgStore, PgStore, SharedSchema)> {
+    let url = postgres_url()?;
+    let (a, schema) = postgres_store(&url).await;
+    let b = in_schema(&url, &schema).await;
+    Some((a, b, SharedSchema { url, schema }))
+}
+
+impl SharedSchema {
+    /// Closes `stores` and drops the schema.
+    async fn tear_down(self, stores: impl IntoIterator<Item = PgStore>) {
+        for store in stores {
+            store.close().await;
+        }
+        drop_schemas(&self.url, &[self.schema]).await;
+    }
+}
+
 #[tokio::test]
 async fn the_postgres_store_keeps_every_promise() {
     let Some(url) = postgres_url() else {
@@ -742,11 +768,9 @@ async fn the_postgres_store_keeps_every_promise() {
 /// is claimed by exactly one of them.
 #[tokio::test]
 async fn two_postgres_stores_on_one_database_claim_each_tick_once() {
-    let Some(url) = postgres_url() else {
+    let Some((first, second, db)) = two_replicas().await else {
         return;
     };
-    let (first, schema) = postgres_store(&url).await;
-    let second = in_schema(&url, &schema).await;
     let ticks = || {
         (0..100)
             .map(|i| tick("orders", 1_000 + i))
@@ -762,9 +786,7 @@ async fn two_postgres_stores_on_one_database_claim_each_tick_once() {
         );
     }
     assert_eq!(first.open_runs().await.unwrap().len(), 100);
-    first.close().await;
-    second.close().await;
-    drop_schemas(&url, &[schema]).await;
+    db.tear_down([first, second]).await;
 }
 
 /// Ends the lease now, as if its holder had stopped renewing it long enough ago.
@@ -791,11 +813,9 @@ fn is_fenced(result: Result<impl std::fmt::Debug, StoreError>) -> bool {
 /// lease over, after which the first one's are.
 #[tokio::test]
 async fn one_replica_holds_the_lease_and_only_the_holder_writes() {
-    let Some(url) = postgres_url() else {
+    let Some((a, b, db)) = two_replicas().await else {
         return;
     };
-    let (a, schema) = postgres_store(&url).await;
-    let b = in_schema(&url, &schema).await;
 
     let first = a
         .take_lease("a", LEASE)
@@ -808,7 +828,7 @@ async fn one_replica_holds_the_lease_and_only_the_holder_writes() {
     assert!(is_fenced(b.set_paused("orders", true).await));
     assert!(a.renew_lease("a", first, LEASE).await.unwrap());
 
-    expire_lease(&url, &schema).await;
+    expire_lease(&db.url, &db.schema).await;
     let second = b
         .take_lease("b", LEASE)
         .await
@@ -823,13 +843,10 @@ async fn one_replica_holds_the_lease_and_only_the_holder_writes() {
     assert!(!a.renew_lease("a", first, LEASE).await.unwrap());
     assert!(b.claim(tick("orders", 3_000)).await.unwrap().is_some());
     // A command that never asks for the lease (apply, migrate) is not fenced.
-    let command = in_schema(&url, &schema).await;
+    let command = in_schema(&db.url, &db.schema).await;
     assert!(command.set_paused("orders", true).await.unwrap());
 
-    for store in [a, b, command] {
-        store.close().await;
-    }
-    drop_schemas(&url, &[schema]).await;
+    db.tear_down([a, b, command]).await;
 }
 
 /// A replica frozen in the middle of a write holds the lease row's share lock; the
@@ -880,11 +897,9 @@ async fn a_replica_frozen_mid_write_does_not_keep_a_standby_from_taking_over() {
 /// it without waiting for it to expire.
 #[tokio::test]
 async fn a_released_lease_is_taken_at_once() {
-    let Some(url) = postgres_url() else {
+    let Some((a, b, db)) = two_replicas().await else {
         return;
     };
-    let (a, schema) = postgres_store(&url).await;
-    let b = in_schema(&url, &schema).await;
     let epoch = a.take_lease("a", LEASE).await.unwrap().expect("taken");
     assert_eq!(b.take_lease("b", LEASE).await.unwrap(), None);
     a.release_lease("a", epoch).await.unwrap();
@@ -893,9 +908,7 @@ async fn a_released_lease_is_taken_at_once() {
     // A release by a replica whose term was taken over changes nothing.
     a.release_lease("a", epoch).await.unwrap();
     assert!(b.claim(tick("orders", 1_000)).await.unwrap().is_some());
-    a.close().await;
-    b.close().await;
-    drop_schemas(&url, &[schema]).await;
+    db.tear_down([a, b]).await;
 }
 
 /// Writes racing a take-over: every write the old holder was told had landed is
@@ -903,11 +916,9 @@ async fn a_released_lease_is_taken_at_once() {
 /// that hold the lease row's share lock, and later writes are refused.
 #[tokio::test]
 async fn every_write_the_old_holder_saw_land_is_read_by_the_new_holder() {
-    let Some(url) = postgres_url() else {
+    let Some((a, b, db)) = two_replicas().await else {
         return;
     };
-    let (a, schema) = postgres_store(&url).await;
-    let b = in_schema(&url, &schema).await;
     a.take_lease("a", LEASE).await.unwrap().expect("taken");
     let writer = {
         let a = a.clone();
@@ -928,7 +939,7 @@ async fn every_write_the_old_holder_saw_land_is_read_by_the_new_holder() {
     while a.open_runs().await.unwrap().len() < 20 {
         tokio::task::yield_now().await;
     }
-    expire_lease(&url, &schema).await;
+    expire_lease(&db.url, &db.schema).await;
     b.take_lease("b", LEASE).await.unwrap().expect("taken over");
     let seen: std::collections::HashSet<i64> =
         b.open_runs().await.unwrap().iter().map(|r| r.id).collect();
@@ -939,20 +950,16 @@ async fn every_write_the_old_holder_saw_land_is_read_by_the_new_holder() {
         missed.is_empty(),
         "landed but not seen by the new holder: {missed:?}"
     );
-    a.close().await;
-    b.close().await;
-    drop_schemas(&url, &[schema]).await;
+    db.tear_down([a, b]).await;
 }
 
 /// Replicas say they are alive; the listing names each once, marks the holder, and
 /// forgets one that left.
 #[tokio::test]
 async fn replicas_are_listed_with_the_active_one_marked() {
-    let Some(url) = postgres_url() else {
+    let Some((a, b, db)) = two_replicas().await else {
         return;
     };
-    let (a, schema) = postgres_store(&url).await;
-    let b = in_schema(&url, &schema).await;
     let record = |id: &str, hash: &str| ReplicaRecord {
         id: id.into(),
         host: "host-1".into(),
@@ -970,9 +977,7 @@ async fn replicas_are_listed_with_the_active_one_marked() {
     let seen = b.replicas(&record("b", "h2"), LEASE).await.unwrap();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].id, "b");
-    a.close().await;
-    b.close().await;
-    drop_schemas(&url, &[schema]).await;
+    db.tear_down([a, b]).await;
 }
 
 /// A server that is not there and a wrong password: errors that name `store.url`
