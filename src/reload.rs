@@ -68,8 +68,9 @@ enum Effect {
     Apply,
 }
 
-/// What a reload compares against, kept instead of a second copy of the config:
-/// at 10,000 connections that copy is megabytes, these hashes a few hundred KB.
+/// What a reload compares against, kept instead of a second copy of the config
+/// (megabytes at 10,000 connections): the connections' settings that the daemon
+/// shares anyway, each with its hash, and a hash of every other section.
 struct Fingerprint {
     /// Each connection's settings, as the daemon shares them, and their hash.
     connections: Vec<(Arc<ConnectionSettings>, u64)>,
