@@ -109,6 +109,15 @@ struct Observer {
 }
 
 /// A typed, async client of Airbyte's Config API or public API. Cheap to clone.
+/// What a listing of a workspace's sync jobs asks for, in each API's words, besides
+/// the job type and the workspaces ([`Client::workspace_jobs`] adds those).
+struct JobsFilter {
+    /// The Config API's body fields.
+    config: Value,
+    /// The public API's query parameters.
+    public: Vec<(&'static str, String)>,
+}
+
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -389,42 +398,19 @@ impl Client {
         offset: u32,
     ) -> Result<Vec<Job>, Error> {
         let since_text = since.to_rfc3339_opts(SecondsFormat::Secs, true);
-        match self.inner.api {
-            ApiKind::Config => {
-                let mut body = json!({
-                    "configTypes": ["sync"],
-                    "updatedAtStart": since_text,
-                    "pagination": { "pageSize": page_size, "rowOffset": offset },
-                });
-                if !workspace_ids.is_empty() {
-                    body["workspaceIds"] = json!(workspace_ids);
-                }
-                let list: JobReadList = self
-                    .send(Call::post("jobs/list_for_workspaces", body).once())
-                    .await?;
-                Ok(list
-                    .jobs
-                    .into_iter()
-                    .map(JobWithAttemptsRead::into_job)
-                    .collect())
-            }
-            ApiKind::Public => {
-                let mut query = vec![
-                    ("jobType", "sync".to_owned()),
-                    ("updatedAtStart", since_text),
-                    ("limit", page_size.min(100).to_string()),
-                    ("offset", offset.to_string()),
-                    ("orderBy", "updatedAt|DESC".to_owned()),
-                ];
-                if !workspace_ids.is_empty() {
-                    query.push(("workspaceIds", workspace_ids.join(",")));
-                }
-                let mut call = Call::get("jobs/list", "/jobs".into()).once();
-                call.query = query;
-                let page: JobsResponse = self.send(call).await?;
-                Ok(page.data.into_iter().map(JobResponse::into_job).collect())
-            }
-        }
+        let filter = JobsFilter {
+            config: json!({
+                "updatedAtStart": since_text,
+                "pagination": { "pageSize": page_size, "rowOffset": offset },
+            }),
+            public: vec![
+                ("updatedAtStart", since_text.clone()),
+                ("limit", page_size.min(100).to_string()),
+                ("offset", offset.to_string()),
+                ("orderBy", "updatedAt|DESC".to_owned()),
+            ],
+        };
+        self.workspace_jobs(workspace_ids, filter).await
     }
 
     /// One page of the running sync jobs of the given workspaces (all, when
@@ -439,13 +425,32 @@ impl Client {
         workspace_ids: &[String],
         page_size: u32,
     ) -> Result<Vec<Job>, Error> {
+        let filter = JobsFilter {
+            config: json!({
+                "statuses": ["running", "incomplete"],
+                "pagination": { "pageSize": page_size, "rowOffset": 0 },
+            }),
+            public: vec![
+                ("status", "running".to_owned()),
+                ("limit", page_size.min(100).to_string()),
+                ("offset", "0".to_owned()),
+            ],
+        };
+        self.workspace_jobs(workspace_ids, filter).await
+    }
+
+    /// The sync jobs of the given workspaces (all, when empty) that `filter`
+    /// selects: `jobs/list_for_workspaces` on the Config API, `GET /jobs` on the
+    /// public one. Tried once.
+    async fn workspace_jobs(
+        &self,
+        workspace_ids: &[String],
+        filter: JobsFilter,
+    ) -> Result<Vec<Job>, Error> {
         match self.inner.api {
             ApiKind::Config => {
-                let mut body = json!({
-                    "configTypes": ["sync"],
-                    "statuses": ["running", "incomplete"],
-                    "pagination": { "pageSize": page_size, "rowOffset": 0 },
-                });
+                let mut body = filter.config;
+                body["configTypes"] = json!(["sync"]);
                 if !workspace_ids.is_empty() {
                     body["workspaceIds"] = json!(workspace_ids);
                 }
@@ -459,12 +464,8 @@ impl Client {
                     .collect())
             }
             ApiKind::Public => {
-                let mut query = vec![
-                    ("jobType", "sync".to_owned()),
-                    ("status", "running".to_owned()),
-                    ("limit", page_size.min(100).to_string()),
-                    ("offset", "0".to_owned()),
-                ];
+                let mut query = vec![("jobType", "sync".to_owned())];
+                query.extend(filter.public);
                 if !workspace_ids.is_empty() {
                     query.push(("workspaceIds", workspace_ids.join(",")));
                 }
