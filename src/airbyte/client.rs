@@ -1000,3 +1000,87 @@ fn describe(err: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How a server answers `web_backend/connections/list`.
+    #[derive(Clone, Copy)]
+    enum Paging {
+        /// Everything at once, whatever the page size (servers that predate paging).
+        IgnoresPageSize,
+        /// Pages of the size asked for, always from the first (the cursor unread).
+        IgnoresCursor,
+    }
+
+    /// A server of `total` connections answering the web app's listing as `paging`
+    /// says, and the number of listings it answered.
+    async fn server(total: usize, paging: Paging) -> (Client, Arc<std::sync::Mutex<usize>>) {
+        let asked = Arc::new(std::sync::Mutex::new(0));
+        let counter = asked.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/web_backend/connections/list",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let counter = counter.clone();
+                async move {
+                    *counter.lock().unwrap() += 1;
+                    let size = match paging {
+                        Paging::IgnoresPageSize => total,
+                        Paging::IgnoresCursor => body["pageSize"].as_u64().unwrap() as usize,
+                    };
+                    let connections: Vec<Value> = (0..total.min(size))
+                        .map(|i| {
+                            json!({
+                                "connectionId": format!("4b5c6d7e-0000-4000-8000-{i:012}"),
+                                "name": format!("conn-{i:05}"),
+                                "status": "active",
+                                "scheduleType": "manual",
+                            })
+                        })
+                        .collect();
+                    axum::Json(json!({ "connections": connections }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        crate::tls::install();
+        let client = Client::new(ClientSettings::new(
+            format!("http://{addr}/api/v1"),
+            ApiKind::Config,
+        ))
+        .expect("a client");
+        (client, asked)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_the_page_size_is_listed_from_its_one_answer() {
+        let (client, asked) = server(1_200, Paging::IgnoresPageSize).await;
+        let listed = client
+            .list_connection_schedules("ws")
+            .await
+            .expect("a listing");
+        assert_eq!(listed.len(), 1_200);
+        assert_eq!(*asked.lock().unwrap(), 1, "one answer held them all");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_the_cursor_is_not_asked_forever() {
+        let (client, asked) = server(1_200, Paging::IgnoresCursor).await;
+        let listed = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.list_connection_schedules("ws"),
+        )
+        .await
+        .expect("the listing ends")
+        .expect("a listing");
+        // The second page repeats the first: nothing new, so the listing ends there
+        // with what it could see, each connection once.
+        assert_eq!(listed.len(), CONFIG_PAGE as usize);
+        assert_eq!(*asked.lock().unwrap(), 2);
+    }
+}
