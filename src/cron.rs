@@ -199,6 +199,12 @@ impl CronRule {
         &self.expr
     }
 
+    /// The rule's text, to be moved to other memory and back (see
+    /// `reload::relocated`): what is put back must be the text taken out.
+    pub(crate) fn text_mut(&mut self) -> &mut Box<str> {
+        &mut self.expr
+    }
+
     /// The time zone whose wall clock the rule follows.
     pub fn timezone(&self) -> Tz {
         self.tz
