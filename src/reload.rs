@@ -135,7 +135,7 @@ impl Fingerprint {
     /// which go on being shared, so a reload keeps only what changed. Besides
     /// sparing the work, this spares the memory: settings built while the file
     /// was parsed sit among the parse's freed values, and would hold on to all
-    /// the pages they share with them.
+    /// the pages they share with them; the changed ones are [`relocated`].
     fn carry_over(
         &self,
         connections: Vec<ConnectionSettings>,
@@ -146,28 +146,27 @@ impl Fingerprint {
             .iter()
             .map(|entry| (entry.0.name.as_str(), entry))
             .collect();
-        // Each connection's settings in force, or its place among the changed ones.
+        // Each connection's settings in force, or `None` for the next changed one.
         let mut order = Vec::with_capacity(connections.len());
         let mut changed = Vec::new();
         for connection in connections {
             let hash = connection_hash(&connection);
             match in_force.get(connection.name.as_str()) {
                 Some((same, old_hash)) if *old_hash == hash => {
-                    order.push((Ok(same.clone()), hash));
+                    order.push((Some(same.clone()), hash));
                 }
                 _ => {
-                    order.push((Err(changed.len()), hash));
+                    order.push((None, hash));
                     changed.push(connection);
                 }
             }
         }
-        let mut changed: Vec<Option<ConnectionSettings>> =
-            relocated(changed).into_iter().map(Some).collect();
+        let mut changed = relocated(changed).into_iter();
         let connections = order
             .into_iter()
-            .filter_map(|(place, hash)| match place {
-                Ok(same) => Some((same, hash)),
-                Err(i) => changed[i].take().map(|c| (Arc::new(c), hash)),
+            .filter_map(|(in_force, hash)| match in_force {
+                Some(same) => Some((same, hash)),
+                None => changed.next().map(|c| (Arc::new(c), hash)),
             })
             .collect();
         Self {
