@@ -173,15 +173,12 @@ pub async fn idle(
     };
     let port = free_port()?;
     let store = Backend::Sqlite(dir.join("history.db")).config_line();
-    let config = write_config(
-        dir,
-        &store,
-        &emulator.config_api_base(),
-        port,
-        "10s",
-        100,
-        &entries,
-    )?;
+    let base_url = emulator.config_api_base();
+    // The same file each time, but for its connections.
+    let write = |entries: &[(String, Uuid, String)]| {
+        write_config(dir, &store, &base_url, port, "10s", 100, entries)
+    };
+    let config = write(&entries)?;
     let daemon = Daemon::start(&config, dir)?;
     // Let start-up work settle before measuring the idle state.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -207,15 +204,7 @@ pub async fn idle(
             .iter()
             .map(|(name, id, body)| (name.clone(), *id, format!("{body}\njitter = \"{jitter}s\"")))
             .collect();
-        write_config(
-            dir,
-            &store,
-            &emulator.config_api_base(),
-            port,
-            "10s",
-            100,
-            &changed,
-        )?;
+        write(&changed)?;
         let answer: serde_json::Value = reqwest::Client::new()
             .post(format!("http://127.0.0.1:{port}/api/v1/reload"))
             .bearer_auth(BENCH_TOKEN)
